@@ -1,0 +1,62 @@
+// swift-tools-version:6.2
+import PackageDescription
+
+// Every target builds in Swift 6 language mode with strict concurrency checking.
+let strict: [SwiftSetting] = [.swiftLanguageMode(.v6)]
+
+let package = Package(
+    name: "telltale",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "telltale", targets: ["telltale"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/adam-fowler/compress-nio.git", from: "1.5.0"),
+    ],
+    targets: [
+        // C libraries from Debian, imported through module maps.
+        .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
+        // No pkgConfig: hiredis.pc carries a -D flag that SwiftPM rejects.
+        .systemLibrary(name: "CHiredis", providers: [.apt(["libhiredis-dev"])]),
+        .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
+        .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
+
+        // Metric model and exposition encoders: pure, no I/O.
+        .target(name: "TelltaleMetrics", swiftSettings: strict),
+
+        // Configuration, collectors, store, alerting and the HTTP server.
+        .target(
+            name: "Telltale",
+            dependencies: [
+                "TelltaleMetrics",
+                "CZlib",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "CompressNIO", package: "compress-nio"),
+            ],
+            swiftSettings: strict
+        ),
+
+        // The thin command-line front end.
+        .executableTarget(
+            name: "telltale",
+            dependencies: [
+                "Telltale",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+
+        .testTarget(name: "TelltaleMetricsTests", dependencies: ["TelltaleMetrics"],
+                    resources: [.copy("Golden")], swiftSettings: strict),
+        .testTarget(name: "TelltaleTests", dependencies: ["Telltale",
+                    .product(name: "HummingbirdTesting", package: "hummingbird")], swiftSettings: strict),
+    ]
+)

@@ -1,0 +1,53 @@
+import Hummingbird
+import Logging
+import ServiceLifecycle
+
+/// Wires configuration, collectors, store and server together.
+public struct TelltaleApp: Sendable {
+    public let config: TelltaleConfig
+    public let store = MetricStore()
+    public let runner: CollectorRunner
+    private let logger: Logger
+
+    public init(config: TelltaleConfig, logger: Logger) {
+        self.config = config
+        self.logger = logger
+        runner = CollectorRunner(collectors: Self.collectors(config), store: store, logger: logger)
+    }
+
+    /// The enabled collectors, in the order the status page lists them.
+    static func collectors(_ config: TelltaleConfig) -> [any Collector] {
+        var collectors: [any Collector] = []
+        if config.process.enabled {
+            collectors.append(ProcessCollector(schedule: config.process.schedule, watched: config.process.watch))
+        }
+        if config.host.enabled {
+            collectors.append(HostCollector(schedule: config.host.schedule, mountPoints: config.host.filesystems))
+        }
+        return collectors
+    }
+
+    /// Serves until SIGTERM or SIGINT, then shuts down gracefully.
+    public func serve() async throws {
+        let router = HTTPServer.router(store: store, health: runner.health, auth: config.server.auth)
+        let listen = config.server.listen
+        let logger = logger
+        let app = Application(
+            router: router,
+            configuration: .init(address: .hostname(listen.host, port: listen.port), serverName: "telltale"),
+            services: [runner],
+            onServerRunning: { _ in
+                logger.info("listening", metadata: ["address": "\(listen)", "version": "\(TelltaleVersion.current)"])
+            },
+            logger: logger)
+        try await app.runService(gracefulShutdownSignals: [.sigterm, .sigint])
+    }
+
+    /// Runs every collector once and returns the OpenMetrics-free text exposition, and
+    /// whether every collector succeeded.
+    public func once() async -> (exposition: String, succeeded: Bool) {
+        let succeeded = await runner.runOnce()
+        let (body, _) = store.scrape(format: .text, acceptsGzip: false)
+        return (String(buffer: body), succeeded)
+    }
+}

@@ -1,0 +1,198 @@
+import Glibc
+import Yams
+
+/// Every problem found in a configuration file, each naming its key path.
+public struct ConfigErrors: Error, CustomStringConvertible {
+    public let problems: [String]
+
+    public var description: String {
+        "invalid configuration:\n" + problems.map { "  - \($0)" }.joined(separator: "\n")
+    }
+}
+
+/// Collects problems while a configuration is read, so that all of them are reported at once.
+final class ConfigProblems {
+    private(set) var list: [String] = []
+
+    func add(_ path: String, _ message: String) {
+        list.append(path.isEmpty ? message : "\(path): \(message)")
+    }
+}
+
+/// A YAML mapping being read. Every accessor checks the value's type and records a problem
+/// naming the key path instead of throwing; `finish()` reports keys nobody asked for.
+final class ConfigMap {
+    let path: String
+    let problems: ConfigProblems
+    private let entries: [(key: String, value: Node)]
+    private var read: Set<String> = []
+
+    init?(_ node: Node, path: String, problems: ConfigProblems) {
+        guard case .mapping(let mapping) = node else {
+            problems.add(path, "expected a mapping of keys to values")
+            return nil
+        }
+        self.path = path
+        self.problems = problems
+        self.entries = mapping.map { (key: $0.key.string ?? "\($0.key)", value: $0.value) }
+    }
+
+    func childPath(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
+
+    /// The raw node of `key`, marking it as known. A YAML `null` counts as absent.
+    func node(_ key: String) -> Node? {
+        read.insert(key)
+        guard let node = entries.first(where: { $0.key == key })?.value else { return nil }
+        if case .scalar(let scalar) = node, scalar.style == .plain, ["", "~", "null"].contains(scalar.string) { return nil }
+        return node
+    }
+
+    func has(_ key: String) -> Bool { entries.contains { $0.key == key } }
+
+    /// A scalar as text, with `${VAR}` and `${VAR:-default}` replaced from the environment.
+    func string(_ key: String) -> String? {
+        guard let node = node(key) else { return nil }
+        guard case .scalar(let scalar) = node else {
+            problems.add(childPath(key), "expected a single value, not a list or mapping")
+            return nil
+        }
+        return substituteEnvironment(scalar.string, path: childPath(key))
+    }
+
+    /// A secret given inline as `key` or read from the file named by `key_file`.
+    /// Problems name the key, never the secret.
+    func secret(_ key: String) -> String? {
+        let inline = string(key)
+        guard let file = string(key + "_file") else { return inline }
+        if inline != nil {
+            problems.add(childPath(key), "set either \(key) or \(key)_file, not both")
+            return nil
+        }
+        guard let content = readSecretFile(file) else {
+            problems.add(childPath(key + "_file"), "cannot read \(file)")
+            return nil
+        }
+        return content
+    }
+
+    func bool(_ key: String) -> Bool? {
+        guard let text = string(key) else { return nil }
+        switch text.lowercased() {
+        case "true", "yes", "on": return true
+        case "false", "no", "off": return false
+        default:
+            problems.add(childPath(key), "expected true or false, got \"\(text)\"")
+            return nil
+        }
+    }
+
+    func int(_ key: String, in range: ClosedRange<Int>) -> Int? {
+        guard let text = string(key) else { return nil }
+        guard let value = Int(text), range.contains(value) else {
+            problems.add(childPath(key), "expected a whole number from \(range.lowerBound) to \(range.upperBound), got \"\(text)\"")
+            return nil
+        }
+        return value
+    }
+
+    func double(_ key: String) -> Double? {
+        guard let text = string(key) else { return nil }
+        guard let value = Double(text), value.isFinite else {
+            problems.add(childPath(key), "expected a number, got \"\(text)\"")
+            return nil
+        }
+        return value
+    }
+
+    /// A positive duration such as `15s`, `500ms`, `2m`, `1h`, or a bare number of seconds.
+    func duration(_ key: String) -> Duration? {
+        guard let text = string(key) else { return nil }
+        guard let value = parseDuration(text), value > .zero else {
+            problems.add(childPath(key), "expected a positive duration such as 500ms, 15s, 2m or 1h, got \"\(text)\"")
+            return nil
+        }
+        return value
+    }
+
+    func map(_ key: String) -> ConfigMap? {
+        node(key).flatMap { ConfigMap($0, path: childPath(key), problems: problems) }
+    }
+
+    /// The items of a list, each with its own path (`key[2]`).
+    func list(_ key: String) -> [(path: String, node: Node)]? {
+        guard let node = node(key) else { return nil }
+        guard case .sequence(let sequence) = node else {
+            problems.add(childPath(key), "expected a list")
+            return nil
+        }
+        return sequence.enumerated().map { ("\(childPath(key))[\($0.offset)]", $0.element) }
+    }
+
+    func stringList(_ key: String) -> [String]? {
+        list(key)?.compactMap { path, node in
+            guard case .scalar(let scalar) = node else {
+                problems.add(path, "expected a single value")
+                return nil
+            }
+            return substituteEnvironment(scalar.string, path: path)
+        }
+    }
+
+    /// Reports keys that no accessor asked for: a misspelt key must not be silently ignored.
+    func finish() {
+        for entry in entries where !read.contains(entry.key) {
+            problems.add(childPath(entry.key), "unknown key")
+        }
+    }
+
+    private func substituteEnvironment(_ text: String, path: String) -> String? {
+        var result = ""
+        var rest = Substring(text)
+        while let dollar = rest.firstIndex(of: "$") {
+            result += rest[..<dollar]
+            let afterDollar = rest.index(after: dollar)
+            if rest[afterDollar...].hasPrefix("$") {
+                result += "$"
+                rest = rest[rest.index(after: afterDollar)...]
+            } else if rest[afterDollar...].hasPrefix("{"), let close = rest[afterDollar...].firstIndex(of: "}") {
+                let reference = rest[rest.index(after: afterDollar)..<close]
+                let parts = reference.split(separator: ":-", maxSplits: 1, omittingEmptySubsequences: false)
+                let name = String(parts[0])
+                if let value = getenv(name) {
+                    result += String(cString: value)
+                } else if parts.count == 2 {
+                    result += parts[1]
+                } else {
+                    problems.add(path, "environment variable \(name) is not set")
+                    return nil
+                }
+                rest = rest[rest.index(after: close)...]
+            } else {
+                result += "$"
+                rest = rest[afterDollar...]
+            }
+        }
+        return result + rest
+    }
+}
+
+/// Parses `500ms`, `15s`, `2m`, `1h`, `1d` or a bare number of seconds.
+func parseDuration(_ text: String) -> Duration? {
+    let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600), ("d", 86400)]
+    let trimmed = text.trimming(" ")
+    for (suffix, scale) in units where trimmed.hasSuffix(suffix) {
+        guard let number = Double(trimmed.dropLast(suffix.count)), number.isFinite else { return nil }
+        return .milliseconds(Int64((number * scale * 1000).rounded()))
+    }
+    guard let seconds = Double(trimmed), seconds.isFinite else { return nil }
+    return .milliseconds(Int64((seconds * 1000).rounded()))
+}
+
+/// A secret file's content without its trailing line break.
+func readSecretFile(_ path: String) -> String? {
+    ProcFS.read(path).map { text in
+        var text = text
+        while text.hasSuffix("\n") || text.hasSuffix("\r") { text.removeLast() }
+        return text
+    }
+}

@@ -1,0 +1,208 @@
+import Logging
+import Yams
+
+/// Where the HTTP server listens.
+public struct ListenAddress: Sendable, Equatable, CustomStringConvertible {
+    public static let defaultPort = 9839
+    public let host: String
+    public let port: Int
+
+    /// Parses `HOST:PORT`, `:PORT` (all interfaces) or `[IPv6]:PORT`.
+    public init?(_ text: String) {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+              (1...65535).contains(port) else { return nil }
+        var host = String(text[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        self.host = host.isEmpty ? "0.0.0.0" : host
+        self.port = port
+    }
+
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+}
+
+/// Optional protection of `/metrics` and `/`. The description never shows the secret.
+public enum HTTPAuth: Sendable, Equatable, CustomStringConvertible {
+    case bearer(token: String)
+    case basic(username: String, password: String)
+
+    public var description: String {
+        switch self {
+        case .bearer: "bearer token"
+        case .basic(let username, _): "basic auth for \(username)"
+        }
+    }
+}
+
+public struct ServerConfig: Sendable, Equatable {
+    public var listen = ListenAddress(":\(ListenAddress.defaultPort)")!
+    public var auth: HTTPAuth?
+}
+
+public struct ProcessCollectorConfig: Sendable, Equatable {
+    public var enabled = true
+    public var schedule = Schedule(interval: .seconds(15), timeout: .seconds(5))
+    public var watch: [WatchedProcess] = []
+}
+
+public struct HostCollectorConfig: Sendable, Equatable {
+    public var enabled = true
+    public var schedule = Schedule(interval: .seconds(15), timeout: .seconds(5))
+    public var filesystems = ["/"]
+}
+
+/// The whole configuration. `TelltaleConfig()` is what runs with no file: the process and
+/// host collectors with their defaults, served on port 9839.
+public struct TelltaleConfig: Sendable {
+    public var server = ServerConfig()
+    public var logLevel = Logger.Level.info
+    public var process = ProcessCollectorConfig()
+    public var host = HostCollectorConfig()
+
+    public init() {}
+
+    /// Reads and validates a YAML file; every problem is reported at once.
+    public static func load(path: String) throws(ConfigErrors) -> TelltaleConfig {
+        guard let text = ProcFS.read(path) else {
+            throw ConfigErrors(problems: ["cannot read configuration file \(path)"])
+        }
+        return try parse(text)
+    }
+
+    public static func parse(_ text: String) throws(ConfigErrors) -> TelltaleConfig {
+        let node: Node?
+        do {
+            node = try Yams.compose(yaml: text)
+        } catch {
+            throw ConfigErrors(problems: ["not valid YAML: \(error)"])
+        }
+        var config = TelltaleConfig()
+        guard let node else { return config }
+        let problems = ConfigProblems()
+        if let root = ConfigMap(node, path: "", problems: problems) {
+            config.read(root)
+        }
+        if !problems.list.isEmpty { throw ConfigErrors(problems: problems.list) }
+        return config
+    }
+
+    private mutating func read(_ root: ConfigMap) {
+        if let server = root.map("server") { self.server.read(server) }
+        if let log = root.map("log") {
+            if let level = log.string("level") {
+                if let parsed = Logger.Level(rawValue: level.lowercased()) {
+                    logLevel = parsed
+                } else {
+                    log.problems.add(log.childPath("level"), "expected one of trace, debug, info, notice, warning, error, critical")
+                }
+            }
+            log.finish()
+        }
+        if let collectors = root.map("collectors") {
+            if let process = collectors.map("process") { self.process.read(process) }
+            if let host = collectors.map("host") { self.host.read(host) }
+            collectors.finish()
+        }
+        root.finish()
+    }
+}
+
+extension ServerConfig {
+    mutating func read(_ map: ConfigMap) {
+        if let text = map.string("listen") {
+            if let address = ListenAddress(text) {
+                listen = address
+            } else {
+                map.problems.add(map.childPath("listen"), "expected HOST:PORT with a port from 1 to 65535, got \"\(text)\"")
+            }
+        }
+        if let auth = map.map("auth") {
+            self.auth = HTTPAuth.read(auth)
+            auth.finish()
+        }
+        map.finish()
+    }
+}
+
+extension HTTPAuth {
+    static func read(_ map: ConfigMap) -> HTTPAuth? {
+        let token = map.secret("bearer_token")
+        let basic = map.map("basic")
+        defer { basic?.finish() }
+        switch (token, basic) {
+        case (let token?, nil):
+            guard !token.isEmpty else {
+                map.problems.add(map.childPath("bearer_token"), "must not be empty")
+                return nil
+            }
+            return .bearer(token: token)
+        case (nil, let basic?):
+            guard let username = basic.string("username"), let password = basic.secret("password"), !password.isEmpty else {
+                map.problems.add(basic.path, "needs username and a non-empty password (or password_file)")
+                return nil
+            }
+            return .basic(username: username, password: password)
+        case (nil, nil):
+            if !map.has("bearer_token_file") {
+                map.problems.add(map.path, "set bearer_token (or bearer_token_file) or basic")
+            }
+            return nil
+        case (_?, _?):
+            map.problems.add(map.path, "set bearer_token or basic, not both")
+            return nil
+        }
+    }
+}
+
+extension Schedule {
+    /// Reads `interval` and `timeout`; the timeout may not exceed the interval.
+    mutating func read(_ map: ConfigMap) {
+        if let interval = map.duration("interval") { self.interval = interval }
+        if let timeout = map.duration("timeout") { self.timeout = timeout }
+        if timeout > interval {
+            map.problems.add(map.childPath("timeout"), "must not be longer than the interval (\(interval))")
+        }
+    }
+}
+
+extension ProcessCollectorConfig {
+    mutating func read(_ map: ConfigMap) {
+        if let enabled = map.bool("enabled") { self.enabled = enabled }
+        schedule.read(map)
+        for (path, node) in map.list("watch") ?? [] {
+            guard let item = ConfigMap(node, path: path, problems: map.problems) else { continue }
+            let name = item.string("name")
+            let pidFile = item.string("pid_file")
+            let pattern = item.string("pattern")
+            item.finish()
+            guard let name, !name.isEmpty else {
+                item.problems.add(item.childPath("name"), "is required")
+                continue
+            }
+            switch (pidFile, pattern) {
+            case (let file?, nil):
+                watch.append(WatchedProcess(name: name, match: .pidFile(file)))
+            case (nil, let pattern?):
+                if (try? Regex(pattern)) == nil {
+                    item.problems.add(item.childPath("pattern"), "not a valid regular expression")
+                } else {
+                    watch.append(WatchedProcess(name: name, match: .pattern(pattern)))
+                }
+            default:
+                item.problems.add(path, "set exactly one of pid_file or pattern")
+            }
+        }
+        if Set(watch.map(\.name)).count != watch.count {
+            map.problems.add(map.childPath("watch"), "process names must be unique")
+        }
+        map.finish()
+    }
+}
+
+extension HostCollectorConfig {
+    mutating func read(_ map: ConfigMap) {
+        if let enabled = map.bool("enabled") { self.enabled = enabled }
+        schedule.read(map)
+        if let filesystems = map.stringList("filesystems") { self.filesystems = filesystems }
+        map.finish()
+    }
+}
