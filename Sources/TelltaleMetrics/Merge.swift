@@ -8,6 +8,11 @@ public enum FamilyMerger {
     public struct Conflict: Hashable, Sendable {
         public let family: String
         public let source: String
+
+        public init(family: String, source: String) {
+            self.family = family
+            self.source = source
+        }
     }
 
     public static func merge(_ sources: [(source: String, families: [MetricFamily])]) -> (families: [MetricFamily], conflicts: [Conflict]) {

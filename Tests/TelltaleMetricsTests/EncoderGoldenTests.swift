@@ -1,0 +1,64 @@
+import Foundation
+import Testing
+import TelltaleMetrics
+
+/// Families that exercise every escaping and number-formatting rule of both formats.
+func nastyFamilies() -> [MetricFamily] {
+    var requests = FamilyBuilder(MetricDescriptor("app_requests", .counter, help: "Requests with a \\ backslash,\na newline and \"quotes\"."))
+    requests.add(3, ["path": "/quote\"d", "method": "GET"])
+    requests.add(1, ["path": "back\\slash", "method": "GET"])
+    requests.add(2, ["path": "new\nline", "method": "POST"])
+    requests.add(4, ["path": "emoji 🚀 ünïcødé", "method": "GET"])
+    requests.add(5, ["path": "", "method": "GET"])
+
+    var temperature = FamilyBuilder(MetricDescriptor("app_temperature_celsius", .gauge, help: "Odd values.", unit: "celsius"))
+    temperature.set(.nan, ["sensor": "nan"])
+    temperature.set(.infinity, ["sensor": "plus_inf"])
+    temperature.set(-.infinity, ["sensor": "minus_inf"])
+    temperature.set(-0.5, ["sensor": "negative"])
+    temperature.set(1e-9, ["sensor": "tiny"])
+    temperature.set(1.5e20, ["sensor": "huge"])
+    temperature.set(42, ["sensor": "integral"])
+
+    var latency = FamilyBuilder(MetricDescriptor("app_latency_seconds", .histogram, help: "Latency.", unit: "seconds"),
+                                buckets: [0.005, 0.1, 1, 2.5])
+    for value in [0.001, 0.005, 0.05, 0.5, 3, 100] { latency.observe(value, ["route": "a"]) }
+    latency.touchHistogram(["route": "empty"])
+
+    var build = FamilyBuilder(MetricDescriptor("app_build", .info, help: "Build."))
+    build.set(1, ["version": "1.2.3", "commit": "abc"])
+
+    var unlabelled = FamilyBuilder(MetricDescriptor("app_up", .gauge, help: ""))
+    unlabelled.set(1)
+
+    let empty = FamilyBuilder(MetricDescriptor("app_never_seen", .gauge, help: "No series: not exposed."))
+
+    return [requests, temperature, latency, build, unlabelled, empty].map { $0.build() }
+        .sorted { $0.name < $1.name }
+}
+
+@Suite struct EncoderGoldenTests {
+    @Test(arguments: ExpositionFormat.allCases)
+    func matchesGoldenFile(format: ExpositionFormat) throws {
+        let rendered = String(decoding: ExpositionEncoder.encode(nastyFamilies(), format: format) + Array(format.trailer.utf8),
+                              as: UTF8.self)
+        let name = format == .text ? "nasty.prom" : "nasty.om"
+        let url = try #require(Bundle.module.url(forResource: "Golden/\(name)", withExtension: nil))
+        if ProcessInfo.processInfo.environment["UPDATE_GOLDEN"] != nil {
+            try rendered.write(to: URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+                .appendingPathComponent("Golden/\(name)"), atomically: true, encoding: .utf8)
+        }
+        let golden = try String(contentsOf: url, encoding: .utf8)
+        #expect(rendered == golden)
+    }
+
+    @Test func outputIsDeterministicWhateverTheInsertionOrder() {
+        var first = FamilyBuilder(MetricDescriptor("x", .gauge, help: "x"))
+        var second = FamilyBuilder(MetricDescriptor("x", .gauge, help: "x"))
+        let labelSets: [Labels] = (0..<50).map { ["b": "\($0 % 7)", "a": "\($0)"] }
+        for labels in labelSets { first.set(1, labels) }
+        for labels in labelSets.reversed() { second.set(1, labels) }
+        #expect(ExpositionEncoder.encode([first.build()], format: .text)
+            == ExpositionEncoder.encode([second.build()], format: .text))
+    }
+}

@@ -1,0 +1,110 @@
+import Testing
+import TelltaleMetrics
+
+@Suite struct ModelTests {
+    @Test func metricAndLabelNames() {
+        #expect(MetricNames.isValidMetricName("a_b:c1"))
+        #expect(!MetricNames.isValidMetricName("1abc"))
+        #expect(!MetricNames.isValidMetricName(""))
+        #expect(!MetricNames.isValidMetricName("a-b"))
+        #expect(!MetricNames.isValidMetricName("äb"))
+        #expect(MetricNames.isValidLabelName("_x9"))
+        #expect(!MetricNames.isValidLabelName("a:b"))
+        #expect(!MetricNames.isValidLabelName("__reserved"))
+    }
+
+    @Test func descriptorProblems() {
+        #expect(MetricDescriptor("ok_seconds", .gauge, help: "", unit: "seconds").problem == nil)
+        #expect(MetricDescriptor("latency", .gauge, help: "", unit: "seconds").problem != nil)
+        #expect(MetricDescriptor("jobs_total", .counter, help: "").problem != nil)
+        #expect(MetricDescriptor("x_bucket", .histogram, help: "").problem != nil)
+        #expect(MetricDescriptor("bad-name", .gauge, help: "").problem != nil)
+    }
+
+    @Test func labelsAreSortedAndLastValueWins() {
+        let labels = Labels([("z", "1"), ("a", "2"), ("z", "3")])
+        #expect(labels.labels == [Label("a", "2"), Label("z", "3")])
+        #expect(labels == ["a": "2", "z": "3"])
+    }
+
+    @Test func countersNeverGoDown() {
+        var counter = FamilyBuilder(MetricDescriptor("c", .counter, help: ""))
+        counter.add(2)
+        counter.add(-5)
+        counter.add(.nan)
+        counter.add(1)
+        #expect(counter.build().series == [Series(labels: .none, value: .number(3))])
+    }
+
+    @Test func histogramBucketsAreCumulativeWithInfEqualToCount() {
+        var histogram = HistogramValue(upperBounds: [1, 2, 5])
+        for value in [0.5, 1, 1.5, 2, 4, 9, .nan] { histogram.observe(value) }
+        #expect(histogram.cumulativeCounts == [2, 4, 5, 6])
+        #expect(histogram.count == 6)
+        #expect(histogram.sum == 18)
+    }
+
+    @Test func bucketValidation() {
+        #expect(Buckets.problem([0.1, 1, 10]) == nil)
+        #expect(Buckets.problem([]) != nil)
+        #expect(Buckets.problem([1, 1]) != nil)
+        #expect(Buckets.problem([2, 1]) != nil)
+        #expect(Buckets.problem([1, .infinity]) != nil)
+    }
+
+    @Test func mergeKeepsFirstDefinitionAndReportsConflicts() {
+        let gauge = MetricDescriptor("shared", .gauge, help: "g")
+        let counter = MetricDescriptor("shared", .counter, help: "c")
+        let a = MetricFamily(gauge, series: [Series(labels: ["s": "a"], value: .number(1))])
+        let b = MetricFamily(gauge, series: [Series(labels: ["s": "b"], value: .number(2)),
+                                             Series(labels: ["s": "a"], value: .number(9))])
+        let c = MetricFamily(counter, series: [Series(labels: ["s": "c"], value: .number(3))])
+        let (families, conflicts) = FamilyMerger.merge([("one", [a]), ("two", [b]), ("three", [c])])
+        #expect(families.count == 1)
+        #expect(families[0].series.map(\.labels) == [["s": "a"], ["s": "b"]])
+        #expect(families[0].series[0].value == .number(1))
+        #expect(conflicts == [FamilyMerger.Conflict(family: "shared", source: "three")])
+    }
+
+    @Test func numberFormatting() {
+        #expect(ExpositionEncoder.formatNumber(3) == "3")
+        #expect(ExpositionEncoder.formatNumber(0.25) == "0.25")
+        #expect(ExpositionEncoder.formatNumber(-0.0) == "0")
+        #expect(ExpositionEncoder.formatNumber(.nan) == "NaN")
+        #expect(ExpositionEncoder.formatNumber(-.infinity) == "-Inf")
+        #expect(ExpositionEncoder.formatNumber(1, integral: false) == "1.0")
+        #expect(ExpositionEncoder.formatNumber(1e16) == "1e+16")
+    }
+}
+
+@Suite struct NegotiationTests {
+    @Test func prometheusDefaultAcceptPrefersOpenMetrics() {
+        let accept = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
+            + "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+        #expect(ContentNegotiation.format(accept: accept) == .openMetrics)
+    }
+
+    @Test func textWhenNotAskedForOrPreferred() {
+        #expect(ContentNegotiation.format(accept: nil) == .text)
+        #expect(ContentNegotiation.format(accept: "*/*") == .text)
+        #expect(ContentNegotiation.format(accept: "text/plain") == .text)
+        #expect(ContentNegotiation.format(accept: "application/json") == .text)
+        #expect(ContentNegotiation.format(accept: "text/plain;version=0.0.4;q=0.9,application/openmetrics-text;q=0.5") == .text)
+        #expect(ContentNegotiation.format(accept: "application/openmetrics-text;version=2.0.0") == .text)
+        #expect(ContentNegotiation.format(accept: "application/openmetrics-text; q=0") == .text)
+    }
+
+    @Test func openMetricsWhenPreferred() {
+        #expect(ContentNegotiation.format(accept: "application/openmetrics-text") == .openMetrics)
+        #expect(ContentNegotiation.format(accept: "text/plain;q=0.1, application/openmetrics-text; version=\"1.0.0\"") == .openMetrics)
+    }
+
+    @Test func gzipAcceptance() {
+        #expect(ContentNegotiation.acceptsGzip("gzip, deflate"))
+        #expect(ContentNegotiation.acceptsGzip("br;q=1.0, gzip;q=0.8"))
+        #expect(ContentNegotiation.acceptsGzip("*"))
+        #expect(!ContentNegotiation.acceptsGzip("gzip;q=0"))
+        #expect(!ContentNegotiation.acceptsGzip("identity"))
+        #expect(!ContentNegotiation.acceptsGzip(nil))
+    }
+}

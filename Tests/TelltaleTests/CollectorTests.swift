@@ -1,0 +1,103 @@
+import Logging
+import Testing
+import TelltaleMetrics
+@testable import Telltale
+
+/// A collector whose run takes as long as asked, to exercise the runner's timeout.
+struct SleepyCollector: Collector {
+    let name = "sleepy"
+    let schedule = Schedule(interval: .seconds(10), timeout: .milliseconds(100))
+    let sleep: Duration
+
+    func collect() async throws -> CollectionResult {
+        // Ignores cancellation on purpose, as blocking C calls do.
+        try? await Task.sleep(for: sleep)
+        var builder = FamilyBuilder(MetricDescriptor("sleepy_value", .gauge, help: "h"))
+        builder.set(1)
+        return CollectionResult(families: [builder.build()])
+    }
+}
+
+@Suite struct CollectorTests {
+    @Test func timedOutRunIsReportedAsFailureAndItsFamiliesDropped() async {
+        let store = MetricStore()
+        let runner = CollectorRunner(collectors: [SleepyCollector(sleep: .milliseconds(400))], store: store,
+                                     logger: Logger(label: "test"))
+        let clock = ContinuousClock()
+        let started = clock.now
+        #expect(await runner.runOnce() == false)
+        // runOnce waits for the run to really end before returning, so no two runs overlap.
+        #expect(clock.now - started >= .milliseconds(400))
+        let up = store.snapshot.family(named: "telltale_collector_up")
+        #expect(up?.series.first?.value == .number(0))
+        #expect(store.snapshot.family(named: "sleepy_value") == nil)
+        #expect(runner.health.statuses.first?.lastError?.hasPrefix("timeout") == true)
+        #expect(runner.health.isReady)
+    }
+
+    @Test func successfulRunPublishesFamiliesAndSelfMetrics() async {
+        let store = MetricStore()
+        let runner = CollectorRunner(collectors: [SleepyCollector(sleep: .zero)], store: store, logger: Logger(label: "test"))
+        #expect(!runner.health.isReady)
+        #expect(await runner.runOnce())
+        let snapshot = store.snapshot
+        #expect(snapshot.family(named: "sleepy_value") != nil)
+        #expect(snapshot.family(named: "telltale_collector_up")?.series.first?.value == .number(1))
+        #expect(snapshot.family(named: "telltale_collector_last_success_timestamp_seconds") != nil)
+        #expect(snapshot.family(named: "telltale_build")?.series.first?.labels["version"] == TelltaleVersion.current)
+    }
+
+    @Test func builtInDescriptorsAreValid() {
+        let descriptors = [CollectorHealth.up, CollectorHealth.duration, CollectorHealth.lastSuccess, CollectorHealth.errors,
+                           CollectorHealth.build, MetricStore.scrapes, HostCollector.cpu, HostCollector.memory,
+                           HostCollector.memoryTotal, HostCollector.memoryAvailable, HostCollector.load, HostCollector.fsSize,
+                           HostCollector.fsAvailable, HostCollector.fsUsage, ProcessFamilies.up]
+        for descriptor in descriptors {
+            #expect(descriptor.problem == nil, "\(descriptor.name)")
+        }
+    }
+}
+
+@Suite struct ProcFSTests {
+    @Test func statIsParsedAfterTheLastParenthesis() throws {
+        // A command name with spaces and parentheses must not shift the fields.
+        let stat = "1234 (my (weird) proc) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 150 0 0 20 0 7 0 1000 "
+            + "104857600 2560 18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0"
+        let stats = try #require(ProcessStats.parse(stat: stat))
+        #expect(stats.cpuSeconds == 400 / ProcFS.clockTicksPerSecond)
+        #expect(stats.threads == 7)
+        #expect(stats.virtualBytes == 104_857_600)
+        #expect(stats.residentBytes == 2560 * ProcFS.pageSize)
+    }
+
+    @Test func ownProcessIsReadable() throws {
+        let stats = try #require(ProcessStats.read(pid: "self"))
+        #expect(stats.residentBytes > 0)
+        #expect(stats.openFDs ?? 0 > 0)
+        #expect(stats.maxFDs ?? 0 > 0)
+    }
+
+    @Test func maxFDsFromLimits() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units\n"
+            + "Max open files            1024                 524288               files\n"
+        #expect(ProcessStats.parseMaxFDs(limits) == 1024)
+    }
+
+    @Test func cpuTimes() throws {
+        let times = try #require(CPUTimes.parse("cpu  100 0 50 800 50 0 0 0 10 0\ncpu0 1 2 3\n"))
+        #expect(times == CPUTimes(total: 1000, idle: 850))
+    }
+
+    @Test func hostCollectorReportsRatiosBetweenZeroAndOne() async throws {
+        let collector = HostCollector(schedule: Schedule(interval: .seconds(1), timeout: .seconds(1)), mountPoints: ["/", "/nonexistent"])
+        let result = try await collector.collect()
+        for name in ["telltale_host_cpu_usage_ratio", "telltale_host_memory_usage_ratio", "telltale_host_filesystem_usage_ratio"] {
+            let family = try #require(result.families.first { $0.name == name })
+            for series in family.series {
+                guard case .number(let value) = series.value else { Issue.record("not a number"); continue }
+                #expect((0...1).contains(value))
+            }
+        }
+        #expect(result.problems.map(\.reason) == ["filesystem"])
+    }
+}
