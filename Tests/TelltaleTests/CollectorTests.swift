@@ -10,8 +10,9 @@ struct SleepyCollector: Collector {
     let sleep: Duration
 
     func collect() async throws -> CollectionResult {
-        // Ignores cancellation on purpose, as blocking C calls do.
-        try? await Task.sleep(for: sleep)
+        // A detached sleep ignores cancellation, as a blocking C call does.
+        let sleep = self.sleep
+        await Task.detached { try? await Task.sleep(for: sleep) }.value
         var builder = FamilyBuilder(MetricDescriptor("sleepy_value", .gauge, help: "h"))
         builder.set(1)
         return CollectionResult(families: [builder.build()])
