@@ -24,7 +24,24 @@ public struct TelltaleApp: Sendable {
         if config.host.enabled {
             collectors.append(HostCollector(schedule: config.host.schedule, mountPoints: config.host.filesystems))
         }
+        for target in config.postgres {
+            collectors += postgresCollectors(target)
+        }
         return collectors
+    }
+
+    /// Health, database-size and SQL-defined collectors of one target, sharing its one connection.
+    static func postgresCollectors(_ target: PostgresTargetConfig) -> [any Collector] {
+        let client = PostgresClient(target: target.name, dsn: target.dsn, connectTimeout: target.connectTimeout)
+        var collectors: [any Collector] = []
+        if target.healthEnabled {
+            collectors.append(PostgresHealthCollector(client: client, schedule: target.schedule, timeouts: target.timeouts))
+        }
+        if target.databaseSizeEnabled {
+            let schedule = Schedule(interval: target.databaseSizeInterval, timeout: target.schedule.timeout)
+            collectors.append(PostgresDatabaseSizeCollector(client: client, schedule: schedule, timeouts: target.timeouts))
+        }
+        return collectors + target.queries.map { SQLMetricCollector(client: client, query: $0) }
     }
 
     /// Serves until SIGTERM or SIGINT, then shuts down gracefully.

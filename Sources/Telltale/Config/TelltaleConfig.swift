@@ -57,6 +57,7 @@ public struct TelltaleConfig: Sendable {
     public var logLevel = Logger.Level.info
     public var process = ProcessCollectorConfig()
     public var host = HostCollectorConfig()
+    public var postgres: [PostgresTargetConfig] = []
 
     public init() {}
 
@@ -101,6 +102,15 @@ public struct TelltaleConfig: Sendable {
             if let process = collectors.map("process") { self.process.read(process) }
             if let host = collectors.map("host") { self.host.read(host) }
             collectors.finish()
+        }
+        for (path, node) in root.list("postgres") ?? [] {
+            if let map = ConfigMap(node, path: path, problems: root.problems),
+               let target = PostgresTargetConfig.read(map) {
+                postgres.append(target)
+            }
+        }
+        if Set(postgres.map(\.name)).count != postgres.count {
+            root.problems.add("postgres", "target names must be unique")
         }
         root.finish()
     }

@@ -1,0 +1,196 @@
+import CLibPQ
+import Glibc
+
+/// A failure talking to PostgreSQL. Messages come from libpq with the password removed.
+public struct PostgresError: Error, Sendable, CustomStringConvertible {
+    public enum Kind: String, Sendable {
+        /// Could not connect, or waiting out the reconnect backoff.
+        case connect
+        /// The server rejected or cancelled the statement (syntax, permissions, timeouts).
+        case query
+        /// The connection broke during the statement.
+        case connection
+    }
+
+    public let kind: Kind
+    public let message: String
+    /// SQLSTATE, when the server sent one (57014 = query_canceled, 55P03 = lock_not_available).
+    public let sqlState: String?
+
+    public var description: String { message }
+
+    /// Statement or lock timeout fired on the server.
+    public var isTimeout: Bool { sqlState == "57014" || sqlState == "55P03" }
+}
+
+/// Owns one `PGconn` and frees it exactly once, in `deinit`.
+///
+/// libpq calls block, so they run on the client's own thread pool, one at a time: the
+/// `PostgresClient` holds its lock around every use. That serialisation is what makes
+/// the unchecked `Sendable` sound. `cancel()` is the exception: libpq documents
+/// `PQcancel` as safe to call from another thread while a query runs.
+final class PGConnection: @unchecked Sendable {
+    private let handle: OpaquePointer
+    private let cancelHandle: OpaquePointer?
+    private let redact: @Sendable (String) -> String
+
+    /// Connects, blocking up to the DSN's or the given `connect_timeout`.
+    /// Keywords come in precedence order: the DSN may override `connect_timeout`, but
+    /// `application_name` is always `telltale` so DBAs can find its sessions.
+    init(dsn: String, connectTimeout: Int, redact: @escaping @Sendable (String) -> String) throws(PostgresError) {
+        let keywords = ["connect_timeout", "dbname", "application_name"]
+        let values = ["\(connectTimeout)", dsn, "telltale"]
+        let connection = withCStrings(keywords) { keywordPointers in
+            withCStrings(values) { valuePointers in PQconnectdbParams(keywordPointers, valuePointers, 1) }
+        }
+        guard let connection else {
+            throw PostgresError(kind: .connect, message: "libpq could not allocate a connection", sqlState: nil)
+        }
+        guard PQstatus(connection) == CONNECTION_OK else {
+            let message = redact(Self.trimmed(PQerrorMessage(connection)))
+            PQfinish(connection)
+            throw PostgresError(kind: .connect, message: message, sqlState: nil)
+        }
+        handle = connection
+        cancelHandle = PQgetCancel(connection)
+        self.redact = redact
+    }
+
+    deinit {
+        if let cancelHandle { PQfreeCancel(cancelHandle) }
+        PQfinish(handle)
+    }
+
+    var isBroken: Bool { PQstatus(handle) != CONNECTION_OK }
+
+    /// Runs one statement with `$1…` parameters (text format); nil parameters are SQL NULL.
+    func execute(_ sql: String, parameters: [String?] = []) throws(PostgresError) -> PGResult {
+        let result = withOptionalCStrings(parameters) { pointers in
+            PQexecParams(handle, sql, Int32(parameters.count), nil, pointers, nil, nil, 0)
+        }
+        return try consume(result)
+    }
+
+    /// Runs several `;`-separated statements in one round trip (simple query protocol) and
+    /// returns every statement's result. Used for the health queries and session settings.
+    func executeBatch(_ sql: String) throws(PostgresError) -> [PGResult] {
+        guard PQsendQuery(handle, sql) == 1 else {
+            throw PostgresError(kind: .connection, message: redact(Self.trimmed(PQerrorMessage(handle))), sqlState: nil)
+        }
+        var results: [PGResult] = []
+        var firstError: PostgresError?
+        // Every result must be read, even after an error, to leave the connection usable.
+        while let result = PQgetResult(handle) {
+            do {
+                results.append(try consume(result))
+            } catch {
+                firstError = firstError ?? error
+            }
+        }
+        if let firstError { throw firstError }
+        return results
+    }
+
+    /// Asks the server to cancel the running statement; safe from any thread.
+    func cancel() {
+        guard let cancelHandle else { return }
+        var buffer = [CChar](repeating: 0, count: 256)
+        _ = PQcancel(cancelHandle, &buffer, Int32(buffer.count))
+    }
+
+    private func consume(_ result: OpaquePointer?) throws(PostgresError) -> PGResult {
+        guard let result else {
+            throw PostgresError(kind: .connection, message: redact(Self.trimmed(PQerrorMessage(handle))), sqlState: nil)
+        }
+        defer { PQclear(result) }
+        switch PQresultStatus(result) {
+        case PGRES_TUPLES_OK, PGRES_COMMAND_OK, PGRES_EMPTY_QUERY:
+            return Self.read(result)
+        default:
+            let state = PQresultErrorField(result, Int32(UInt8(ascii: "C"))).map { String(cString: $0) }
+            let message = redact(Self.trimmed(PQresultErrorMessage(result)))
+            throw PostgresError(kind: isBroken ? .connection : .query, message: message, sqlState: state)
+        }
+    }
+
+    private static func read(_ result: OpaquePointer) -> PGResult {
+        let columnCount = Int(PQnfields(result))
+        let columns = (0..<columnCount).map { String(cString: PQfname(result, Int32($0))) }
+        let types = (0..<columnCount).map { UInt32(PQftype(result, Int32($0))) }
+        let rows = (0..<Int(PQntuples(result))).map { row in
+            (0..<columnCount).map { column -> PGValue in
+                if PQgetisnull(result, Int32(row), Int32(column)) == 1 { return .null }
+                let text = String(cString: PQgetvalue(result, Int32(row), Int32(column)))
+                return PGValue.parse(text, typeOID: types[column])
+            }
+        }
+        return PGResult(columns: columns, rows: rows)
+    }
+
+    private static func trimmed(_ message: UnsafePointer<CChar>?) -> String {
+        message.map { String(cString: $0).trimming(" \n") } ?? "unknown libpq error"
+    }
+}
+
+/// What a DSN says, without its password: for logs, errors and the status page.
+struct DSNInfo: Sendable {
+    let password: String?
+    let display: String
+
+    init(_ dsn: String) {
+        var errorMessage: UnsafeMutablePointer<CChar>?
+        guard let options = PQconninfoParse(dsn, &errorMessage) else {
+            if let errorMessage { PQfreemem(errorMessage) }
+            password = nil
+            display = "(unparseable connection string)"
+            return
+        }
+        defer { PQconninfoFree(options) }
+        var password: String?
+        var shown: [String] = []
+        var option = options
+        while let keyword = option.pointee.keyword {
+            let name = String(cString: keyword)
+            if let value = option.pointee.val.map({ String(cString: $0) }) {
+                if name == "password" {
+                    password = value
+                } else if ["host", "hostaddr", "port", "dbname", "user"].contains(name) {
+                    shown.append("\(name)=\(value)")
+                }
+            }
+            option += 1
+        }
+        self.password = password
+        display = shown.joined(separator: " ")
+    }
+
+    /// Removes the password from a message, however it got there.
+    func redact(_ message: String) -> String {
+        guard let password, !password.isEmpty else { return message }
+        return message.replacingAll(password, with: "***")
+    }
+}
+
+extension String {
+    func replacingAll(_ target: String, with replacement: String) -> String {
+        guard !target.isEmpty else { return self }
+        var result = ""
+        var rest = Substring(self)
+        while let range = rest.firstRange(of: target) {
+            result += rest[..<range.lowerBound] + replacement
+            rest = rest[range.upperBound...]
+        }
+        return result + rest
+    }
+}
+
+private func withCStrings<R>(_ strings: [String], _ body: ([UnsafePointer<CChar>?]) -> R) -> R {
+    withOptionalCStrings(strings) { pointers in body(pointers + [nil]) }
+}
+
+/// Keeps C copies of the strings alive for the duration of `body`.
+private func withOptionalCStrings<R>(_ strings: [String?], _ body: ([UnsafePointer<CChar>?]) -> R) -> R {
+    let copies = strings.map { $0.map { strdup($0) } ?? nil }
+    defer { copies.forEach { free($0) } }
+    return body(copies.map { $0.map { UnsafePointer($0) } })
+}

@@ -1,0 +1,176 @@
+import NIOPosix
+
+/// Server-side limits for one statement.
+public struct QueryTimeouts: Sendable, Equatable {
+    public var statement: Duration
+    public var lock: Duration
+
+    public init(statement: Duration, lock: Duration) {
+        self.statement = statement
+        self.lock = lock
+    }
+}
+
+/// Telltale's access to one PostgreSQL target: at most one connection, at most one
+/// statement in flight on it, reconnects with capped exponential backoff.
+///
+/// Statements run in read-only transactions (`default_transaction_read_only`) with
+/// `statement_timeout` and `lock_timeout` set per statement, so a slow or locked database
+/// costs one waiting connection, never a pile of them. Blocking libpq calls run on the
+/// client's own thread, so a hung target cannot stall other targets or the HTTP server.
+public actor PostgresClient {
+    public let target: String
+    /// Host, port, database and user, never the password.
+    public nonisolated let displayDSN: String
+    private let dsn: String
+    private let dsnInfo: DSNInfo
+    private let connectTimeout: Duration
+    private let thread: NIOThreadPool
+
+    private var connection: PGConnection?
+    private var sessionTimeouts: QueryTimeouts?
+    private var consecutiveFailures = 0
+    private var retryAt: ContinuousClock.Instant?
+    private var lastConnectError = ""
+    private var busy = false
+    private var waiters: [CheckedContinuation<Void, Never>] = []
+
+    static let backoffBase = Duration.seconds(1)
+    static let backoffCap = Duration.seconds(30)
+    /// How long past its statement_timeout a statement may run before Telltale cancels it
+    /// itself (the server's timer should have fired already; this covers a stuck network).
+    static let cancelGrace = Duration.seconds(2)
+
+    public init(target: String, dsn: String, connectTimeout: Duration) {
+        self.target = target
+        self.dsn = dsn
+        self.dsnInfo = DSNInfo(dsn)
+        self.displayDSN = dsnInfo.display
+        self.connectTimeout = connectTimeout
+        self.thread = NIOThreadPool(numberOfThreads: 1)
+        thread.start()
+    }
+
+    deinit {
+        thread.shutdownGracefully { _ in }
+    }
+
+    /// Runs one statement with `$n` parameters and returns its rows.
+    public func query(_ sql: String, parameters: [String?] = [], timeouts: QueryTimeouts) async throws(PostgresError) -> PGResult {
+        try await withConnection(timeouts) { connection throws(PostgresError) in
+            try connection.execute(sql, parameters: parameters)
+        }
+    }
+
+    /// Runs several `;`-separated statements in one round trip; one result per statement.
+    public func batch(_ sql: String, timeouts: QueryTimeouts) async throws(PostgresError) -> [PGResult] {
+        try await withConnection(timeouts) { connection throws(PostgresError) in
+            try connection.executeBatch(sql)
+        }
+    }
+
+    /// Drops the connection (on shutdown, or when a test wants a fresh one).
+    public func disconnect() {
+        connection = nil
+        sessionTimeouts = nil
+    }
+
+    private func withConnection<T: Sendable>(
+        _ timeouts: QueryTimeouts, _ work: @escaping @Sendable (PGConnection) throws(PostgresError) -> T
+    ) async throws(PostgresError) -> T {
+        await acquire()
+        defer { release() }
+        let connection = try await connected()
+        do {
+            if sessionTimeouts != timeouts {
+                _ = try await blocking(on: connection, deadline: timeouts) { connection throws(PostgresError) in
+                    try connection.executeBatch(
+                        "SET statement_timeout = \(timeouts.statement.milliseconds); SET lock_timeout = \(timeouts.lock.milliseconds)")
+                }
+                sessionTimeouts = timeouts
+            }
+            return try await blocking(on: connection, deadline: timeouts, work)
+        } catch {
+            if connection.isBroken {
+                self.connection = nil
+                sessionTimeouts = nil
+            }
+            throw error
+        }
+    }
+
+    /// Runs `work` on the client's thread; cancels the statement if it outlives its timeout.
+    private func blocking<T: Sendable>(
+        on connection: PGConnection, deadline timeouts: QueryTimeouts,
+        _ work: @escaping @Sendable (PGConnection) throws(PostgresError) -> T
+    ) async throws(PostgresError) -> T {
+        let watchdog = Task {
+            try await Task.sleep(for: timeouts.statement + Self.cancelGrace)
+            connection.cancel()
+        }
+        defer { watchdog.cancel() }
+        do {
+            return try await thread.runIfActive { () throws(PostgresError) -> T in try work(connection) }
+        } catch let error as PostgresError {
+            throw error
+        } catch {
+            throw PostgresError(kind: .connection, message: "\(error)", sqlState: nil)
+        }
+    }
+
+    private func connected() async throws(PostgresError) -> PGConnection {
+        if let connection, !connection.isBroken { return connection }
+        connection = nil
+        sessionTimeouts = nil
+        if let retryAt, ContinuousClock.now < retryAt {
+            throw PostgresError(kind: .connect, message: "reconnecting after: \(lastConnectError)", sqlState: nil)
+        }
+        let dsn = dsn
+        let seconds = max(2, Int(connectTimeout.seconds.rounded(.up)))
+        let redact: @Sendable (String) -> String = { [dsnInfo] in dsnInfo.redact($0) }
+        do {
+            let fresh = try await thread.runIfActive { () throws(PostgresError) -> PGConnection in
+                let connection = try PGConnection(dsn: dsn, connectTimeout: seconds, redact: redact)
+                // ISO dates in UTC so timestamps parse the same whatever the server's defaults.
+                _ = try connection.executeBatch(
+                    "SET default_transaction_read_only = on; SET DateStyle = 'ISO'; SET TimeZone = 'UTC'; "
+                        + "SET idle_in_transaction_session_timeout = 60000")
+                return connection
+            }
+            connection = fresh
+            consecutiveFailures = 0
+            retryAt = nil
+            return fresh
+        } catch {
+            consecutiveFailures += 1
+            let exponent = min(consecutiveFailures - 1, 10)
+            retryAt = .now + min(Self.backoffCap, Self.backoffBase * (1 << exponent))
+            lastConnectError = (error as? PostgresError)?.message ?? "\(error)"
+            throw PostgresError(kind: .connect, message: lastConnectError, sqlState: nil)
+        }
+    }
+
+    private func acquire() async {
+        if busy {
+            await withCheckedContinuation { waiters.append($0) }
+        } else {
+            busy = true
+        }
+    }
+
+    /// Hands the connection to the longest waiter, in arrival order.
+    private func release() {
+        if waiters.isEmpty {
+            busy = false
+        } else {
+            waiters.removeFirst().resume()
+        }
+    }
+}
+
+extension Duration {
+    var milliseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds * 1000 + attoseconds / 1_000_000_000_000_000
+    }
+}
