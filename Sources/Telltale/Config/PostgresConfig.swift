@@ -40,8 +40,9 @@ extension PostgresTargetConfig {
     static func read(_ map: ConfigMap) -> PostgresTargetConfig? {
         let name = map.string("name")
         let dsn = map.secret("dsn")
-        if name == nil || name?.isEmpty == true { map.problems.add(map.childPath("name"), "is required") }
-        if dsn == nil { map.problems.add(map.childPath("dsn"), "is required (or dsn_file)") }
+        // A key that is present but unusable (an unset ${VAR}, say) has reported its own problem.
+        if !map.has("name") || name?.isEmpty == true { map.problems.add(map.childPath("name"), "is required") }
+        if !map.has("dsn") && !map.has("dsn_file") { map.problems.add(map.childPath("dsn"), "is required (or dsn_file)") }
         var target = PostgresTargetConfig(name: name ?? "", dsn: dsn ?? "")
         target.schedule.read(map)
         if let timeout = map.duration("connect_timeout") { target.connectTimeout = timeout }

@@ -108,7 +108,10 @@ final class PGConnection: @unchecked Sendable {
             return Self.read(result)
         default:
             let state = PQresultErrorField(result, Int32(UInt8(ascii: "C"))).map { String(cString: $0) }
-            let message = redact(Self.trimmed(PQresultErrorMessage(result)))
+            // The primary message alone: the full text spans lines (LINE 1: …, a caret) that
+            // make poor log lines and status-page cells.
+            let primary = PQresultErrorField(result, Int32(UInt8(ascii: "M"))).map { UnsafePointer($0) }
+            let message = redact(Self.trimmed(primary ?? PQresultErrorMessage(result).map { UnsafePointer($0) }))
             throw PostgresError(kind: isBroken ? .connection : .query, message: message, sqlState: state)
         }
     }
