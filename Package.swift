@@ -37,6 +37,7 @@ let package = Package(
                 "TelltaleMetrics",
                 "CZlib",
                 "CLibPQ",
+                "CHiredis",
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),

@@ -29,14 +29,8 @@ public actor PostgresClient {
 
     private var connection: PGConnection?
     private var sessionTimeouts: QueryTimeouts?
-    private var consecutiveFailures = 0
-    private var retryAt: ContinuousClock.Instant?
-    private var lastConnectError = ""
-    private var busy = false
-    private var waiters: [CheckedContinuation<Void, Never>] = []
-
-    static let backoffBase = Duration.seconds(1)
-    static let backoffCap = Duration.seconds(30)
+    private var backoff = ReconnectBackoff()
+    private let gate = SerialGate()
     /// How long past its statement_timeout a statement may run before Telltale cancels it
     /// itself (the server's timer should have fired already; this covers a stuck network).
     static let cancelGrace = Duration.seconds(2)
@@ -78,8 +72,8 @@ public actor PostgresClient {
     private func withConnection<T: Sendable>(
         _ timeouts: QueryTimeouts, _ work: @escaping @Sendable (PGConnection) throws(PostgresError) -> T
     ) async throws(PostgresError) -> T {
-        await acquire()
-        defer { release() }
+        await gate.acquire()
+        defer { gate.release() }
         let connection = try await connected()
         do {
             if sessionTimeouts != timeouts {
@@ -122,8 +116,8 @@ public actor PostgresClient {
         if let connection, !connection.isBroken { return connection }
         connection = nil
         sessionTimeouts = nil
-        if let retryAt, ContinuousClock.now < retryAt {
-            throw PostgresError(kind: .connect, message: "reconnecting after: \(lastConnectError)", sqlState: nil)
+        if backoff.isWaiting {
+            throw PostgresError(kind: .connect, message: "reconnecting after: \(backoff.lastError)", sqlState: nil)
         }
         let dsn = dsn
         let seconds = max(2, Int(connectTimeout.seconds.rounded(.up)))
@@ -138,32 +132,11 @@ public actor PostgresClient {
                 return connection
             }
             connection = fresh
-            consecutiveFailures = 0
-            retryAt = nil
+            backoff.succeeded()
             return fresh
         } catch {
-            consecutiveFailures += 1
-            let exponent = min(consecutiveFailures - 1, 10)
-            retryAt = .now + min(Self.backoffCap, Self.backoffBase * (1 << exponent))
-            lastConnectError = (error as? PostgresError)?.message ?? "\(error)"
-            throw PostgresError(kind: .connect, message: lastConnectError, sqlState: nil)
-        }
-    }
-
-    private func acquire() async {
-        if busy {
-            await withCheckedContinuation { waiters.append($0) }
-        } else {
-            busy = true
-        }
-    }
-
-    /// Hands the connection to the longest waiter, in arrival order.
-    private func release() {
-        if waiters.isEmpty {
-            busy = false
-        } else {
-            waiters.removeFirst().resume()
+            backoff.failed((error as? PostgresError)?.message ?? "\(error)")
+            throw PostgresError(kind: .connect, message: backoff.lastError, sqlState: nil)
         }
     }
 }
