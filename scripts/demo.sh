@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # scripts/demo.sh — run the Telltale demo: throw-away PostgreSQL + Redis, a seed
-# generator producing activity, and `telltale serve --config examples/demo.yml`
+# generator producing activity, and `telltale serve --config examples/admin-portal.yml`
 # in the foreground.  Ctrl-C (or SIGTERM) stops telltale, the seed generator and
 # the services.
 #
@@ -18,7 +18,7 @@ if ! command -v swift >/dev/null && [[ -x /opt/swift/usr/bin/swift ]]; then
 fi
 export TELLTALE_RUN_DIR="${TELLTALE_RUN_DIR:-$REPO/.run}"
 
-CONFIG="$REPO/examples/demo.yml"
+CONFIG="$REPO/examples/admin-portal.yml"
 SCHEMA="$REPO/examples/admin-portal-schema.sql"
 SEED="$REPO/examples/seed.py"
 
