@@ -50,8 +50,9 @@ public struct FamilyBuilder: Sendable {
         if values[labels] == nil { values[labels] = .histogram(HistogramValue(upperBounds: buckets)) }
     }
 
-    public mutating func remove(_ labels: Labels) {
-        values[labels] = nil
+    /// Drops every series whose labels fail the test (a queue that vanished, say).
+    public mutating func retain(where keep: (Labels) -> Bool) {
+        values = values.filter { keep($0.key) }
     }
 
     public func build() -> MetricFamily {

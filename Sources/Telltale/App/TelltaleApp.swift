@@ -27,6 +27,9 @@ public struct TelltaleApp: Sendable {
         for target in config.postgres {
             collectors += postgresCollectors(target)
         }
+        if config.queues.enabled {
+            collectors.append(QueueCollector(config: config.queues))
+        }
         return collectors
     }
 
@@ -60,11 +63,10 @@ public struct TelltaleApp: Sendable {
         try await app.runService(gracefulShutdownSignals: [.sigterm, .sigint])
     }
 
-    /// Runs every collector once and returns the OpenMetrics-free text exposition, and
-    /// whether every collector succeeded.
+    /// Runs every collector once; returns the text exposition and whether all succeeded.
     public func once() async -> (exposition: String, succeeded: Bool) {
         let succeeded = await runner.runOnce()
-        let (body, _) = store.scrape(format: .text, acceptsGzip: false)
+        let (body, _) = store.exposition(format: .text)
         return (String(buffer: body), succeeded)
     }
 }

@@ -82,8 +82,14 @@ public final class CollectorRunner: Service, Sendable {
             logger.error("family defined differently by another source; series dropped",
                          metadata: ["collector": "\(collector.name)", "family": "\(conflict.family)"])
         }
-        // After a timeout the failure is already visible; the next run waits for this one.
-        await runEnded.value
+        // After a timeout the failure is already visible; the next run waits for this one,
+        // but shutdown does not (a run stuck in a blocking call must not keep the process up).
+        let (ended, finish) = AsyncStream.makeStream(of: Void.self)
+        Task {
+            await runEnded.value
+            finish.finish()
+        }
+        for await _ in ended {}
         return problems.isEmpty
     }
 

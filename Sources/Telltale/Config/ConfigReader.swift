@@ -176,16 +176,15 @@ final class ConfigMap {
     }
 }
 
-/// Parses `500ms`, `15s`, `2m`, `1h`, `1d` or a bare number of seconds.
+/// Parses `500ms`, `15s`, `2m`, `1h`, `1d` or a bare number of seconds, up to a year.
 func parseDuration(_ text: String) -> Duration? {
     let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600), ("d", 86400)]
     let trimmed = text.trimming(" ")
-    for (suffix, scale) in units where trimmed.hasSuffix(suffix) {
-        guard let number = Double(trimmed.dropLast(suffix.count)), number.isFinite else { return nil }
-        return .milliseconds(Int64((number * scale * 1000).rounded()))
-    }
-    guard let seconds = Double(trimmed), seconds.isFinite else { return nil }
-    return .milliseconds(Int64((seconds * 1000).rounded()))
+    let (number, scale) = units.first { trimmed.hasSuffix($0.0) }
+        .map { (Double(trimmed.dropLast($0.0.count)), $0.1) } ?? (Double(trimmed), 1)
+    // Checked before converting: an absurd value must be a config error, not a trap.
+    guard let number, number.isFinite, abs(number * scale) <= 366 * 86400 else { return nil }
+    return .milliseconds(Int64((number * scale * 1000).rounded()))
 }
 
 /// A secret file's content without its trailing line break.

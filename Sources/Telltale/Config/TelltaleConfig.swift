@@ -58,6 +58,7 @@ public struct TelltaleConfig: Sendable {
     public var process = ProcessCollectorConfig()
     public var host = HostCollectorConfig()
     public var postgres: [PostgresTargetConfig] = []
+    public var queues = QueueCollectorConfig()
 
     public init() {}
 
@@ -74,7 +75,7 @@ public struct TelltaleConfig: Sendable {
         do {
             node = try Yams.compose(yaml: text)
         } catch {
-            throw ConfigErrors(problems: ["not valid YAML: \(error)"])
+            throw ConfigErrors(problems: [yamlProblem(error)])
         }
         var config = TelltaleConfig()
         guard let node else { return config }
@@ -109,10 +110,22 @@ public struct TelltaleConfig: Sendable {
                 postgres.append(target)
             }
         }
+        if let queues = root.map("queues") { self.queues = QueueCollectorConfig.read(queues) }
         if Set(postgres.map(\.name)).count != postgres.count {
             root.problems.add("postgres", "target names must be unique")
         }
         root.finish()
+    }
+}
+
+/// The position and kind of a YAML syntax error, without quoting the offending line: it may
+/// hold a secret.
+private func yamlProblem(_ error: any Error) -> String {
+    switch error as? YamlError {
+    case .scanner(_, let problem, let mark, _), .parser(_, let problem, let mark, _), .composer(_, let problem, let mark, _):
+        "not valid YAML at line \(mark.line), column \(mark.column): \(problem)"
+    default:
+        "not valid YAML"
     }
 }
 
@@ -146,13 +159,16 @@ extension HTTPAuth {
             }
             return .bearer(token: token)
         case (nil, let basic?):
-            guard let username = basic.string("username"), let password = basic.secret("password"), !password.isEmpty else {
+            let username = basic.string("username")
+            let password = basic.secret("password")
+            guard let username, let password, !password.isEmpty else {
                 map.problems.add(basic.path, "needs username and a non-empty password (or password_file)")
                 return nil
             }
             return .basic(username: username, password: password)
         case (nil, nil):
-            if !map.has("bearer_token_file") {
+            // A key that is present but unusable (an unset ${VAR}) has reported its own problem.
+            if !map.has("bearer_token") && !map.has("bearer_token_file") && !map.has("basic") {
                 map.problems.add(map.path, "set bearer_token (or bearer_token_file) or basic")
             }
             return nil

@@ -44,32 +44,37 @@ enum HTTPServer {
     }
 }
 
-/// Checks the `Authorization` header against the configured credentials in constant time.
+/// Checks the `Authorization` header against the configured credentials, the secret part in
+/// constant time (the scheme name is case-insensitive, as HTTP says).
 struct AuthCheck: Sendable {
+    private let scheme: String
     private let expected: [UInt8]?
-    private let challenge: String
 
     init(_ auth: HTTPAuth?) {
         switch auth {
         case .bearer(let token):
-            expected = Array("Bearer \(token)".utf8)
-            challenge = "Bearer realm=\"telltale\""
+            scheme = "Bearer"
+            expected = Array(token.utf8)
         case .basic(let username, let password):
-            expected = Array("Basic \(Data("\(username):\(password)".utf8).base64EncodedString())".utf8)
-            challenge = "Basic realm=\"telltale\""
+            scheme = "Basic"
+            expected = Array(Data("\(username):\(password)".utf8).base64EncodedString().utf8)
         case nil:
+            scheme = ""
             expected = nil
-            challenge = ""
         }
     }
 
     /// A 401 response when credentials are required and missing or wrong; nil to let the request through.
     func deny(_ request: Request) -> Response? {
         guard let expected else { return nil }
-        let given = Array((request.headers[.authorization] ?? "").utf8)
-        if Self.constantTimeEqual(given, expected) { return nil }
+        let header = request.headers[.authorization] ?? ""
+        let parts = header.split(separator: " ", maxSplits: 1)
+        if parts.count == 2, parts[0].lowercased() == scheme.lowercased(),
+           Self.constantTimeEqual(Array(parts[1].trimming(" ").utf8), expected) {
+            return nil
+        }
         var response = HTTPServer.text(.unauthorized, "unauthorized\n")
-        response.headers[.wwwAuthenticate] = challenge
+        response.headers[.wwwAuthenticate] = "\(scheme) realm=\"telltale\""
         return response
     }
 

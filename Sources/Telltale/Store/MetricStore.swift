@@ -76,6 +76,13 @@ public final class MetricStore: Sendable {
         case .text: textScrapes.add(1, ordering: .relaxed)
         case .openMetrics: openMetricsScrapes.add(1, ordering: .relaxed)
         }
+        return exposition(format: format, acceptsGzip: acceptsGzip, allocator: allocator)
+    }
+
+    /// The current exposition without counting it as a scrape (for `telltale once`).
+    public func exposition(format: ExpositionFormat, acceptsGzip: Bool = false, allocator: ByteBufferAllocator = .init())
+        -> (body: ByteBuffer, gzipped: Bool)
+    {
         let rendered = state.withLock { $0.rendered }
         let middle = ExpositionEncoder.encode([scrapesFamily()], format: format)
         let parts = rendered.parts(format)

@@ -1,0 +1,233 @@
+import Foundation
+import Synchronization
+import TelltaleMetrics
+
+/// BullMQ (v5, v6) and Bull (v3, v4) queues in Redis, read-only.
+///
+/// Every queue's counts come from one pipelined round trip of LLEN/ZCARD/HGET/EXISTS — no
+/// Lua, no writes, so a read-only ACL user suffices. A second round trip reads what the
+/// first pointed at (the head job, active jobs' locks, new events), a third the hashes of
+/// newly finished jobs. Completed and failed totals come from the events stream, which
+/// BullMQ writes even for jobs removed on completion.
+public final class QueueCollector: Collector {
+    public let name = "queues"
+    public let schedule: Schedule
+    let config: QueueCollectorConfig
+    let client: RedisClient
+
+    /// Events kept per queue between runs to time jobs whose hashes were already removed.
+    static let trackedJobsCap = 100_000
+    static let eventsPerRead = 10_000
+
+    private struct State {
+        var discovery = QueueDiscovery()
+        /// Last events-stream entry read per queue; absent until the first run marks the end.
+        var streamCursors: [QueueID: String] = [:]
+        var addedAt: [String: (ms: Double, name: String)] = [:]
+        var activeSince: [String: Double] = [:]
+        var completed: FamilyBuilder
+        var failed: FamilyBuilder
+        var duration: FamilyBuilder
+        var wait: FamilyBuilder
+        var attempts: FamilyBuilder
+        var jobNames: Set<String> = []
+        var dropped = 0.0
+    }
+
+    private let state: Mutex<State>
+
+    public init(config: QueueCollectorConfig) {
+        self.config = config
+        self.schedule = config.schedule
+        self.client = RedisClient(settings: config.redis)
+        state = Mutex(State(
+            completed: FamilyBuilder(QueueMetrics.completed), failed: FamilyBuilder(QueueMetrics.failed),
+            duration: FamilyBuilder(QueueMetrics.duration, buckets: config.durationBuckets),
+            wait: FamilyBuilder(QueueMetrics.wait, buckets: config.waitBuckets),
+            attempts: FamilyBuilder(QueueMetrics.attempts, buckets: QueueMetrics.attemptBuckets)))
+    }
+
+    public func collect() async throws -> CollectionResult {
+        do {
+            return try await collectQueues()
+        } catch let error as RedisError {
+            throw CollectionProblem(reason: error.kind.rawValue, error.message)
+        }
+    }
+
+    private func collectQueues() async throws -> CollectionResult {
+        let queues = try await currentQueues()
+        let nowMs = UnixTime.now.seconds * 1000
+        // Round trip 1: every queue's counts, plus CLIENT LIST for the workers.
+        let countReplies = try await client.pipeline(queues.flatMap { QueueCounts.commands($0, nowMs: nowMs) } + [["CLIENT", "LIST"]])
+        let counts = zip(queues, countReplies.chunks(of: QueueCounts.commandCount)).map { QueueCounts(queue: $0, replies: $1) }
+        // Round trip 2: head jobs' timestamps, active jobs' locks, new events.
+        let followUp = FollowUp(counts: counts, cursors: state.withLock { $0.streamCursors })
+        let followReplies = try await client.pipeline(followUp.commands)
+        let finished = recordEvents(followUp, followReplies)
+        // Round trip 3: the hashes of jobs that finished since the last run.
+        let jobReplies = try await client.pipeline(finished.map { job in
+            ["HMGET", job.queue.key(job.id), "processedOn", "finishedOn", "timestamp", "atm", "attemptsMade", "name"]
+        })
+        var families = snapshotFamilies(counts, followUp, followReplies, clientList: countReplies.last)
+        families += accumulate(finished, jobReplies, present: Set(queues))
+        return CollectionResult(families: families)
+    }
+
+    /// Explicit queues plus discovered ones, sorted, capped at `max_queues`.
+    private func currentQueues() async throws -> [QueueID] {
+        var discovery = state.withLock { $0.discovery }
+        if config.discoveryEnabled && discovery.isDue {
+            try await discovery.advance(client: client, config: config)
+            state.withLock { [discovery] in $0.discovery = discovery }
+        }
+        let all = Set(config.queues).union(config.discoveryEnabled ? discovery.known : []).sorted()
+        let excess = max(0, all.count - config.maxQueues)
+        if excess > 0 { state.withLock { $0.dropped += Double(excess) } }
+        return Array(all.prefix(config.maxQueues))
+    }
+
+    private func snapshotFamilies(_ counts: [QueueCounts], _ followUp: FollowUp, _ replies: [RedisValue],
+                                  clientList: RedisValue?) -> [MetricFamily] {
+        var jobs = FamilyBuilder(QueueMetrics.jobs)
+        var paused = FamilyBuilder(QueueMetrics.paused)
+        var oldest = FamilyBuilder(QueueMetrics.oldestWaiting)
+        var overdue = FamilyBuilder(QueueMetrics.overdue)
+        var unlocked = FamilyBuilder(QueueMetrics.unlocked)
+        var workers = FamilyBuilder(QueueMetrics.workers)
+        let clientNames = Self.clientNames(clientList)
+        let nowMs = UnixTime.now.seconds * 1000
+        for count in counts {
+            let labels = count.queue.labels
+            for (state, value) in zip(QueueMetrics.states, count.states) {
+                jobs.set(Double(value), labels.adding("state", state))
+            }
+            paused.set(count.isPaused ? 1 : 0, labels)
+            overdue.set(Double(count.overdueDelayed), labels)
+            let headTimestamp = followUp.headTimestamp(count.queue, replies)
+            oldest.set(headTimestamp.map { max(0, (nowMs - $0) / 1000) } ?? 0, labels)
+            unlocked.set(Double(followUp.unlockedActive(count.queue, replies)), labels)
+            if let clientNames { workers.set(Double(Self.workerCount(count.queue, clientNames)), labels) }
+        }
+        var dropped = FamilyBuilder(SQLMetricCollector.dropped)
+        dropped.set(state.withLock { $0.dropped }, ["collector": name, "metric": QueueMetrics.jobs.name])
+        var roundTrips = FamilyBuilder(QueueMetrics.roundTrips)
+        roundTrips.set(Double(client.roundTripCount), ["collector": name])
+        return [jobs, paused, oldest, overdue, unlocked, workers, dropped, roundTrips].map { $0.build() }
+    }
+
+    /// Reads the new events of every queue: remembers when jobs were added and started, and
+    /// returns the jobs that finished, in stream order.
+    private func recordEvents(_ followUp: FollowUp, _ replies: [RedisValue]) -> [FinishedJob] {
+        state.withLock { state in
+            var finished: [FinishedJob] = []
+            for (queue, entries) in followUp.eventReads(replies) {
+                guard state.streamCursors[queue] != nil else {
+                    // First sight of this stream: start at its end; earlier history is not counted.
+                    state.streamCursors[queue] = entries.last?.id ?? "0-0"
+                    continue
+                }
+                for entry in entries {
+                    let jobKey = "\(queue.prefix):\(queue.name):\(entry.jobId)"
+                    switch entry.event {
+                    case "added": state.addedAt[jobKey] = (entry.ms, entry.fields["name"] ?? "")
+                    case "active": state.activeSince[jobKey] = entry.ms
+                    case "completed", "failed":
+                        finished.append(FinishedJob(queue: queue, id: entry.jobId, failed: entry.event == "failed", eventMs: entry.ms,
+                                                    activeMs: state.activeSince.removeValue(forKey: jobKey),
+                                                    added: state.addedAt.removeValue(forKey: jobKey)))
+                    default: break
+                    }
+                }
+                if let last = entries.last { state.streamCursors[queue] = last.id }
+            }
+            // Jobs whose end was never seen (removed streams, crashed workers) must not pile up.
+            if state.addedAt.count > Self.trackedJobsCap { state.addedAt.removeAll() }
+            if state.activeSince.count > Self.trackedJobsCap { state.activeSince.removeAll() }
+            return finished
+        }
+    }
+
+    /// Adds finished jobs to the counters and histograms; their own hashes give exact times,
+    /// stream timestamps stand in for jobs already removed.
+    private func accumulate(_ finished: [FinishedJob], _ replies: [RedisValue], present: Set<QueueID>) -> [MetricFamily] {
+        state.withLock { state in
+            for (job, reply) in zip(finished, replies) {
+                let fields = reply.array.map { $0.string.flatMap(Double.init) }
+                let hashName = reply.array.count == 6 ? reply.array[5].string : nil
+                let processedOn = fields.count == 6 ? fields[0] ?? job.activeMs : job.activeMs
+                let finishedOn = fields.count == 6 ? fields[1] ?? job.eventMs : job.eventMs
+                let timestamp = fields.count == 6 ? fields[2] ?? job.added?.ms : job.added?.ms
+                let attempts = fields.count == 6 ? fields[3] ?? fields[4] : nil
+                var labels = job.queue.labels
+                if config.jobNames {
+                    labels = labels.adding("job_name", jobNameLabel(hashName ?? job.added?.name ?? "", &state.jobNames))
+                }
+                if job.failed { state.failed.add(1, labels) } else { state.completed.add(1, labels) }
+                if let processedOn { state.duration.observe(max(0, finishedOn - processedOn) / 1000, labels) }
+                if let processedOn, let timestamp { state.wait.observe(max(0, processedOn - timestamp) / 1000, job.queue.labels) }
+                if let attempts { state.attempts.observe(attempts, job.queue.labels) }
+            }
+            for queue in present {
+                state.completed.touchCounter(queue.labels, unlessNamed: config.jobNames)
+                state.failed.touchCounter(queue.labels, unlessNamed: config.jobNames)
+            }
+            let keep: (Labels) -> Bool = { labels in
+                present.contains(QueueID(prefix: labels["prefix"] ?? "", name: labels["queue"] ?? ""))
+            }
+            state.completed.retain(where: keep)
+            state.failed.retain(where: keep)
+            state.duration.retain(where: keep)
+            state.wait.retain(where: keep)
+            state.attempts.retain(where: keep)
+            return [state.completed, state.failed, state.duration, state.wait, state.attempts].map { $0.build() }
+        }
+    }
+
+    /// A job name as a label value, or `_other` once `max` distinct names have been seen.
+    private func jobNameLabel(_ name: String, _ seen: inout Set<String>) -> String {
+        if seen.contains(name) { return name }
+        guard seen.count < config.maxJobNames else { return "_other" }
+        seen.insert(name)
+        return name
+    }
+
+    /// `name=` fields of CLIENT LIST, or nil when the user may not run it.
+    private static func clientNames(_ reply: RedisValue?) -> [Substring]? {
+        guard let text = reply?.string else { return nil }
+        return text.split(separator: "\n").compactMap { line in
+            line.split(separator: " ").first { $0.hasPrefix("name=") }?.dropFirst(5)
+        }
+    }
+
+    /// Connections named as BullMQ and Bull workers name them: Node and Bull use the
+    /// base64 of the queue name, Python bullmq the plain name; workers add `:w:<name>`.
+    static func workerCount(_ queue: QueueID, _ names: [Substring]) -> Int {
+        let base64 = Data(queue.name.utf8).base64EncodedString()
+        let roots = ["\(queue.prefix):\(base64)", "\(queue.prefix):\(queue.name)"]
+        return names.filter { name in roots.contains { name == $0 || name.hasPrefix($0 + ":w:") } }.count
+    }
+}
+
+/// A job whose completed or failed event was read this run.
+private struct FinishedJob {
+    let queue: QueueID
+    let id: String
+    let failed: Bool
+    let eventMs: Double
+    let activeMs: Double?
+    let added: (ms: Double, name: String)?
+}
+
+extension FamilyBuilder {
+    /// Creates a zero counter so a queue's totals exist before its first finished job.
+    fileprivate mutating func touchCounter(_ labels: Labels, unlessNamed named: Bool) {
+        if !named && !contains(labels) { add(0, labels) }
+    }
+}
+
+extension Array {
+    func chunks(of size: Int) -> [ArraySlice<Element>] {
+        stride(from: 0, to: count, by: size).map { self[$0..<Swift.min($0 + size, count)] }
+    }
+}
