@@ -50,7 +50,7 @@ struct SleepyCollector: Collector {
 
     @Test func builtInDescriptorsAreValid() {
         let descriptors = [CollectorHealth.up, CollectorHealth.duration, CollectorHealth.lastSuccess, CollectorHealth.errors,
-                           CollectorHealth.build, MetricStore.scrapes, HostCollector.cpu, HostCollector.memory,
+                           CollectorHealth.build, MetricStore.scrapes, MetricStore.renderDuration, HostCollector.cpu, HostCollector.memory,
                            HostCollector.memoryTotal, HostCollector.memoryAvailable, HostCollector.load, HostCollector.fsSize,
                            HostCollector.fsAvailable, HostCollector.fsUsage, ProcessFamilies.up]
         for descriptor in descriptors {

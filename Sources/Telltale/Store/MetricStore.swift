@@ -21,6 +21,11 @@ public final class MetricStore: Sendable {
     /// The only family rendered per request; everything else comes from the cache.
     static let scrapes = MetricDescriptor(
         "telltale_scrapes", .counter, help: "Requests to /metrics answered, by exposition format.")
+    static let renderDuration = MetricDescriptor(
+        "telltale_render_duration_seconds", .histogram,
+        help: "Time to merge, encode and compress the exposition after a change (up to the previous render).",
+        unit: "seconds")
+    static let renderBuckets: [Double] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1]
 
     private struct State {
         var sources: [String: [MetricFamily]] = [:]
@@ -29,6 +34,8 @@ public final class MetricStore: Sendable {
         var version: UInt64 = 0
         var renderedVersion: UInt64 = 0
         var rendered: Rendered
+        /// Durations of earlier renders: a render cannot include its own duration.
+        var renderDurations = FamilyBuilder(MetricStore.renderDuration, buckets: MetricStore.renderBuckets)
     }
 
     private let state: Mutex<State>
@@ -44,17 +51,22 @@ public final class MetricStore: Sendable {
     /// Returns the families that clashed with another source's definition of the same name.
     @discardableResult
     public func publish(_ updates: [String: [MetricFamily]]) -> [FamilyMerger.Conflict] {
+        let clock = ContinuousClock()
+        let started = clock.now
         let (version, sources) = state.withLock { state in
             for (source, families) in updates {
                 if state.sources.updateValue(families, forKey: source) == nil { state.sourceOrder.append(source) }
             }
             state.version += 1
-            return (state.version, state.sourceOrder.map { ($0, state.sources[$0] ?? []) })
+            state.renderDurations.touchHistogram()
+            return (state.version, state.sourceOrder.map { ($0, state.sources[$0] ?? []) } + [("store", [state.renderDurations.build()])])
         }
         let merged = FamilyMerger.merge(sources)
         let families = merged.families.filter { $0.name != Self.scrapes.name }
         let rendered = Rendered(families: families)
+        let elapsed = (clock.now - started).seconds
         state.withLock { state in
+            state.renderDurations.observe(elapsed)
             if version > state.renderedVersion {
                 state.rendered = rendered
                 state.renderedVersion = version
