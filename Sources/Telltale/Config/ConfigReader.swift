@@ -49,6 +49,19 @@ final class ConfigMap {
 
     func has(_ key: String) -> Bool { entries.contains { $0.key == key } }
 
+    /// The keys as written, for mappings whose keys are data (static labels).
+    var keys: [String] { entries.map(\.key) }
+
+    /// The keys of a mapping of secrets (headers): `name_file` stands for `name`.
+    var secretKeys: [String] {
+        var names: [String] = []
+        for entry in entries {
+            let name = entry.key.hasSuffix("_file") ? String(entry.key.dropLast("_file".count)) : entry.key
+            if !names.contains(name) { names.append(name) }
+        }
+        return names
+    }
+
     /// A scalar as text, with `${VAR}` and `${VAR:-default}` replaced from the environment.
     func string(_ key: String) -> String? {
         guard let node = node(key) else { return nil }

@@ -43,6 +43,10 @@ extension PostgresTargetConfig {
         // A key that is present but unusable (an unset ${VAR}, say) has reported its own problem.
         if !map.has("name") || name?.isEmpty == true { map.problems.add(map.childPath("name"), "is required") }
         if !map.has("dsn") && !map.has("dsn_file") { map.problems.add(map.childPath("dsn"), "is required (or dsn_file)") }
+        if let dsn, !DSNInfo(dsn).isValid {
+            // Named by key only: the string may hold a password.
+            map.problems.add(map.childPath("dsn"), "not a valid libpq connection string or URL")
+        }
         var target = PostgresTargetConfig(name: name ?? "", dsn: dsn ?? "")
         target.schedule.read(map)
         if let timeout = map.duration("connect_timeout") { target.connectTimeout = timeout }

@@ -112,7 +112,8 @@ final class PGConnection: @unchecked Sendable {
             // make poor log lines and status-page cells.
             let primary = PQresultErrorField(result, Int32(UInt8(ascii: "M"))).map { UnsafePointer($0) }
             let message = redact(Self.trimmed(primary ?? PQresultErrorMessage(result).map { UnsafePointer($0) }))
-            throw PostgresError(kind: isBroken ? .connection : .query, message: message, sqlState: state)
+            throw PostgresError(kind: isBroken || Self.meansConnectionLost(state) ? .connection : .query,
+                                message: message, sqlState: state)
         }
     }
 
@@ -130,8 +131,18 @@ final class PGConnection: @unchecked Sendable {
         return PGResult(columns: columns, rows: rows)
     }
 
+    /// Class 08 (connection exception) and the shutdown codes 57P01-57P03 arrive as a result
+    /// before libpq has noticed the socket closing: they are connection failures, not bad SQL.
+    private static func meansConnectionLost(_ sqlState: String?) -> Bool {
+        guard let sqlState else { return false }
+        return sqlState.hasPrefix("08") || ["57P01", "57P02", "57P03"].contains(sqlState)
+    }
+
+    /// The first line of a libpq message: the rest ("This probably means…") makes poor log lines.
     private static func trimmed(_ message: UnsafePointer<CChar>?) -> String {
-        message.map { String(cString: $0).trimming(" \n") } ?? "unknown libpq error"
+        guard let message else { return "unknown libpq error" }
+        let text = String(cString: message).trimming(" \n\t")
+        return text.split(separator: "\n").first.map { $0.trimming(" \t") } ?? text
     }
 }
 
@@ -139,15 +150,21 @@ final class PGConnection: @unchecked Sendable {
 struct DSNInfo: Sendable {
     let password: String?
     let display: String
+    /// Whether libpq can parse the DSN at all (checked when the configuration is read).
+    let isValid: Bool
 
     init(_ dsn: String) {
         var errorMessage: UnsafeMutablePointer<CChar>?
         guard let options = PQconninfoParse(dsn, &errorMessage) else {
             if let errorMessage { PQfreemem(errorMessage) }
-            password = nil
+            // libpq quotes the whole string in some of its parse errors: find the password
+            // by hand so that it can still be removed from them.
+            password = Self.uriPassword(dsn)
             display = "(unparseable connection string)"
+            isValid = false
             return
         }
+        isValid = true
         defer { PQconninfoFree(options) }
         var password: String?
         var shown: [String] = []
@@ -165,6 +182,15 @@ struct DSNInfo: Sendable {
         }
         self.password = password
         display = shown.joined(separator: " ")
+    }
+
+    /// The password of `scheme://user:password@host…`, found without libpq.
+    private static func uriPassword(_ dsn: String) -> String? {
+        guard let schemeEnd = dsn.range(of: "://"),
+              let at = dsn[schemeEnd.upperBound...].lastIndex(of: "@") else { return nil }
+        let userInfo = dsn[schemeEnd.upperBound..<at]
+        guard let colon = userInfo.firstIndex(of: ":") else { return nil }
+        return String(userInfo[userInfo.index(after: colon)...])
     }
 
     /// Removes the password from a message, however it got there.

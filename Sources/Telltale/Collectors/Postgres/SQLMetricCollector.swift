@@ -85,7 +85,7 @@ public final class SQLMetricCollector: Collector {
             for row in rows {
                 if let watermarkColumn = columns.watermark { state.watermark.advance(to: row[watermarkColumn]) }
                 let samples = columns.values.isEmpty
-                    ? [(Labels(columns.labels.map { ($0.name, row[$0.index].text) }), 1.0)]
+                    ? [(Labels([("target", client.target)] + columns.labels.map { ($0.name, row[$0.index].text) }), 1.0)]
                     : samples(row, columns, &problems)
                 for (labels, value) in samples {
                     if !state.accumulated.contains(labels) && state.accumulated.seriesCount >= query.maxSeries {
@@ -105,7 +105,7 @@ public final class SQLMetricCollector: Collector {
 
     /// One sample per value column of a row; NULL or non-numeric values are reported and skipped.
     private func samples(_ row: [PGValue], _ columns: ResolvedColumns, _ problems: inout RowProblems) -> [(Labels, Double)] {
-        let labels = columns.labels.map { ($0.name, row[$0.index].text) }
+        let labels = [("target", client.target)] + columns.labels.map { ($0.name, row[$0.index].text) }
         return columns.values.compactMap { column in
             guard let value = row[column.index].number else {
                 let shown = row[column.index] == .null ? "NULL" : "\"\(row[column.index].text.prefix(40))\""
@@ -153,25 +153,55 @@ private struct ResolvedColumns {
     }
 }
 
-/// The highest watermark seen: compared as a number when it is one (ids, timestamps),
-/// as text otherwise.
+/// The highest watermark seen. Integers compare exactly as integers (a bigint id above 2^53
+/// would collide as a Double), other numbers and timestamps as Doubles, the rest as text.
 struct Watermark: Sendable {
+    private enum Key: Sendable {
+        case integer(Int64)
+        case number(Double)
+        case text(String)
+
+        static func of(_ value: PGValue) -> Key {
+            switch value {
+            case .int(let integer): .integer(integer)
+            case .text(let text): Int64(text).map(Key.integer) ?? value.number.map(Key.number)
+                ?? PGTimestamp.parse(text).map(Key.number) ?? .text(text)
+            default: value.number.map(Key.number) ?? .text(value.text)
+            }
+        }
+
+        func isBelow(_ other: Key) -> Bool {
+            switch (self, other) {
+            case (.integer(let a), .integer(let b)): a < b
+            case (.text(let a), .text(let b)): a < b
+            case (.text, _): true
+            case (_, .text): false
+            default: asDouble < other.asDouble
+            }
+        }
+
+        private var asDouble: Double {
+            switch self {
+            case .integer(let value): Double(value)
+            case .number(let value): value
+            case .text: .nan
+            }
+        }
+    }
+
     private(set) var text: String
-    private var number: Double?
+    private var key: Key
 
     init(text: String) {
         self.text = text
-        self.number = PGValue.text(text).number ?? PGTimestamp.parse(text)
+        self.key = Key.of(.text(text))
     }
 
     mutating func advance(to value: PGValue) {
         guard value != .null else { return }
-        if let candidate = value.number, candidate.isFinite {
-            if number.map({ candidate > $0 }) ?? true {
-                number = candidate
-                text = value.text
-            }
-        } else if value.text > text {
+        let candidate = Key.of(value)
+        if key.isBelow(candidate) {
+            key = candidate
             text = value.text
         }
     }
