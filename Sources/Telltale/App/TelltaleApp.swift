@@ -30,6 +30,11 @@ public struct TelltaleApp: Sendable {
         if config.queues.enabled {
             collectors.append(QueueCollector(config: config.queues))
         }
+        if !config.providers.isEmpty || !config.probes.isEmpty {
+            let http = HTTPClient(threads: config.httpThreads)
+            collectors += config.providers.map { ProviderCollector(config: $0, http: http) }
+            collectors += config.probes.map { ProbeCollector(config: $0, http: http) }
+        }
         return collectors
     }
 

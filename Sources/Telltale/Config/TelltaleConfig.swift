@@ -59,6 +59,10 @@ public struct TelltaleConfig: Sendable {
     public var host = HostCollectorConfig()
     public var postgres: [PostgresTargetConfig] = []
     public var queues = QueueCollectorConfig()
+    public var providers: [ProviderConfig] = []
+    public var probes: [ProbeConfig] = []
+    /// Threads for outbound HTTP (providers and probes); a hanging endpoint holds one.
+    public var httpThreads = 8
 
     public init() {}
 
@@ -111,6 +115,17 @@ public struct TelltaleConfig: Sendable {
             }
         }
         if let queues = root.map("queues") { self.queues = QueueCollectorConfig.read(queues) }
+        providers = root.list("providers")?.compactMap { path, node in
+            ConfigMap(node, path: path, problems: root.problems).flatMap(ProviderConfig.read)
+        } ?? []
+        probes = root.list("probes")?.compactMap { path, node in
+            ConfigMap(node, path: path, problems: root.problems).flatMap(ProbeConfig.read)
+        } ?? []
+        if let threads = root.int("http_threads", in: 1...256) { httpThreads = threads }
+        for (key, names) in [("providers", providers.map(\.name)), ("probes", probes.map(\.name))]
+        where Set(names).count != names.count {
+            root.problems.add(key, "names must be unique")
+        }
         if Set(postgres.map(\.name)).count != postgres.count {
             root.problems.add("postgres", "target names must be unique")
         }
