@@ -10,7 +10,7 @@ struct TelltaleCommand: AsyncParsableCommand {
         commandName: "telltale",
         abstract: "Watches Postgres, Redis job queues, provider balances and hosts; serves Prometheus metrics.",
         version: TelltaleVersion.current,
-        subcommands: [Serve.self, CheckConfig.self, Once.self],
+        subcommands: [Serve.self, CheckConfig.self, Once.self, Migrate.self, TestNotify.self],
         defaultSubcommand: Serve.self)
 }
 
@@ -82,7 +82,51 @@ struct Once: AsyncParsableCommand {
     }
 }
 
+struct Migrate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Create or upgrade Telltale's tables in the alerting database (idempotent).")
+
+    @OptionGroup var options: ConfigOptions
+
+    func run() async throws {
+        let alerting = try options.loadAlerting()
+        do {
+            let applied = try await AlertingService.migrate(config: alerting)
+            print(applied.isEmpty ? "schema is up to date" : "applied migrations: \(applied.map(String.init).joined(separator: ", "))")
+        } catch {
+            printError("migrate failed: \(error.message)")
+            throw ExitCode.failure
+        }
+    }
+}
+
+struct TestNotify: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "test-notify", abstract: "Send a test message to a channel and print the outcome (exit 1 if not delivered).")
+
+    @OptionGroup var options: ConfigOptions
+
+    @Argument(help: "The channel's name in telltale_channels.")
+    var channel: String
+
+    func run() async throws {
+        let (delivered, message) = await AlertingService.testNotify(channel: channel, config: try options.loadAlerting())
+        print(message)
+        if !delivered { throw ExitCode.failure }
+    }
+}
+
 extension ConfigOptions {
+    /// The alerting section, which these commands need.
+    func loadAlerting() throws -> AlertingConfig {
+        let config = try load()
+        guard config.alerting.enabled else {
+            printError("alerting: the configuration has no enabled alerting section (alerting.dsn)")
+            throw ExitCode(Self.invalidConfigExitCode)
+        }
+        return config.alerting
+    }
+
     init(config: String) {
         self.init()
         self.config = config

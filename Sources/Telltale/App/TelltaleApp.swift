@@ -7,12 +7,16 @@ public struct TelltaleApp: Sendable {
     public let config: TelltaleConfig
     public let store = MetricStore()
     public let runner: CollectorRunner
+    public let alerting: AlertingService?
     private let logger: Logger
 
     public init(config: TelltaleConfig, logger: Logger) {
         self.config = config
         self.logger = logger
-        runner = CollectorRunner(collectors: Self.collectors(config), store: store, logger: logger)
+        let alerting = config.alerting.enabled ? AlertingService(config: config.alerting, store: store, logger: logger) : nil
+        self.alerting = alerting
+        runner = CollectorRunner(collectors: Self.collectors(config), store: store, logger: logger,
+                                 afterEachRun: { alerting?.collectionFinished() })
     }
 
     /// The enabled collectors, in the order the status page lists them.
@@ -54,13 +58,13 @@ public struct TelltaleApp: Sendable {
 
     /// Serves until SIGTERM or SIGINT, then shuts down gracefully.
     public func serve() async throws {
-        let router = HTTPServer.router(store: store, health: runner.health, auth: config.server.auth)
+        let router = HTTPServer.router(store: store, health: runner.health, alerting: alerting, auth: config.server.auth)
         let listen = config.server.listen
         let logger = logger
         let app = Application(
             router: router,
             configuration: .init(address: .hostname(listen.host, port: listen.port), serverName: "telltale"),
-            services: [runner],
+            services: [runner] + (alerting.map { [$0] } ?? []),
             onServerRunning: { _ in
                 logger.info("listening", metadata: ["address": "\(listen)", "version": "\(TelltaleVersion.current)"])
             },

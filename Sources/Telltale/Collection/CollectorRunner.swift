@@ -14,11 +14,14 @@ public final class CollectorRunner: Service, Sendable {
     public let health: CollectorHealth
     private let store: MetricStore
     private let logger: Logger
+    /// Called after each run is published (alerting evaluates the fresh snapshot).
+    private let afterEachRun: @Sendable () -> Void
 
-    public init(collectors: [any Collector], store: MetricStore, logger: Logger) {
+    public init(collectors: [any Collector], store: MetricStore, logger: Logger, afterEachRun: @escaping @Sendable () -> Void = {}) {
         self.collectors = collectors
         self.store = store
         self.logger = logger
+        self.afterEachRun = afterEachRun
         self.health = CollectorHealth(collectors: collectors.map(\.name))
         store.publish([Self.selfSource: health.families])
     }
@@ -77,6 +80,7 @@ public final class CollectorRunner: Service, Sendable {
         }
         health.record(collector.name, duration: clock.now - started, problems: problems, at: .now)
         let conflicts = store.publish([collector.name: families, Self.selfSource: health.families])
+        afterEachRun()
         for conflict in conflicts where conflict.source == collector.name {
             health.count(collector.name, reason: "family_conflict")
             logger.error("family defined differently by another source; series dropped",

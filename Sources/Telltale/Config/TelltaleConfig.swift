@@ -61,6 +61,7 @@ public struct TelltaleConfig: Sendable {
     public var queues = QueueCollectorConfig()
     public var providers: [ProviderConfig] = []
     public var probes: [ProbeConfig] = []
+    public var alerting = AlertingConfig()
     /// Threads for outbound HTTP (providers and probes); a hanging endpoint holds one.
     public var httpThreads = 8
 
@@ -122,6 +123,7 @@ public struct TelltaleConfig: Sendable {
             ConfigMap(node, path: path, problems: root.problems).flatMap(ProbeConfig.read)
         } ?? []
         if let threads = root.int("http_threads", in: 1...256) { httpThreads = threads }
+        if let alerting = root.map("alerting") { self.alerting = AlertingConfig.read(alerting) }
         for (key, names) in [("providers", providers.map(\.name)), ("probes", probes.map(\.name))]
         where Set(names).count != names.count {
             root.problems.add(key, "names must be unique")

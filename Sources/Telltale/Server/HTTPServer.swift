@@ -5,7 +5,9 @@ import TelltaleMetrics
 
 /// The HTTP endpoints: `/metrics`, `/healthz`, `/readyz` and the `/` status page.
 enum HTTPServer {
-    static func router(store: MetricStore, health: CollectorHealth, auth: HTTPAuth?) -> Router<BasicRequestContext> {
+    static func router(store: MetricStore, health: CollectorHealth, alerting: AlertingService?, auth: HTTPAuth?)
+        -> Router<BasicRequestContext>
+    {
         let router = Router()
         let guardian = AuthCheck(auth)
 
@@ -33,7 +35,7 @@ enum HTTPServer {
         router.get("/") { request, _ -> Response in
             if let denied = guardian.deny(request) { return denied }
             return Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8"],
-                            body: ResponseBody(byteBuffer: ByteBuffer(string: StatusPage.render(health.statuses))))
+                            body: ResponseBody(byteBuffer: ByteBuffer(string: StatusPage.render(health.statuses, alerting: alerting?.status))))
         }
         return router
     }

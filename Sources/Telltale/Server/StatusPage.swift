@@ -3,7 +3,7 @@ import Foundation
 /// The small HTML page on `/`: version, collectors and their state. It shows only what the
 /// collectors put in their status, which never holds secrets.
 enum StatusPage {
-    static func render(_ statuses: [CollectorStatus]) -> String {
+    static func render(_ statuses: [CollectorStatus], alerting: AlertingStatus? = nil) -> String {
         let rows = statuses.map { status in
             let duration = status.lastDuration.map { formatSeconds($0.seconds) } ?? "–"
             let success = status.lastSuccess.map { formatUnixTime($0) } ?? "never"
@@ -24,8 +24,32 @@ enum StatusPage {
             <table><tr><th>collector</th><th>state</th><th>last duration</th><th>last success</th><th>last error</th></tr>
             \(rows)
             </table>
+            \(alerting.map(alertingSection) ?? "")
             </body></html>
 
+            """
+    }
+
+    static func alertingSection(_ status: AlertingStatus) -> String {
+        let rules = status.rules.map { rule in
+            "<tr><td>\(escape(rule.name))</td><td>\(escape(rule.state))</td><td>\(escape(rule.error ?? ""))</td></tr>"
+        }.joined(separator: "\n")
+        let channels = status.channels.map { channel in
+            "<tr><td>\(escape(channel.name))</td><td>\(escape(channel.kind))</td>"
+                + "<td>\(channel.failing ? "failing" : "ok")</td><td>\(escape(channel.lastNotification))</td></tr>"
+        }.joined(separator: "\n")
+        let role = status.leader ? "leader (sends notifications)" : "follower (evaluates only)"
+        let database = status.databaseError.map { "<p class=\"failed\">database: \(escape($0))</p>" } ?? ""
+        return """
+            <h2>Alerting</h2>
+            <p>This replica: \(role)</p>\(database)
+            <table><tr><th>rule</th><th>state</th><th>error</th></tr>
+            \(rules)
+            </table>
+            <h3>Channels</h3>
+            <table><tr><th>channel</th><th>kind</th><th>state</th><th>last notification</th></tr>
+            \(channels)
+            </table>
             """
     }
 

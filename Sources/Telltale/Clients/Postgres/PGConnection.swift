@@ -91,6 +91,17 @@ final class PGConnection: @unchecked Sendable {
         return results
     }
 
+    /// Channels of the NOTIFY messages received since the last call (after LISTEN).
+    func drainNotifications() -> [String] {
+        guard PQconsumeInput(handle) == 1 else { return [] }
+        var channels: [String] = []
+        while let notification = PQnotifies(handle) {
+            channels.append(String(cString: notification.pointee.relname))
+            PQfreemem(notification)
+        }
+        return channels
+    }
+
     /// Asks the server to cancel the running statement; safe from any thread.
     func cancel() {
         guard let cancelHandle else { return }

@@ -63,6 +63,45 @@ public actor PostgresClient {
         }
     }
 
+    /// Runs statements in one read-write transaction: Telltale's own writes (alert state,
+    /// the notification outbox, migrations). Rolled back as a whole if any fails.
+    public func transaction(_ statements: [(sql: String, parameters: [String?])], timeouts: QueryTimeouts)
+        async throws(PostgresError) -> [PGResult]
+    {
+        try await withConnection(timeouts) { connection throws(PostgresError) in
+            _ = try connection.execute("BEGIN READ WRITE")
+            var results: [PGResult] = []
+            do throws(PostgresError) {
+                for statement in statements {
+                    results.append(try connection.execute(statement.sql, parameters: statement.parameters))
+                }
+                _ = try connection.execute("COMMIT")
+                return results
+            } catch {
+                if !connection.isBroken { _ = try? connection.execute("ROLLBACK") }
+                throw error
+            }
+        }
+    }
+
+    /// LISTENs on `channel` (again after every reconnect) and returns whether a NOTIFY on it
+    /// arrived since the last call. The first call after a (re)connect reports true, since
+    /// anything may have changed while not listening.
+    public func notified(on channel: String, timeouts: QueryTimeouts) async throws(PostgresError) -> Bool {
+        let listening = listeningGeneration == generation
+        let received = try await withConnection(timeouts) { [listening] connection throws(PostgresError) in
+            if !listening { _ = try connection.execute("LISTEN \(channel)") }
+            return !listening || connection.drainNotifications().contains(channel)
+        }
+        listeningGeneration = generation
+        return received
+    }
+
+    private var listeningGeneration = -1
+
+    /// Counts connections made: session state (an advisory lock, say) is lost when it changes.
+    public private(set) var generation = 0
+
     /// Drops the connection (on shutdown, or when a test wants a fresh one).
     public func disconnect() {
         connection = nil
@@ -128,10 +167,11 @@ public actor PostgresClient {
                 // ISO dates in UTC so timestamps parse the same whatever the server's defaults.
                 _ = try connection.executeBatch(
                     "SET default_transaction_read_only = on; SET DateStyle = 'ISO'; SET TimeZone = 'UTC'; "
-                        + "SET idle_in_transaction_session_timeout = 60000")
+                        + "SET idle_in_transaction_session_timeout = 60000; SET client_min_messages = warning")
                 return connection
             }
             connection = fresh
+            generation += 1
             backoff.succeeded()
             return fresh
         } catch {

@@ -1,0 +1,63 @@
+/// What became of one attempt to deliver a notification.
+enum DeliveryOutcome: Sendable, Equatable {
+    case delivered(status: Int)
+    /// 429: come back after the receiver's Retry-After (header, or Discord's `retry_after`).
+    case rateLimited(after: Duration)
+    /// 5xx, 408 or a network failure: worth retrying with backoff.
+    case transient(String)
+    /// Any other 4xx: the request will never be accepted as it is.
+    case permanent(String)
+
+    /// The `outcome` label of `telltale_notifications_total`.
+    var label: String {
+        switch self {
+        case .delivered: "delivered"
+        case .rateLimited: "rate_limited"
+        case .transient: "retried"
+        case .permanent: "failed"
+        }
+    }
+}
+
+/// Sends one notification to one channel. Never throws; never reports the channel's URL.
+struct Deliverer: Sendable {
+    let http: HTTPClient
+    let timeout: Duration
+    static let defaultRetryAfter = Duration.seconds(5)
+
+    func send(_ event: AlertEvent, key: String, to channel: Channel) async -> DeliveryOutcome {
+        let response: OutboundResponse
+        do {
+            response = try await http.send(channel.request(for: event, idempotencyKey: key, timeout: timeout))
+        } catch {
+            return .transient("\(error.kind.rawValue): \(error.message)")
+        }
+        switch response.status {
+        case 200..<300:
+            return .delivered(status: response.status)
+        case 429:
+            return .rateLimited(after: Self.retryAfter(response))
+        case 408, 500...:
+            return .transient("HTTP \(response.status)")
+        default:
+            return .permanent("HTTP \(response.status)")
+        }
+    }
+
+    /// The longer of the `Retry-After` header (seconds) and a JSON body's `retry_after`.
+    static func retryAfter(_ response: OutboundResponse) -> Duration {
+        let header = response.headers["retry-after"].flatMap { Double($0.trimming(" ")) }
+        var body: Double?
+        if case .object(let members) = JSONValue.parse(response.body) { body = members["retry_after"]?.number }
+        guard let seconds = [header, body].compactMap({ $0 }).max(), seconds.isFinite, seconds >= 0 else {
+            return defaultRetryAfter
+        }
+        return .milliseconds(Int64(min(seconds, 3600) * 1000))
+    }
+
+    /// Exponential backoff with jitter for transient failures: about 1 s, 2 s, 4 s … 5 min.
+    static func backoff(attempts: Int) -> Duration {
+        let base = min(300, Double(1 << min(attempts, 9)))
+        return .milliseconds(Int64(base * Double.random(in: 0.5...1.5) * 1000))
+    }
+}

@@ -1,0 +1,176 @@
+import Glibc
+import TelltaleMetrics
+
+/// The rules and channels in force, as read from the database. Every row is validated on
+/// its own: an invalid row is reported and skipped, and the last good version of that rule
+/// (or channel) stays in force.
+struct RuleCatalog: Sendable {
+    var rules: [String: AlertRule] = [:]
+    /// Why the current row of a rule is not in force, by rule name.
+    var ruleErrors: [String: String] = [:]
+    var channels: [String: Channel] = [:]
+    var channelErrors: [String: String] = [:]
+}
+
+/// Reads `telltale_alert_rules`, `telltale_channels` and the admin portal's
+/// `admin_alert_thresholds`. Values are only ever bound as parameters, never spliced.
+struct RuleLoader: Sendable {
+    let settings: AlertingConfig
+
+    static let rulesSQL = """
+        SELECT name, environment, metric, matchers, comparison, threshold, clear_threshold, for_seconds, \
+        keep_firing_seconds, severity, channel, description, enabled FROM telltale_alert_rules ORDER BY name
+        """
+    static let channelsSQL = "SELECT name, kind, url_env, url_file, enabled FROM telltale_channels ORDER BY name"
+    static let adminSQL = """
+        SELECT environment, "cpuThreshold", "memoryThreshold", channel FROM admin_alert_thresholds ORDER BY environment
+        """
+
+    func load(_ client: PostgresClient, previous: RuleCatalog) async throws(PostgresError) -> RuleCatalog {
+        let timeouts = settings.timeouts
+        var catalog = RuleCatalog()
+        let (channels, channelErrors) = readChannels(try await client.query(Self.channelsSQL, timeouts: timeouts), previous)
+        catalog.channels = channels
+        catalog.channelErrors = channelErrors
+        var rows = try await client.query(Self.rulesSQL, timeouts: timeouts).rows.map(RuleRow.init(telltale:))
+        if settings.adminThresholds {
+            do throws(PostgresError) {
+                rows += try await client.query(Self.adminSQL, timeouts: timeouts).rows.flatMap { RuleRow.admin($0, settings) }
+            } catch where error.sqlState == "42P01" || error.sqlState == "42703" {
+                // No admin portal schema in this database: nothing to read.
+            }
+        }
+        for row in rows where settings.environment.map({ row.environment == $0 }) ?? true {
+            guard row.enabled else { continue }
+            switch row.validate(channels: catalog.channels, channelErrors: catalog.channelErrors) {
+            case .success(let rule):
+                catalog.rules[rule.name] = rule
+            case .failure(let error):
+                catalog.ruleErrors[row.name] = error.description
+                if let lastGood = previous.rules[row.name] { catalog.rules[row.name] = lastGood }
+            }
+        }
+        return catalog
+    }
+
+    private func readChannels(_ result: PGResult, _ previous: RuleCatalog) -> ([String: Channel], [String: String]) {
+        var channels: [String: Channel] = [:]
+        var errors: [String: String] = [:]
+        for row in result.rows {
+            let name = row[0].text
+            let kindText = row[1].text.lowercased()
+            let url: String? = if row[2] != .null {
+                getenv(row[2].text).map { String(cString: $0) }
+            } else if row[3] != .null {
+                readSecretFile(row[3].text)
+            } else {
+                nil
+            }
+            if let kind = Channel.Kind(rawValue: kindText), let url, !url.isEmpty {
+                channels[name] = Channel(name: name, kind: kind, url: url, enabled: row[4] == .bool(true))
+            } else {
+                errors[name] = Channel.Kind(rawValue: kindText) == nil
+                    ? "unknown kind \"\(kindText)\" (slack, discord, teams, webhook)"
+                    : "its URL is not available (set url_env to a set environment variable or url_file to a readable file)"
+                if let lastGood = previous.channels[name] { channels[name] = lastGood }
+            }
+        }
+        return (channels, errors)
+    }
+}
+
+/// A rule row as read, before validation.
+private struct RuleRow {
+    var name: String
+    var environment: String
+    var metric: String
+    var matchers: String
+    var comparison: String
+    var threshold: Double?
+    var clearThreshold: Double?
+    var forSeconds: Double
+    var keepFiringSeconds: Double
+    var severity: String
+    var channel: String?
+    var description: String?
+    var enabled: Bool
+
+    init(telltale row: [PGValue]) {
+        name = row[0].text
+        environment = row[1].text
+        metric = row[2].text
+        matchers = row[3].text
+        comparison = row[4].text
+        threshold = row[5].number
+        clearThreshold = row[6].number
+        forSeconds = row[7].number ?? 0
+        keepFiringSeconds = row[8].number ?? 0
+        severity = row[9].text
+        channel = row[10] == .null ? nil : row[10].text
+        description = row[11] == .null ? nil : row[11].text
+        enabled = row[12] == .bool(true)
+    }
+
+    /// The admin portal stores CPU and memory thresholds as percentages per environment:
+    /// each becomes a rule on the host collector's usage ratio.
+    static func admin(_ row: [PGValue], _ settings: AlertingConfig) -> [RuleRow] {
+        let environment = row[0].text
+        let resources = [("cpu", "telltale_host_cpu_usage_ratio", row[1]), ("memory", "telltale_host_memory_usage_ratio", row[2])]
+        return resources.compactMap { resource, metric, value -> RuleRow? in
+            guard value != .null else { return nil }
+            var rule = RuleRow(name: "admin:\(environment):\(resource)", environment: environment, metric: metric, matchers: "",
+                               comparison: ">", threshold: value.number.map { $0 / 100 }, clearThreshold: nil,
+                               forSeconds: settings.adminFor.seconds, keepFiringSeconds: 0, severity: settings.adminSeverity,
+                               channel: row[3] == .null ? nil : row[3].text, description: nil, enabled: true)
+            rule.description = "\(resource) usage above the admin portal's \(environment) threshold"
+            return rule
+        }
+    }
+
+    private init(name: String, environment: String, metric: String, matchers: String, comparison: String, threshold: Double?,
+                 clearThreshold: Double?, forSeconds: Double, keepFiringSeconds: Double, severity: String, channel: String?,
+                 description: String?, enabled: Bool) {
+        self.name = name
+        self.environment = environment
+        self.metric = metric
+        self.matchers = matchers
+        self.comparison = comparison
+        self.threshold = threshold
+        self.clearThreshold = clearThreshold
+        self.forSeconds = forSeconds
+        self.keepFiringSeconds = keepFiringSeconds
+        self.severity = severity
+        self.channel = channel
+        self.description = description
+        self.enabled = enabled
+    }
+
+    func validate(channels: [String: Channel], channelErrors: [String: String]) -> Result<AlertRule, RuleError> {
+        guard !name.isEmpty else { return .failure(RuleError("empty name")) }
+        guard MetricNames.isValidMetricName(metric) else { return .failure(RuleError("invalid metric name \"\(metric)\"")) }
+        guard let comparison = Comparison(rawValue: comparison.trimming(" ")) else {
+            return .failure(RuleError("unknown comparison \"\(comparison)\" (>, >=, <, <=, ==, !=)"))
+        }
+        guard let threshold, threshold.isFinite else { return .failure(RuleError("threshold must be a finite number")) }
+        if let clearThreshold, !clearThreshold.isFinite { return .failure(RuleError("clear_threshold must be a finite number")) }
+        guard forSeconds >= 0, keepFiringSeconds >= 0, forSeconds.isFinite, keepFiringSeconds.isFinite else {
+            return .failure(RuleError("for_seconds and keep_firing_seconds must be finite and not negative"))
+        }
+        if let channel {
+            if let problem = channelErrors[channel], channels[channel] == nil {
+                return .failure(RuleError("channel \"\(channel)\" is not usable: \(problem)"))
+            }
+            guard channels[channel] != nil else { return .failure(RuleError("unknown channel \"\(channel)\"")) }
+        }
+        let matchers: [LabelMatcher]
+        switch LabelMatcher.parseList(self.matchers) {
+        case .success(let parsed): matchers = parsed
+        case .failure(let error): return .failure(error)
+        }
+        return .success(AlertRule(
+            name: name, environment: environment, metric: metric, matchers: matchers, comparison: comparison,
+            threshold: threshold, clearThreshold: clearThreshold, forDuration: .milliseconds(Int64(forSeconds * 1000)),
+            keepFiring: .milliseconds(Int64(keepFiringSeconds * 1000)), severity: severity.isEmpty ? "warning" : severity,
+            channel: channel, description: description))
+    }
+}
