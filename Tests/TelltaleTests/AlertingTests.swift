@@ -1,0 +1,127 @@
+import Testing
+import TelltaleMetrics
+@testable import Telltale
+
+@Suite struct MatcherTests {
+    @Test func parsesEveryOperatorAndEscapes() throws {
+        let matchers = try LabelMatcher.parseList(#"queue="emails", state=~"wait.*",env!="dev",x!~"a\"b""#).get()
+        #expect(matchers.map(\.description) == [#"queue="emails""#, #"state=~"wait.*""#, #"env!="dev""#, #"x!~"a"b""#])
+        let labels: Labels = ["queue": "emails", "state": "waiting", "env": "prod"]
+        #expect(matchers.prefix(3).allSatisfy { $0.matches(labels) })
+    }
+
+    @Test func regexesMatchWholeValues() throws {
+        let matcher = try LabelMatcher.parseList(#"state=~"wait""#).get()[0]
+        #expect(!matcher.matches(["state": "waiting"]))
+        #expect(matcher.matches(["state": "wait"]))
+    }
+
+    @Test func rejectsMalformedMatchers() {
+        for bad in [#"queue=emails"#, #"queue"#, #"queue=~"(""#, #"1x="a""#, #"queue="open"#] {
+            #expect((try? LabelMatcher.parseList(bad).get()) == nil, "\(bad)")
+        }
+        #expect((try? LabelMatcher.parseList("").get())?.isEmpty == true)
+    }
+}
+
+@Suite struct EvaluatorTests {
+    func rule(_ comparison: Comparison = .greater, threshold: Double = 10, clear: Double? = nil,
+              for duration: Duration = .zero, keep: Duration = .zero) -> AlertRule {
+        AlertRule(name: "r", environment: "prod", metric: "level", matchers: [], comparison: comparison, threshold: threshold,
+                  clearThreshold: clear, forDuration: duration, keepFiring: keep, severity: "critical", channel: "c",
+                  description: nil)
+    }
+
+    func snapshot(_ value: Double?) -> MetricSnapshot {
+        guard let value else { return MetricSnapshot(families: []) }
+        var level = FamilyBuilder(MetricDescriptor("level", .gauge, help: "h"))
+        level.set(value, ["host": "a"])
+        return MetricSnapshot(families: [level.build()])
+    }
+
+    /// Runs values at one-second steps and returns the transitions as "t:status".
+    func run(_ rule: AlertRule, _ values: [Double?]) -> [String] {
+        var evaluator = Evaluator()
+        let catalog = RuleCatalog(rules: [rule.name: rule])
+        return values.enumerated().flatMap { second, value in
+            evaluator.evaluate(catalog, snapshot(value), now: Double(second), link: nil).map { "\(second):\($0.status.rawValue)" }
+        }
+    }
+
+    @Test func firesAfterForAndResolvesOnce() {
+        #expect(run(rule(for: .seconds(2)), [5, 11, 12, 13, 14, 5, 5]) == ["3:firing", "5:resolved"])
+    }
+
+    @Test func pendingThatStopsHoldingNeverFires() {
+        #expect(run(rule(for: .seconds(3)), [11, 12, 5, 11, 12, 5]).isEmpty)
+    }
+
+    @Test func hysteresisIgnoresFlappingBetweenThresholdAndClear() {
+        #expect(run(rule(clear: 8), [11, 9, 11, 9, 7]) == ["0:firing", "4:resolved"])
+    }
+
+    @Test func keepFiringDelaysResolution() {
+        #expect(run(rule(keep: .seconds(2)), [11, 5, 11, 5, 5, 5]) == ["0:firing", "5:resolved"])
+    }
+
+    @Test func missingDataNeverResolves() {
+        var evaluator = Evaluator()
+        let catalog = RuleCatalog(rules: ["r": rule()])
+        #expect(evaluator.evaluate(catalog, snapshot(11), now: 0, link: nil).map(\.status) == [.firing])
+        #expect(evaluator.evaluate(catalog, snapshot(nil), now: 1, link: nil).isEmpty)
+        #expect(evaluator.states["r"]?.values.first?.noData == true)
+        #expect(evaluator.evaluate(catalog, snapshot(5), now: 2, link: nil).map(\.status) == [.resolved])
+    }
+
+    @Test func lessThanRulesWithClearThreshold() {
+        #expect(run(rule(.less, threshold: 1, clear: 3), [5, 0.5, 2, 0.9, 4]) == ["1:firing", "4:resolved"])
+    }
+
+    @Test func adoptedEpisodeKeepsItsStartSoTheResolveMatchesIt() {
+        var evaluator = Evaluator()
+        let labels: Labels = ["host": "a"]
+        evaluator.adopt(firing: [("r", Evaluator.key(labels), 100, 12, labels)])
+        let events = evaluator.evaluate(RuleCatalog(rules: ["r": rule()]), snapshot(5), now: 200, link: nil)
+        #expect(events.map(\.status) == [.resolved])
+        #expect(events.first?.startsAt == 100)
+    }
+
+    @Test func seriesKeysRoundTripThroughLabels() {
+        let labels: Labels = ["queue": "we\"ird\\name", "b": "line\nbreak"]
+        #expect(AlertingService.labels(fromKey: Evaluator.key(labels)) == labels)
+    }
+}
+
+@Suite struct DeliveryTests {
+    func response(_ status: Int, headers: [String: String] = [:], body: String = "") -> OutboundResponse {
+        OutboundResponse(status: status, headers: headers, body: Array(body.utf8))
+    }
+
+    @Test func retryAfterFromHeaderOrDiscordBody() {
+        #expect(Deliverer.retryAfter(response(429, headers: ["retry-after": "2"])) == .seconds(2))
+        #expect(Deliverer.retryAfter(response(429, body: #"{"retry_after": 1.5}"#)) == .milliseconds(1500))
+        #expect(Deliverer.retryAfter(response(429)) == Deliverer.defaultRetryAfter)
+    }
+
+    @Test func backoffGrowsAndIsCapped() {
+        #expect(Deliverer.backoff(attempts: 0) <= .milliseconds(1500))
+        #expect(Deliverer.backoff(attempts: 20) <= .seconds(450))
+        #expect(Deliverer.backoff(attempts: 20) >= .seconds(150))
+    }
+
+    @Test func payloadsStayWithinPlatformLimits() throws {
+        let labels = Dictionary(uniqueKeysWithValues: (0..<200).map { ("label_\($0)", String(repeating: "v", count: 100)) })
+        let event = AlertEvent(rule: String(repeating: "r", count: 500), environment: "prod", severity: "critical", status: .firing,
+                               metric: "m", comparison: ">", threshold: 1, value: 2, labels: labels,
+                               description: String(repeating: "d", count: 10_000), startsAt: 0, endsAt: nil, link: "http://x/")
+        let discord = try #require((DiscordMessage.payload(event)["embeds"] as? [[String: Any]])?.first)
+        #expect(((discord["title"] as? String) ?? "").count <= 256)
+        #expect(((discord["description"] as? String) ?? "").count <= 4096)
+        let fields = try #require(discord["fields"] as? [[String: Any]])
+        #expect(fields.count <= 25 && fields.allSatisfy { (($0["value"] as? String) ?? "").count <= 1024 })
+        let teams = Channel.json(TeamsMessage.payload(event))
+        #expect(teams.utf8.count < 28_000)
+        let slack = Channel.json(SlackMessage.payload(event))
+        #expect(slack.utf8.count < 40_000)
+    }
+}
