@@ -38,6 +38,7 @@ let package = Package(
                 "CZlib",
                 "CLibPQ",
                 "CHiredis",
+                "CCurl",
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),

@@ -95,22 +95,6 @@ private struct RuleRow {
     var description: String?
     var enabled: Bool
 
-    init(telltale row: [PGValue]) {
-        name = row[0].text
-        environment = row[1].text
-        metric = row[2].text
-        matchers = row[3].text
-        comparison = row[4].text
-        threshold = row[5].number
-        clearThreshold = row[6].number
-        forSeconds = row[7].number ?? 0
-        keepFiringSeconds = row[8].number ?? 0
-        severity = row[9].text
-        channel = row[10] == .null ? nil : row[10].text
-        description = row[11] == .null ? nil : row[11].text
-        enabled = row[12] == .bool(true)
-    }
-
     /// The admin portal stores CPU and memory thresholds as percentages per environment:
     /// each becomes a rule on the host collector's usage ratio.
     static func admin(_ row: [PGValue], _ settings: AlertingConfig) -> [RuleRow] {
@@ -118,31 +102,12 @@ private struct RuleRow {
         let resources = [("cpu", "telltale_host_cpu_usage_ratio", row[1]), ("memory", "telltale_host_memory_usage_ratio", row[2])]
         return resources.compactMap { resource, metric, value -> RuleRow? in
             guard value != .null else { return nil }
-            var rule = RuleRow(name: "admin:\(environment):\(resource)", environment: environment, metric: metric, matchers: "",
-                               comparison: ">", threshold: value.number.map { $0 / 100 }, clearThreshold: nil,
-                               forSeconds: settings.adminFor.seconds, keepFiringSeconds: 0, severity: settings.adminSeverity,
-                               channel: row[3] == .null ? nil : row[3].text, description: nil, enabled: true)
-            rule.description = "\(resource) usage above the admin portal's \(environment) threshold"
-            return rule
+            return RuleRow(
+                name: "admin:\(environment):\(resource)", environment: environment, metric: metric, matchers: "", comparison: ">",
+                threshold: value.number.map { $0 / 100 }, clearThreshold: nil, forSeconds: settings.adminFor.seconds,
+                keepFiringSeconds: 0, severity: settings.adminSeverity, channel: row[3] == .null ? nil : row[3].text,
+                description: "\(resource) usage above the admin portal's \(environment) threshold", enabled: true)
         }
-    }
-
-    private init(name: String, environment: String, metric: String, matchers: String, comparison: String, threshold: Double?,
-                 clearThreshold: Double?, forSeconds: Double, keepFiringSeconds: Double, severity: String, channel: String?,
-                 description: String?, enabled: Bool) {
-        self.name = name
-        self.environment = environment
-        self.metric = metric
-        self.matchers = matchers
-        self.comparison = comparison
-        self.threshold = threshold
-        self.clearThreshold = clearThreshold
-        self.forSeconds = forSeconds
-        self.keepFiringSeconds = keepFiringSeconds
-        self.severity = severity
-        self.channel = channel
-        self.description = description
-        self.enabled = enabled
     }
 
     func validate(channels: [String: Channel], channelErrors: [String: String]) -> Result<AlertRule, RuleError> {
@@ -172,5 +137,23 @@ private struct RuleRow {
             threshold: threshold, clearThreshold: clearThreshold, forDuration: .milliseconds(Int64(forSeconds * 1000)),
             keepFiring: .milliseconds(Int64(keepFiringSeconds * 1000)), severity: severity.isEmpty ? "warning" : severity,
             channel: channel, description: description))
+    }
+}
+
+extension RuleRow {
+    init(telltale row: [PGValue]) {
+        name = row[0].text
+        environment = row[1].text
+        metric = row[2].text
+        matchers = row[3].text
+        comparison = row[4].text
+        threshold = row[5].number
+        clearThreshold = row[6].number
+        forSeconds = row[7].number ?? 0
+        keepFiringSeconds = row[8].number ?? 0
+        severity = row[9].text
+        channel = row[10] == .null ? nil : row[10].text
+        description = row[11] == .null ? nil : row[11].text
+        enabled = row[12] == .bool(true)
     }
 }
