@@ -86,6 +86,15 @@ import TelltaleMetrics
         #expect(events.first?.startsAt == 100)
     }
 
+    @Test func aNewLeaderAnnouncesOnlyWhatNoLeaderRecorded() {
+        var evaluator = Evaluator()
+        let catalog = RuleCatalog(rules: ["r": rule()])
+        _ = evaluator.evaluate(catalog, snapshot(11), now: 0, link: nil)
+        let key = Evaluator.key(["host": "a"])
+        #expect(evaluator.unrecordedFiring(catalog, recorded: ["r|\(key)"], now: 1, link: nil).isEmpty)
+        #expect(evaluator.unrecordedFiring(catalog, recorded: [], now: 1, link: nil).map(\.status) == [.firing])
+    }
+
     @Test func seriesKeysRoundTripThroughLabels() {
         let labels: Labels = ["queue": "we\"ird\\name", "b": "line\nbreak"]
         #expect(AlertingService.labels(fromKey: Evaluator.key(labels)) == labels)

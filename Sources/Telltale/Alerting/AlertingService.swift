@@ -182,6 +182,9 @@ public final class AlertingService: Service, Sendable {
         let firing = try await outbox.firing()
         let currentGeneration = await client.generation
         state.withLock { state in
+            let recorded = Set(firing.map { "\($0.rule)|\($0.seriesKey)" })
+            state.unsaved += state.evaluator.unrecordedFiring(state.catalog, recorded: recorded, now: UnixTime.now.seconds,
+                                                              link: config.externalURL)
             state.evaluator.adopt(firing: firing.map { row in
                 (row.rule, row.seriesKey, row.since, row.value, Self.labels(fromKey: row.seriesKey))
             })

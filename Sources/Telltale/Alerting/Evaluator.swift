@@ -95,6 +95,16 @@ struct Evaluator: Sendable {
                    description: rule.description, startsAt: state.since, endsAt: status == .resolved ? now : nil, link: link)
     }
 
+    /// Firing series this replica saw fire that no leader recorded (it fired while this replica
+    /// followed): a new leader announces them.
+    func unrecordedFiring(_ catalog: RuleCatalog, recorded: Set<String>, now: Double, link: String?) -> [AlertEvent] {
+        states.flatMap { ruleName, series -> [AlertEvent] in
+            guard let rule = catalog.rules[ruleName] else { return [] }
+            return series.filter { $0.value.phase == .firing && !recorded.contains("\(ruleName)|\($0.key)") }
+                .map { event(rule, $0.value, status: .firing, now: now, link: link) }
+        }
+    }
+
     /// Adopts firing episodes another replica recorded, so this one resolves them rather
     /// than announcing them again.
     mutating func adopt(firing rows: [(rule: String, seriesKey: String, since: Double, value: Double?, labels: Labels)]) {
