@@ -35,12 +35,13 @@ public struct RedisSettings: Sendable, Equatable, CustomStringConvertible {
         if let at = rest.lastIndex(of: "@") {
             let credentials = rest[..<at]
             rest = rest[rest.index(after: at)...]
-            let pair = credentials.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
+            // Percent-encoded, as redis-py and ioredis read them (a password may hold @ : / %).
+            let pair = credentials.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false).map(percentDecoded)
             if pair.count == 2 {
-                settings.username = pair[0].isEmpty ? nil : String(pair[0])
-                settings.password = String(pair[1])
+                settings.username = pair[0].isEmpty ? nil : pair[0]
+                settings.password = pair[1]
             } else {
-                settings.password = String(pair[0])
+                settings.password = pair[0]
             }
         }
         let hostAndPath = rest.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false)
@@ -49,13 +50,38 @@ public struct RedisSettings: Sendable, Equatable, CustomStringConvertible {
             settings.database = database
         }
         let hostPort = hostAndPath[0]
-        if let colon = hostPort.lastIndex(of: ":") {
-            guard let port = Int(hostPort[hostPort.index(after: colon)...]), (1...65535).contains(port) else { return nil }
-            settings.endpoint = .tcp(host: String(hostPort[..<colon]), port: port)
-        } else {
-            settings.endpoint = .tcp(host: hostPort.isEmpty ? "127.0.0.1" : String(hostPort), port: 6379)
+        // `[::1]:6380` or `[::1]`: an IPv6 address is bracketed; hiredis wants it bare.
+        let hostEnd = hostPort.hasPrefix("[") ? hostPort.firstIndex(of: "]").map { hostPort.index(after: $0) } : nil
+        let portColon = hostPort[(hostEnd ?? hostPort.startIndex)...].lastIndex(of: ":")
+        var host = portColon.map { hostPort[..<$0] } ?? hostPort
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = host.dropFirst().dropLast() }
+        var port = 6379
+        if let portColon {
+            guard let parsed = Int(hostPort[hostPort.index(after: portColon)...]), (1...65535).contains(parsed) else { return nil }
+            port = parsed
         }
+        settings.endpoint = .tcp(host: host.isEmpty ? "127.0.0.1" : String(host), port: port)
         return settings
+    }
+
+    /// `%40` → `@`; malformed escapes are kept as written.
+    private static func percentDecoded(_ text: Substring) -> String {
+        var bytes: [UInt8] = []
+        var index = text.utf8.startIndex
+        let utf8 = text.utf8
+        while index < utf8.endIndex {
+            let byte = utf8[index]
+            if byte == UInt8(ascii: "%"), let high = utf8.index(index, offsetBy: 1, limitedBy: utf8.endIndex),
+               let low = utf8.index(index, offsetBy: 2, limitedBy: utf8.endIndex), low < utf8.endIndex,
+               let value = UInt8(String(decoding: [utf8[high], utf8[low]], as: UTF8.self), radix: 16) {
+                bytes.append(value)
+                index = utf8.index(after: low)
+            } else {
+                bytes.append(byte)
+                index = utf8.index(after: index)
+            }
+        }
+        return String(decoding: bytes, as: UTF8.self)
     }
 }
 
