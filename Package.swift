@@ -26,6 +26,7 @@ let package = Package(
         .systemLibrary(name: "CHiredis", providers: [.apt(["libhiredis-dev"])]),
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CGlibcExtras"),
 
         // Metric model and exposition encoders: pure, no I/O.
         .target(name: "TelltaleMetrics", swiftSettings: strict),
@@ -54,6 +55,7 @@ let package = Package(
             name: "telltale",
             dependencies: [
                 "Telltale",
+                "CGlibcExtras",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CGlibcExtras
 import Glibc
 import Logging
 import Telltale
@@ -42,6 +43,9 @@ struct Serve: AsyncParsableCommand {
     var listen: String?
 
     func run() async throws {
+        // Two malloc arenas rather than glibc's eight per core: Telltale's threads allocate
+        // little, and idle arenas would only hold on to resident memory.
+        mallopt(M_ARENA_MAX, 2)
         var config = try options.load()
         if let listen {
             guard let address = ListenAddress(listen) else {

@@ -24,8 +24,9 @@ import TelltaleMetrics
     @Test func servesSortedFamiliesWithTheScrapeCounterInPlace() throws {
         let store = MetricStore()
         store.publish(["b": [gauge("zzz_last", 2)], "a": [gauge("aaa_first", 1)]])
-        let (body, gzipped) = store.scrape(format: .openMetrics, acceptsGzip: false)
-        #expect(!gzipped)
+        let scraped = store.scrape(format: .openMetrics, acceptsGzip: false)
+        #expect(!scraped.gzipped)
+        let body = scraped.joined
         let names = String(buffer: body).split(separator: "\n").filter { $0.hasPrefix("# TYPE") }
         #expect(names == ["# TYPE aaa_first gauge", "# TYPE telltale_render_duration_seconds histogram",
                           "# TYPE telltale_scrapes counter", "# TYPE zzz_last gauge"])
@@ -37,9 +38,10 @@ import TelltaleMetrics
         let store = MetricStore()
         let many = (0..<2000).map { gauge("family_\($0 < 1000 ? "a" : "z")_\($0)", Double($0)) }
         store.publish(["src": many])
-        let (zipped, gzipped) = store.scrape(format: format, acceptsGzip: true)
-        #expect(gzipped)
-        let (plain, _) = store.scrape(format: format, acceptsGzip: false)
+        let scraped = store.scrape(format: format, acceptsGzip: true)
+        #expect(scraped.gzipped)
+        let zipped = scraped.joined
+        let plain = store.scrape(format: format, acceptsGzip: false).joined
         // The second scrape counted one more request of this format.
         let expected = String(buffer: plain).replacingOccurrences(
             of: "format=\"\(format.rawValue)\"} 2", with: "format=\"\(format.rawValue)\"} 1")
@@ -49,7 +51,7 @@ import TelltaleMetrics
 
     @Test func gzipOfAnEmptyStoreIsValid() throws {
         let store = MetricStore()
-        let (zipped, _) = store.scrape(format: .text, acceptsGzip: true)
+        let zipped = store.scrape(format: .text, acceptsGzip: true).joined
         #expect(try gunzip(zipped).contains("telltale_scrapes_total{format=\"text\"} 1"))
     }
 

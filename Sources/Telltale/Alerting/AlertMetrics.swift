@@ -4,7 +4,7 @@ import TelltaleMetrics
 enum AlertMetrics {
     static let state = MetricDescriptor(
         "telltale_alert_state", .gauge,
-        help: "1 for each series of a rule that is pending, firing or firing with no data (label state), like Prometheus' ALERTS.")
+        help: "1 for each series of a rule that is pending, firing or firing with no data (label alertstate), like Prometheus' ALERTS.")
     static let threshold = MetricDescriptor("telltale_alert_threshold", .gauge, help: "Threshold of each rule in force.")
     static let firing = MetricDescriptor("telltale_alerts_firing", .gauge, help: "Series currently firing, over all rules.")
     static let ruleErrors = MetricDescriptor(
@@ -30,7 +30,7 @@ enum AlertMetrics {
             thresholds.set(rule.threshold, ["rule": rule.name])
             for series in (evaluator.states[rule.name] ?? [:]).values {
                 let phase = series.noData ? "nodata" : series.phase.rawValue
-                stateFamily.set(1, series.labels.merging(ruleLabels).adding("state", phase))
+                stateFamily.set(1, series.labels.merging(ruleLabels).adding("alertstate", phase))
                 if series.phase == .firing { firingCount += 1 }
             }
         }

@@ -51,12 +51,15 @@ struct Outbox: Sendable {
                                timeouts: timeouts).rows.map { ($0[0].text, $0[1].text, $0[2].number ?? 0, $0[3].number) }
     }
 
-    /// Undelivered rows, oldest first.
-    func pending(limit: Int = 500) async throws(PostgresError) -> [Pending] {
+    /// Undelivered rows, oldest first, at most `perChannel` of each channel: a channel with a
+    /// long backlog (disabled, or waiting out retries) must not hide the others' rows.
+    func pending(perChannel: Int = 50) async throws(PostgresError) -> [Pending] {
         try await client.query("""
-            SELECT id, channel, event, idempotency_key, attempts, extract(epoch FROM next_attempt_at)
-            FROM telltale_notifications WHERE delivered_at IS NULL AND failed_at IS NULL ORDER BY id LIMIT $1
-            """, parameters: [String(limit)], timeouts: timeouts).rows.compactMap { row in
+            SELECT id, channel, event, idempotency_key, attempts, extract(epoch FROM next_attempt_at) FROM (
+                SELECT *, row_number() OVER (PARTITION BY channel ORDER BY id) AS position
+                FROM telltale_notifications WHERE delivered_at IS NULL AND failed_at IS NULL
+            ) queued WHERE position <= $1 ORDER BY id
+            """, parameters: [String(perChannel)], timeouts: timeouts).rows.compactMap { row in
             guard case .int(let id) = row[0], let event = AlertEvent.decode(row[2].text) else { return nil }
             return Pending(id: id, channel: row[1].text, event: event, key: row[3].text,
                            attempts: Int(row[4].number ?? 0), nextAttempt: row[5].number ?? 0)

@@ -22,6 +22,8 @@ struct RuleLoader: Sendable {
         keep_firing_seconds, severity, channel, description, enabled FROM telltale_alert_rules ORDER BY name
         """
     static let channelsSQL = "SELECT name, kind, url_env, url_file, enabled FROM telltale_channels ORDER BY name"
+    /// The name under which a failure to read the admin thresholds is reported.
+    static let adminSource = "admin_alert_thresholds"
     static let adminSQL = """
         SELECT environment, "cpuThreshold", "memoryThreshold", channel FROM admin_alert_thresholds ORDER BY environment
         """
@@ -36,8 +38,11 @@ struct RuleLoader: Sendable {
         if settings.adminThresholds {
             do throws(PostgresError) {
                 rows += try await client.query(Self.adminSQL, timeouts: timeouts).rows.flatMap { RuleRow.admin($0, settings) }
-            } catch where error.sqlState == "42P01" || error.sqlState == "42703" {
+            } catch where error.sqlState == "42P01" {
                 // No admin portal schema in this database: nothing to read.
+            } catch where error.kind == .query {
+                // Unreadable (permissions, other columns): reported, and Telltale's own rules go on.
+                catalog.ruleErrors[Self.adminSource] = "cannot read admin_alert_thresholds: \(error.message)"
             }
         }
         for row in rows where settings.environment.map({ row.environment == $0 }) ?? true {

@@ -75,7 +75,6 @@ public struct TelltaleApp: Sendable {
     /// Runs every collector once; returns the text exposition and whether all succeeded.
     public func once() async -> (exposition: String, succeeded: Bool) {
         let succeeded = await runner.runOnce()
-        let (body, _) = store.exposition(format: .text)
-        return (String(buffer: body), succeeded)
+        return (String(buffer: store.exposition(format: .text).joined), succeeded)
     }
 }

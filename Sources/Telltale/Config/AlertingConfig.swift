@@ -30,7 +30,7 @@ public struct AlertingConfig: Sendable {
         config.externalURL = map.string("external_url")
         if let admin = map.map("admin_thresholds") {
             if let enabled = admin.bool("enabled") { config.adminThresholds = enabled }
-            if let duration = admin.duration("for") { config.adminFor = duration }
+            if let duration = admin.duration("for", allowZero: true) { config.adminFor = duration }
             if let severity = admin.string("severity") { config.adminSeverity = severity }
             admin.finish()
         }

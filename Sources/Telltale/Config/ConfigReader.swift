@@ -117,11 +117,13 @@ final class ConfigMap {
         return value
     }
 
-    /// A positive duration such as `15s`, `500ms`, `2m`, `1h`, or a bare number of seconds.
-    func duration(_ key: String) -> Duration? {
+    /// A positive duration such as `15s`, `500ms`, `2m`, `1h`, or a bare number of seconds
+    /// (zero too where `allowZero`, as for an alert's `for`).
+    func duration(_ key: String, allowZero: Bool = false) -> Duration? {
         guard let text = string(key) else { return nil }
-        guard let value = parseDuration(text), value > .zero else {
-            problems.add(childPath(key), "expected a positive duration such as 500ms, 15s, 2m or 1h, got \"\(text)\"")
+        guard let value = parseDuration(text), value > .zero || (allowZero && value == .zero) else {
+            let kind = allowZero ? "a duration" : "a positive duration"
+            problems.add(childPath(key), "expected \(kind) such as 500ms, 15s, 2m or 1h, got \"\(text)\"")
             return nil
         }
         return value

@@ -15,10 +15,10 @@ enum HTTPServer {
             if let denied = guardian.deny(request) { return denied }
             let format = ContentNegotiation.format(accept: request.headers[.accept])
             let acceptsGzip = ContentNegotiation.acceptsGzip(request.headers[.acceptEncoding])
-            let (body, gzipped) = store.scrape(format: format, acceptsGzip: acceptsGzip)
+            let body = store.scrape(format: format, acceptsGzip: acceptsGzip)
             var headers: HTTPFields = [.contentType: format.contentType, .vary: "Accept, Accept-Encoding"]
-            if gzipped { headers[.contentEncoding] = "gzip" }
-            return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: body))
+            if body.gzipped { headers[.contentEncoding] = "gzip" }
+            return Response(status: .ok, headers: headers, body: ResponseBody(contentsOf: body.parts))
         }
 
         router.get("healthz") { _, _ in

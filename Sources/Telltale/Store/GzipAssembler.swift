@@ -19,7 +19,11 @@ struct GzipSegments: Sendable {
     private let tailLength: Int
 
     init(head: [UInt8], tail: [UInt8]) throws {
-        self.head = try Self.deflate(head, finish: false)
+        // Header: magic, deflate, no flags, no mtime, no extra flags, unknown OS.
+        var compressedHead = ByteBuffer(bytes: [0x1F, 0x8B, 0x08, 0x00, 0, 0, 0, 0, 0x00, 0xFF])
+        var deflated = try Self.deflate(head, finish: false)
+        compressedHead.writeBuffer(&deflated)
+        self.head = compressedHead
         self.headCRC = Self.crc(head)
         self.headLength = head.count
         self.tail = try Self.deflate(tail, finish: true)
@@ -30,24 +34,22 @@ struct GzipSegments: Sendable {
     /// The compressed size of the cached parts, for the benchmark and the status page.
     var compressedSize: Int { head.readableBytes + tail.readableBytes }
 
-    /// A complete gzip member for `head + middle + tail`. `middle` must be under 64 KiB.
-    func body(middle: [UInt8], allocator: ByteBufferAllocator) -> ByteBuffer {
-        var out = allocator.buffer(capacity: 10 + head.readableBytes + 5 + middle.count + tail.readableBytes + 8)
-        // Header: magic, deflate, no flags, no mtime, no extra flags, unknown OS.
-        out.writeBytes([0x1F, 0x8B, 0x08, 0x00, 0, 0, 0, 0, 0x00, 0xFF])
-        out.writeImmutableBuffer(head)
+    /// The parts of a complete gzip member for `head + middle + tail`: the cached buffers are
+    /// shared, not copied. `middle` must be under 64 KiB.
+    func body(middle: [UInt8], allocator: ByteBufferAllocator) -> [ByteBuffer] {
+        var block = allocator.buffer(capacity: 5 + middle.count)
         // A non-final stored block: BFINAL=0, BTYPE=00, then LEN and its complement.
         let length = UInt16(truncatingIfNeeded: middle.count)
-        out.writeInteger(UInt8(0))
-        out.writeInteger(length, endianness: .little)
-        out.writeInteger(~length, endianness: .little)
-        out.writeBytes(middle)
-        out.writeImmutableBuffer(tail)
+        block.writeInteger(UInt8(0))
+        block.writeInteger(length, endianness: .little)
+        block.writeInteger(~length, endianness: .little)
+        block.writeBytes(middle)
+        var trailer = allocator.buffer(capacity: 8)
         var crc = crc32_combine(headCRC, Self.crc(middle), off_t(middle.count))
         crc = crc32_combine(crc, tailCRC, off_t(tailLength))
-        out.writeInteger(UInt32(truncatingIfNeeded: crc), endianness: .little)
-        out.writeInteger(UInt32(truncatingIfNeeded: headLength + middle.count + tailLength), endianness: .little)
-        return out
+        trailer.writeInteger(UInt32(truncatingIfNeeded: crc), endianness: .little)
+        trailer.writeInteger(UInt32(truncatingIfNeeded: headLength + middle.count + tailLength), endianness: .little)
+        return [head, block, tail, trailer]
     }
 
     private static func crc(_ bytes: [UInt8]) -> UInt {

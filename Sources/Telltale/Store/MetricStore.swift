@@ -12,6 +12,20 @@ public struct MetricSnapshot: Sendable {
     }
 }
 
+/// A response body in parts: the cached buffers are shared between requests, not copied.
+public struct ScrapeBody: Sendable {
+    public let parts: [ByteBuffer]
+    public let gzipped: Bool
+
+    /// The parts as one buffer (for `telltale once` and tests).
+    public var joined: ByteBuffer {
+        var buffer = ByteBuffer()
+        buffer.reserveCapacity(parts.reduce(0) { $0 + $1.readableBytes })
+        for part in parts { buffer.writeImmutableBuffer(part) }
+        return buffer
+    }
+}
+
 /// Holds each source's latest families and the exposition rendered from them.
 ///
 /// Sources publish immutable families; every publish renders both formats (and their gzip
@@ -81,9 +95,7 @@ public final class MetricStore: Sendable {
 
     /// The body of one `/metrics` response, counting the scrape first. `gzipped` tells whether
     /// the body was compressed (it is not if compression was refused or had failed at render).
-    public func scrape(format: ExpositionFormat, acceptsGzip: Bool, allocator: ByteBufferAllocator = .init())
-        -> (body: ByteBuffer, gzipped: Bool)
-    {
+    public func scrape(format: ExpositionFormat, acceptsGzip: Bool, allocator: ByteBufferAllocator = .init()) -> ScrapeBody {
         switch format {
         case .text: textScrapes.add(1, ordering: .relaxed)
         case .openMetrics: openMetricsScrapes.add(1, ordering: .relaxed)
@@ -93,19 +105,15 @@ public final class MetricStore: Sendable {
 
     /// The current exposition without counting it as a scrape (for `telltale once`).
     public func exposition(format: ExpositionFormat, acceptsGzip: Bool = false, allocator: ByteBufferAllocator = .init())
-        -> (body: ByteBuffer, gzipped: Bool)
+        -> ScrapeBody
     {
         let rendered = state.withLock { $0.rendered }
         let middle = ExpositionEncoder.encode([scrapesFamily()], format: format)
         let parts = rendered.parts(format)
         if acceptsGzip, let gzip = parts.gzip {
-            return (gzip.body(middle: middle, allocator: allocator), true)
+            return ScrapeBody(parts: gzip.body(middle: middle, allocator: allocator), gzipped: true)
         }
-        var body = allocator.buffer(capacity: parts.head.readableBytes + middle.count + parts.tail.readableBytes)
-        body.writeImmutableBuffer(parts.head)
-        body.writeBytes(middle)
-        body.writeImmutableBuffer(parts.tail)
-        return (body, false)
+        return ScrapeBody(parts: [parts.head, ByteBuffer(bytes: middle), parts.tail], gzipped: false)
     }
 
     private func scrapesFamily() -> MetricFamily {

@@ -1,0 +1,2 @@
+/* glibc headers that Swift's Glibc module does not include. */
+#include <malloc.h>
