@@ -54,7 +54,6 @@ public final class CollectorHealth: Sendable {
                 state.errors.add(1, labels.adding("reason", problem.reason))
             }
             var status = state.statuses[collector] ?? CollectorStatus(name: collector)
-            status.state = succeeded ? .ok : .failed
             status.lastDuration = duration
             status.lastError = problems.first?.description
             if succeeded {
@@ -63,6 +62,12 @@ public final class CollectorHealth: Sendable {
             }
             state.statuses[collector] = status
         }
+    }
+
+    /// Marks the run's result as visible on `/metrics`: `/readyz` waits for this, not for the
+    /// run alone, so that ready means the first results can be scraped.
+    func settle(_ collector: String, succeeded: Bool) {
+        state.withLock { $0.statuses[collector]?.state = succeeded ? .ok : .failed }
     }
 
     /// Counts a problem found outside a run (a family clash found while merging, say).

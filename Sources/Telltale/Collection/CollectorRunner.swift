@@ -80,6 +80,7 @@ public final class CollectorRunner: Service, Sendable {
         }
         health.record(collector.name, duration: clock.now - started, problems: problems, at: .now)
         let conflicts = store.publish([collector.name: families, Self.selfSource: health.families])
+        health.settle(collector.name, succeeded: problems.isEmpty)
         afterEachRun()
         for conflict in conflicts where conflict.source == collector.name {
             health.count(collector.name, reason: "family_conflict")

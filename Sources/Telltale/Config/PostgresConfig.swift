@@ -52,7 +52,11 @@ extension PostgresTargetConfig {
         if let timeout = map.duration("connect_timeout") { target.connectTimeout = timeout }
         target.timeouts.read(map)
         if let health = map.map("health") {
-            if let enabled = health.bool("enabled") { target.healthEnabled = enabled }
+            if let enabled = health.bool("enabled") {
+                target.healthEnabled = enabled
+                // The size query is part of health: off with it unless asked for by itself.
+                target.databaseSizeEnabled = enabled
+            }
             if let size = health.map("database_size") {
                 if let enabled = size.bool("enabled") { target.databaseSizeEnabled = enabled }
                 if let interval = size.duration("interval") { target.databaseSizeInterval = interval }

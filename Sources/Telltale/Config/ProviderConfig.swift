@@ -40,7 +40,7 @@ public struct ProviderConfig: Sendable {
         let type = map.string("type") ?? "json"
         var config = ProviderConfig(name: name, request: OutboundRequest(url: ""), rules: [])
         config.schedule.read(map)
-        config.request.totalTimeout = config.schedule.timeout
+        config.request.totalTimeout = config.schedule.requestTimeout
         if let timeout = map.duration("connect_timeout") { config.request.connectTimeout = timeout }
         if let cap = map.int("max_body_bytes", in: 1024...(256 << 20)) { config.request.maxBodyBytes = cap }
         config.request.caFile = map.string("ca_file")
@@ -149,7 +149,7 @@ public struct ProbeConfig: Sendable {
         var probe = ProbeConfig(name: name, request: OutboundRequest(url: map.string("url") ?? ""))
         if probe.request.url.isEmpty { map.problems.add(map.childPath("url"), "is required") }
         probe.schedule.read(map)
-        probe.request.totalTimeout = probe.schedule.timeout
+        probe.request.totalTimeout = probe.schedule.requestTimeout
         probe.request.method = (map.string("method") ?? "GET").uppercased()
         probe.request.caFile = map.string("ca_file")
         if let headers = map.map("headers") {
@@ -166,6 +166,15 @@ public struct ProbeConfig: Sendable {
         if let window = map.duration("error_window") { probe.errorWindow = window }
         map.finish()
         return probe
+    }
+}
+
+extension Schedule {
+    /// A request's own timeout, a little inside the run's: the collector then reports the
+    /// timeout itself (keeping its last good values, marked stale) before the runner gives up
+    /// on the run and drops its series.
+    var requestTimeout: Duration {
+        max(timeout * 0.8, timeout - .seconds(1))
     }
 }
 
