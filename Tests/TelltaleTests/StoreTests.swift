@@ -21,9 +21,9 @@ import TelltaleMetrics
         return String(buffer: output)
     }
 
-    @Test func servesSortedFamiliesWithTheScrapeCounterInPlace() throws {
+    @Test func servesSortedFamiliesWithTheScrapeCounterInPlace() async throws {
         let store = MetricStore()
-        store.publish(["b": [gauge("zzz_last", 2)], "a": [gauge("aaa_first", 1)]])
+        await store.publish(["b": [gauge("zzz_last", 2)], "a": [gauge("aaa_first", 1)]])
         let scraped = store.scrape(format: .openMetrics, acceptsGzip: false)
         #expect(!scraped.gzipped)
         let body = scraped.joined
@@ -34,10 +34,10 @@ import TelltaleMetrics
     }
 
     @Test(arguments: ExpositionFormat.allCases)
-    func gzipBodyIsOneValidMemberEqualToThePlainBody(format: ExpositionFormat) throws {
+    func gzipBodyIsOneValidMemberEqualToThePlainBody(format: ExpositionFormat) async throws {
         let store = MetricStore()
         let many = (0..<2000).map { gauge("family_\($0 < 1000 ? "a" : "z")_\($0)", Double($0)) }
-        store.publish(["src": many])
+        await store.publish(["src": many])
         let scraped = store.scrape(format: format, acceptsGzip: true)
         #expect(scraped.gzipped)
         let zipped = scraped.joined
@@ -55,20 +55,51 @@ import TelltaleMetrics
         #expect(try gunzip(zipped).contains("telltale_scrapes_total{format=\"text\"} 1"))
     }
 
-    @Test func aSourceThatStopsReportingASeriesLosesIt() {
+    @Test func aSourceThatStopsReportingASeriesLosesIt() async {
         let store = MetricStore()
-        store.publish(["src": [gauge("one", 1), gauge("two", 2)]])
-        store.publish(["src": [gauge("one", 1)]])
+        await store.publish(["src": [gauge("one", 1), gauge("two", 2)]])
+        await store.publish(["src": [gauge("one", 1)]])
         #expect(store.snapshot.families.map(\.name) == ["one", "telltale_render_duration_seconds"])
     }
 
-    @Test func conflictingDefinitionsAreReportedNotFatal() {
+    @Test func conflictingDefinitionsAreReportedNotFatal() async {
         let store = MetricStore()
-        store.publish(["first": [gauge("same", 1)]])
+        await store.publish(["first": [gauge("same", 1)]])
         var counter = FamilyBuilder(MetricDescriptor("same", .counter, help: "h"))
         counter.add(1)
-        let conflicts = store.publish(["second": [counter.build()]])
+        let conflicts = await store.publish(["second": [counter.build()]])
         #expect(conflicts == [FamilyMerger.Conflict(family: "same", source: "second")])
         #expect(store.snapshot.family(named: "same")?.descriptor.type == .gauge)
+    }
+}
+
+@Suite struct IncrementalRenderTests {
+    func gauge(_ name: String, _ value: Double, labels: Labels = .none) -> MetricFamily {
+        var builder = FamilyBuilder(MetricDescriptor(name, .gauge, help: "h"))
+        builder.set(value, labels)
+        return builder.build()
+    }
+
+    @Test func sourcesSharingAFamilyAreMergedAndUpdatedIndependently() async throws {
+        let store = MetricStore()
+        await store.publish(["a": [gauge("shared", 1, labels: ["src": "a"])], "b": [gauge("shared", 2, labels: ["src": "b"])]])
+        await store.publish(["a": [gauge("shared", 3, labels: ["src": "a"])]])
+        let shared = try #require(store.snapshot.family(named: "shared"))
+        #expect(shared.series.map(\.value) == [.number(3), .number(2)])
+        let text = String(buffer: store.exposition(format: .text).joined)
+        #expect(text.contains("shared{src=\"a\"} 3\nshared{src=\"b\"} 2\n"))
+        await store.publish(["b": []])
+        #expect(store.snapshot.family(named: "shared")?.series.count == 1)
+    }
+
+    @Test(arguments: ExpositionFormat.allCases)
+    func gzipStaysValidAcrossIncrementalChanges(format: ExpositionFormat) async throws {
+        let store = MetricStore()
+        for round in 0..<5 {
+            await store.publish(["r\(round % 2)": (0..<50).map { gauge("f_\(round % 3)_\($0)", Double(round)) }])
+            let zipped = store.exposition(format: format, acceptsGzip: true)
+            #expect(zipped.gzipped)
+            #expect(try StoreTests().gunzip(zipped.joined) == String(buffer: store.exposition(format: format).joined))
+        }
     }
 }

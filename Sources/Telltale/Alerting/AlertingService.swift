@@ -151,7 +151,7 @@ public final class AlertingService: Service, Sendable {
             // Followers evaluate for their own metrics; the leader records and sends.
             state.withLock { $0.unsaved.removeAll() }
         }
-        publishMetrics()
+        await publishMetrics()
     }
 
     private var outbox: Outbox { Outbox(client: client, timeouts: config.timeouts) }
@@ -226,7 +226,7 @@ public final class AlertingService: Service, Sendable {
                 group.addTask { await self.deliver(rows, to: channels[name]) }
             }
         }
-        publishMetrics()
+        await publishMetrics()
     }
 
     private func deliver(_ rows: [Outbox.Pending], to channel: Channel?) async {
@@ -275,13 +275,13 @@ public final class AlertingService: Service, Sendable {
 
     // MARK: Metrics
 
-    private func publishMetrics() {
+    private func publishMetrics() async {
         let families = state.withLock { state in
             AlertMetrics.families(catalog: state.catalog, evaluator: state.evaluator, leader: state.leader,
                                   databaseUp: state.databaseError == nil, notifications: state.notifications,
                                   queueDepths: state.queueDepths, failing: state.failingChannels)
         }
-        store.publish(["alerting": families])
+        await store.publish(["alerting": families])
     }
 
     /// Sends a test message straight to a channel (not through the outbox).

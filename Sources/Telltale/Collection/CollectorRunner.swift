@@ -23,10 +23,10 @@ public final class CollectorRunner: Service, Sendable {
         self.logger = logger
         self.afterEachRun = afterEachRun
         self.health = CollectorHealth(collectors: collectors.map(\.name))
-        store.publish([Self.selfSource: health.families])
     }
 
     public func run() async throws {
+        await store.publish([Self.selfSource: health.families])
         await cancelWhenGracefulShutdown {
             await withDiscardingTaskGroup { group in
                 for collector in self.collectors {
@@ -38,7 +38,8 @@ public final class CollectorRunner: Service, Sendable {
 
     /// Runs every collector once, concurrently; true when all of them succeeded.
     public func runOnce() async -> Bool {
-        await withTaskGroup(of: Bool.self) { group in
+        await store.publish([Self.selfSource: health.families])
+        return await withTaskGroup(of: Bool.self) { group in
             for collector in collectors {
                 group.addTask { await self.runAndPublish(collector) }
             }
@@ -79,7 +80,7 @@ public final class CollectorRunner: Service, Sendable {
             logger.warning("collector run failed", metadata: ["collector": "\(collector.name)", "problem": "\(problem)"])
         }
         health.record(collector.name, duration: clock.now - started, problems: problems, at: .now)
-        let conflicts = store.publish([collector.name: families, Self.selfSource: health.families])
+        let conflicts = await store.publish([collector.name: families, Self.selfSource: health.families])
         health.settle(collector.name, succeeded: problems.isEmpty)
         afterEachRun()
         for conflict in conflicts where conflict.source == collector.name {

@@ -18,7 +18,7 @@ enum HTTPServer {
             let body = store.scrape(format: format, acceptsGzip: acceptsGzip)
             var headers: HTTPFields = [.contentType: format.contentType, .vary: "Accept, Accept-Encoding"]
             if body.gzipped { headers[.contentEncoding] = "gzip" }
-            return Response(status: .ok, headers: headers, body: ResponseBody(contentsOf: body.parts))
+            return Response(status: .ok, headers: headers, body: body.gzipped ? ResponseBody(byteBuffer: body.joined) : ResponseBody(contentsOf: body.parts))
         }
 
         router.get("healthz") { _, _ in

@@ -1,4 +1,6 @@
+import CompressNIO
 import NIOCore
+import NIOPosix
 import Synchronization
 import TelltaleMetrics
 
@@ -28,9 +30,11 @@ public struct ScrapeBody: Sendable {
 
 /// Holds each source's latest families and the exposition rendered from them.
 ///
-/// Sources publish immutable families; every publish renders both formats (and their gzip
-/// segments) once, off the request path. A scrape only copies cached bytes around the
-/// per-request `telltale_scrapes_total` family, so it never waits on a backend or a render.
+/// Sources publish immutable families. Rendering happens on a thread of its own, off the
+/// event loops, and is incremental: each family's encoded and deflated bytes are cached, and
+/// a publish re-encodes only the families whose content changed before concatenating the
+/// cached pieces. A scrape only hands out cached buffers around the per-request
+/// `telltale_scrapes_total` family, so it never waits on a backend or a render.
 public final class MetricStore: Sendable {
     /// The only family rendered per request; everything else comes from the cache.
     static let scrapes = MetricDescriptor(
@@ -40,57 +44,154 @@ public final class MetricStore: Sendable {
         help: "Time to merge, encode and compress the exposition after a change (up to the previous render).",
         unit: "seconds")
     static let renderBuckets: [Double] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1]
+    static let storeSource = "store"
+    /// Families at least this large (encoded) keep their own cached deflated chunk; smaller
+    /// neighbours are deflated together at each render, which compresses far better than
+    /// one chunk per small family and costs little.
+    static let ownChunkBytes = 16 << 10
 
-    private struct State {
-        var sources: [String: [MetricFamily]] = [:]
-        /// Publication order of sources, so that the first publisher of a family wins conflicts.
-        var sourceOrder: [String] = []
-        var version: UInt64 = 0
-        var renderedVersion: UInt64 = 0
-        var rendered: Rendered
-        /// Durations of earlier renders: a render cannot include its own duration.
-        var renderDurations = FamilyBuilder(MetricStore.renderDuration, buckets: MetricStore.renderBuckets)
+    /// One family, merged from every source that has it, encoded in both formats.
+    private struct CachedFamily {
+        let family: MetricFamily
+        let conflicts: [FamilyMerger.Conflict]
+        let text: ByteBuffer
+        let openMetrics: ByteBuffer
+        /// Only for families of at least `ownChunkBytes`; nil also if zlib failed.
+        let textChunk: DeflatedChunk?
+        let openMetricsChunk: DeflatedChunk?
     }
 
-    private let state: Mutex<State>
+    private struct RenderState {
+        /// Source → family name → family.
+        var sources: [String: [String: MetricFamily]] = [:]
+        /// Publication order of sources, so that the first publisher of a family wins conflicts.
+        var sourceOrder: [String] = []
+        var cache: [String: CachedFamily] = [:]
+        var renderDurations = FamilyBuilder(MetricStore.renderDuration, buckets: MetricStore.renderBuckets)
+        /// Reused for every chunk (reset, not reallocated); nil if zlib could not start.
+        let compressor = try? ZlibCompressor(algorithm: .deflate, configuration: .init(compressionLevel: .compressionLevel3))
+    }
+
+    private let renderState = Mutex(RenderState())
+    private let current: Mutex<Rendered>
+    private let renderThread = NIOThreadPool(numberOfThreads: 1)
     private let textScrapes = Atomic<UInt64>(0)
     private let openMetricsScrapes = Atomic<UInt64>(0)
 
     public init() {
-        // An empty exposition renders without I/O and cannot fail to compress.
-        state = Mutex(State(rendered: Rendered(families: [])))
+        current = Mutex(Self.assemble([:], compressor: try? ZlibCompressor(algorithm: .deflate)))
+        renderThread.start()
     }
 
-    /// Replaces the families of the given sources and re-renders.
-    /// Returns the families that clashed with another source's definition of the same name.
+    deinit {
+        renderThread.shutdownGracefully { _ in }
+    }
+
+    /// Replaces the families of the given sources and re-renders what changed.
+    /// Returns the updated sources' families that clashed with another source's definition.
     @discardableResult
-    public func publish(_ updates: [String: [MetricFamily]]) -> [FamilyMerger.Conflict] {
+    public func publish(_ updates: [String: [MetricFamily]]) async -> [FamilyMerger.Conflict] {
+        (try? await renderThread.runIfActive { self.render(updates) }) ?? []
+    }
+
+    private func render(_ updates: [String: [MetricFamily]]) -> [FamilyMerger.Conflict] {
         let clock = ContinuousClock()
         let started = clock.now
-        let (version, sources) = state.withLock { state in
+        let (rendered, conflicts) = renderState.withLock { state in
+            var dirty: Set<String> = []
             for (source, families) in updates {
-                if state.sources.updateValue(families, forKey: source) == nil { state.sourceOrder.append(source) }
+                let new = Dictionary(families.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+                let old = state.sources.updateValue(new, forKey: source)
+                if old == nil { state.sourceOrder.append(source) }
+                let names = Set(new.keys).union(old.map { Set($0.keys) } ?? [])
+                for name in names where new[name] != old?[name] { dirty.insert(name) }
             }
-            state.version += 1
             state.renderDurations.touchHistogram()
-            return (state.version, state.sourceOrder.map { ($0, state.sources[$0] ?? []) } + [("store", [state.renderDurations.build()])])
+            let durations = state.renderDurations.build()
+            if state.sources[Self.storeSource] == nil { state.sourceOrder.append(Self.storeSource) }
+            state.sources[Self.storeSource] = [durations.name: durations]
+            dirty.insert(durations.name)
+            for name in dirty { state.cache[name] = Self.cachedFamily(name, state) }
+            let conflicts = state.cache.values.flatMap(\.conflicts).filter { updates[$0.source] != nil }
+            return (Self.assemble(state.cache, compressor: state.compressor), conflicts)
         }
-        let merged = FamilyMerger.merge(sources)
-        let families = merged.families.filter { $0.name != Self.scrapes.name }
-        let rendered = Rendered(families: families)
+        current.withLock { $0 = rendered }
         let elapsed = (clock.now - started).seconds
-        state.withLock { state in
-            state.renderDurations.observe(elapsed)
-            if version > state.renderedVersion {
-                state.rendered = rendered
-                state.renderedVersion = version
-            }
+        renderState.withLock { $0.renderDurations.observe(elapsed) }
+        return conflicts
+    }
+
+    /// Merges and encodes one family from every source that has it; nil when none has.
+    private static func cachedFamily(_ name: String, _ state: RenderState) -> CachedFamily? {
+        let contributions = state.sourceOrder.compactMap { source in state.sources[source]?[name].map { (source, [$0]) } }
+        guard !contributions.isEmpty, name != scrapes.name else { return nil }
+        // A family from a single source is used as it is: no merge, no copy.
+        var family = contributions[0].1[0]
+        var conflicts: [FamilyMerger.Conflict] = []
+        if contributions.count > 1 {
+            let merged = FamilyMerger.merge(contributions)
+            family = merged.families.first ?? family
+            conflicts = merged.conflicts
         }
-        return merged.conflicts
+        let text = ByteBuffer(bytes: ExpositionEncoder.encode([family], format: .text))
+        let openMetrics = ByteBuffer(bytes: ExpositionEncoder.encode([family], format: .openMetrics))
+        func chunk(_ bytes: ByteBuffer) -> DeflatedChunk? {
+            guard bytes.readableBytes >= ownChunkBytes, let compressor = state.compressor else { return nil }
+            return try? DeflatedChunk(bytes, compressor: compressor)
+        }
+        return CachedFamily(family: family, conflicts: conflicts, text: text, openMetrics: openMetrics,
+                            textChunk: chunk(text), openMetricsChunk: chunk(openMetrics))
+    }
+
+    /// Concatenates the cached families in name order, split around the per-request family.
+    private static func assemble(_ cache: [String: CachedFamily], compressor: ZlibCompressor?) -> Rendered {
+        let sorted = cache.sorted { $0.key < $1.key }.map(\.value)
+        let split = sorted.firstIndex { $0.family.name > scrapes.name } ?? sorted.count
+        func parts(_ format: ExpositionFormat) -> Rendered.Parts {
+            let bytes: (CachedFamily) -> ByteBuffer = { format == .text ? $0.text : $0.openMetrics }
+            let ownChunk: (CachedFamily) -> DeflatedChunk? = { format == .text ? $0.textChunk : $0.openMetricsChunk }
+            func join(_ families: ArraySlice<CachedFamily>) -> ByteBuffer {
+                var joined = ByteBuffer()
+                for family in families { joined.writeImmutableBuffer(bytes(family)) }
+                return joined
+            }
+            /// Large families' cached chunks, with the runs of small ones between them deflated now.
+            func chunks(_ families: ArraySlice<CachedFamily>) -> [DeflatedChunk]? {
+                guard let compressor else { return nil }
+                var result: [DeflatedChunk] = []
+                var run = ByteBuffer()
+                func flushRun() -> Bool {
+                    guard run.readableBytes > 0 else { return true }
+                    guard let chunk = try? DeflatedChunk(run, compressor: compressor) else { return false }
+                    result.append(chunk)
+                    run.clear()
+                    return true
+                }
+                for family in families {
+                    if let chunk = ownChunk(family) {
+                        guard flushRun() else { return nil }
+                        result.append(chunk)
+                    } else if bytes(family).readableBytes >= ownChunkBytes {
+                        return nil  // its own chunk failed to compress
+                    } else {
+                        run.writeImmutableBuffer(bytes(family))
+                    }
+                }
+                return flushRun() ? result : nil
+            }
+            var tail = join(sorted[split...])
+            tail.writeString(format.trailer)
+            // A missing chunk (zlib failed) means serving uncompressed.
+            let gzip = chunks(sorted[..<split]).flatMap { head in
+                chunks(sorted[split...]).map { GzipSegments(head: head, tail: $0, trailer: Array(format.trailer.utf8)) }
+            }
+            return Rendered.Parts(head: join(sorted[..<split]), tail: tail, gzip: gzip)
+        }
+        return Rendered(families: sorted.map(\.family), text: parts(.text), openMetrics: parts(.openMetrics))
     }
 
     public var snapshot: MetricSnapshot {
-        state.withLock { $0.rendered.snapshot }
+        current.withLock { $0.snapshot }
     }
 
     /// The body of one `/metrics` response, counting the scrape first. `gzipped` tells whether
@@ -107,9 +208,8 @@ public final class MetricStore: Sendable {
     public func exposition(format: ExpositionFormat, acceptsGzip: Bool = false, allocator: ByteBufferAllocator = .init())
         -> ScrapeBody
     {
-        let rendered = state.withLock { $0.rendered }
+        let parts = current.withLock { $0.parts(format) }
         let middle = ExpositionEncoder.encode([scrapesFamily()], format: format)
-        let parts = rendered.parts(format)
         if acceptsGzip, let gzip = parts.gzip {
             return ScrapeBody(parts: gzip.body(middle: middle, allocator: allocator), gzipped: true)
         }
@@ -126,7 +226,7 @@ public final class MetricStore: Sendable {
     }
 }
 
-/// Both formats rendered from one snapshot, split around the per-request family.
+/// Both formats of one snapshot, split around the per-request family.
 private struct Rendered: Sendable {
     struct Parts: Sendable {
         let head: ByteBuffer
@@ -139,23 +239,13 @@ private struct Rendered: Sendable {
     let text: Parts
     let openMetrics: Parts
 
-    init(families: [MetricFamily]) {
+    init(families: [MetricFamily], text: Parts, openMetrics: Parts) {
         snapshot = MetricSnapshot(families: families)
-        let splitIndex = families.firstIndex { $0.name > MetricStore.scrapes.name } ?? families.count
-        let before = Array(families[..<splitIndex])
-        let after = Array(families[splitIndex...])
-        text = Self.parts(before, after, format: .text)
-        openMetrics = Self.parts(before, after, format: .openMetrics)
+        self.text = text
+        self.openMetrics = openMetrics
     }
 
     func parts(_ format: ExpositionFormat) -> Parts {
         format == .text ? text : openMetrics
-    }
-
-    private static func parts(_ before: [MetricFamily], _ after: [MetricFamily], format: ExpositionFormat) -> Parts {
-        let head = ExpositionEncoder.encode(before, format: format)
-        let tail = ExpositionEncoder.encode(after, format: format) + Array(format.trailer.utf8)
-        return Parts(head: ByteBuffer(bytes: head), tail: ByteBuffer(bytes: tail),
-                     gzip: try? GzipSegments(head: head, tail: tail))
     }
 }
