@@ -17,11 +17,12 @@ public struct Labels: Hashable, Comparable, Sendable, ExpressibleByDictionaryLit
 
     public init() { labels = [] }
 
-    /// Builds a set from pairs; a repeated name keeps its last value.
+    /// Builds a set from pairs; a repeated name keeps its last value. Label sets are small,
+    /// so a sorted array beats hashing here (this runs for every series of every run).
     public init(_ pairs: [(String, String)]) {
-        var byName: [String: String] = [:]
-        for (name, value) in pairs { byName[name] = value }
-        labels = byName.map { Label($0.key, $0.value) }.sorted { $0.name < $1.name }
+        labels = []
+        labels.reserveCapacity(pairs.count)
+        for (name, value) in pairs { insert(Label(name, value)) }
     }
 
     public init(dictionaryLiteral elements: (String, String)...) {
@@ -36,7 +37,20 @@ public struct Labels: Hashable, Comparable, Sendable, ExpressibleByDictionaryLit
 
     /// A copy with one more label (or that label replaced).
     public func adding(_ name: String, _ value: String) -> Labels {
-        Labels(labels.map { ($0.name, $0.value) } + [(name, value)])
+        var copy = self
+        copy.insert(Label(name, value))
+        return copy
+    }
+
+    /// Inserts in name order, replacing a label of the same name.
+    private mutating func insert(_ label: Label) {
+        var index = labels.endIndex
+        while index > labels.startIndex, labels[index - 1].name >= label.name { index -= 1 }
+        if index < labels.endIndex, labels[index].name == label.name {
+            labels[index] = label
+        } else {
+            labels.insert(label, at: index)
+        }
     }
 
     public static func < (lhs: Labels, rhs: Labels) -> Bool {

@@ -89,12 +89,7 @@ final class RedisConnection: @unchecked Sendable {
 
     /// Sends all commands, then reads one reply each: one network round trip for the batch.
     func pipeline(_ commands: [[String]]) throws(RedisError) -> [RedisValue] {
-        for command in commands {
-            let appended = command.withCArguments { argc, argv, lengths in
-                redisAppendCommandArgv(context, argc, argv, lengths)
-            }
-            guard appended == 0 else { throw connectionError() }
-        }
+        guard ArgumentBuffer(commands).appendAll(to: context) else { throw connectionError() }
         var replies: [RedisValue] = []
         replies.reserveCapacity(commands.count)
         for _ in commands {
@@ -137,15 +132,46 @@ final class RedisConnection: @unchecked Sendable {
     }
 }
 
-extension Array where Element == String {
-    /// Calls `body` with argc/argv/argvlen views of the strings, kept alive for the call.
-    fileprivate func withCArguments<R>(_ body: (Int32, UnsafeMutablePointer<UnsafePointer<CChar>?>, UnsafePointer<Int>) -> R) -> R {
-        let copies = map { strdup($0) }
-        defer { copies.forEach { free($0) } }
-        var pointers = copies.map { UnsafePointer($0) }
-        let lengths = map { $0.utf8.count }
-        return pointers.withUnsafeMutableBufferPointer { argv in
-            lengths.withUnsafeBufferPointer { body(Int32(count), argv.baseAddress!, $0.baseAddress!) }
+/// Every argument of a pipeline in one contiguous buffer, so that handing tens of thousands
+/// of commands to hiredis costs a few allocations rather than one per argument.
+private struct ArgumentBuffer {
+    private var bytes: [UInt8] = []
+    private var arguments: [(start: Int, length: Int)] = []
+    private var commandSizes: [Int] = []
+
+    init(_ commands: [[String]]) {
+        for command in commands {
+            commandSizes.append(command.count)
+            for argument in command {
+                arguments.append((bytes.count, argument.utf8.count))
+                bytes.append(contentsOf: argument.utf8)
+            }
+        }
+        bytes.append(0)  // never empty, so the buffer always has an address
+    }
+
+    /// Appends every command to the context's output buffer; false if hiredis refused one.
+    func appendAll(to context: UnsafeMutablePointer<redisContext>) -> Bool {
+        let widest = commandSizes.max() ?? 0
+        var pointers = [UnsafePointer<CChar>?](repeating: nil, count: widest)
+        var lengths = [Int](repeating: 0, count: widest)
+        return bytes.withUnsafeBufferPointer { storage in
+            guard let start = storage.baseAddress else { return false }
+            let base = UnsafeRawPointer(start)
+            var next = 0
+            for size in commandSizes {
+                for slot in 0..<size {
+                    let argument = arguments[next + slot]
+                    pointers[slot] = (base + argument.start).assumingMemoryBound(to: CChar.self)
+                    lengths[slot] = argument.length
+                }
+                next += size
+                let status = pointers.withUnsafeMutableBufferPointer { argv in
+                    lengths.withUnsafeBufferPointer { redisAppendCommandArgv(context, Int32(size), argv.baseAddress, $0.baseAddress) }
+                }
+                if status != 0 { return false }
+            }
+            return true
         }
     }
 }
