@@ -2,22 +2,10 @@ import ArgumentParser
 import CGlibcExtras
 import Glibc
 import Logging
-import NIOCore
-import NIOPosix
 import Telltale
 
-/// Runs Swift concurrency on NIO's event loops, so a request is served on the thread that
-/// read it instead of hopping to the global pool and back. Telltale's blocking C calls run on
-/// thread pools of their own, never on these loops.
-@main
-enum Main {
-    static func main() async {
-        NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
-        await TelltaleCommand.main()
-    }
-}
-
 /// `telltale`: a thin front end over TelltaleApp.
+@main
 struct TelltaleCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "telltale",

@@ -36,6 +36,11 @@ public final class HostCollector: Collector {
     }
 
     public func collect() async throws -> CollectionResult {
+        try await BlockingIO.run { try self.collectBlocking() }
+    }
+
+    /// Reads /proc and statvfs, which can block (a hung mount): run only on `BlockingIO`'s threads.
+    private func collectBlocking() throws -> CollectionResult {
         var families: [MetricFamily] = []
         var problems: [CollectionProblem] = []
         func gauge(_ descriptor: MetricDescriptor, _ values: [(Labels, Double)]) {

@@ -31,6 +31,11 @@ public struct ProcessCollector: Collector {
     }
 
     public func collect() async throws -> CollectionResult {
+        try await BlockingIO.run { try self.collectBlocking() }
+    }
+
+    /// Reads /proc, which can block (a hung mount): run only on `BlockingIO`'s threads.
+    private func collectBlocking() throws -> CollectionResult {
         guard let own = ProcessStats.read(pid: "self") else {
             throw CollectionProblem(reason: "procfs", "cannot read /proc/self/stat")
         }
