@@ -1,6 +1,8 @@
 """Shared pytest fixtures for Telltale's end-to-end tests.
 
-Fixtures only — the tests themselves live in tests/test_*.py.  Normally run via
+Fixtures only — the tests themselves live in tests/test_*.py, and the plain helper
+functions they share (parsing /metrics, scraping, waiting, promtool) in
+tests/helpers.py.  Normally run via
 ``scripts/test.sh`` (which builds the release binary, starts PostgreSQL/Redis
 and sets TELLTALE_BIN); running ``.venv/bin/pytest tests`` directly also works
 after ``scripts/services.sh start`` and ``swift build -c release``.
@@ -40,6 +42,9 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 import pytest
 import requests
+
+# Detailed assert messages in the shared helpers too, as in the test modules.
+pytest.register_assert_rewrite("helpers")
 
 REPO = Path(__file__).resolve().parent.parent
 SERVICES_SH = REPO / "scripts" / "services.sh"

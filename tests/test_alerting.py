@@ -35,12 +35,13 @@ from typing import Any, Callable, Iterator
 
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fakes"))
 from chat_receiver import ChatReceiver, Recorded  # noqa: E402
 
+import helpers  # noqa: E402
 from conftest import find_free_port  # noqa: E402
+from helpers import psql_binary, run_psql, scrape  # noqa: E402
 
 EXTERNAL_URL = "http://example.test/telltale"
 SECRET = "SECRET-TOKEN-123"
@@ -51,19 +52,9 @@ FIRING_AFTER = 6.0  # seconds allowed from a value change to the message at the 
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while True:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except (AssertionError, OSError, ValueError, KeyError) as e:  # e.g. not serving yet
-            last_error = e
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}"
-                                 + (f" (last error: {last_error!r})" if last_error else ""))
-        time.sleep(interval)
+    """helpers.wait_until(), where a failed assert, connection, parse or lookup in
+    ``predicate`` also means "not yet" (telltale not serving yet, a series not there yet)."""
+    return helpers.wait_until(predicate, timeout, what, interval, ignore=(AssertionError, OSError, ValueError, KeyError))
 
 
 def sql_literal(value: Any) -> str:
@@ -76,27 +67,6 @@ def sql_literal(value: Any) -> str:
             return "'NaN'::float8"
         return repr(value)
     return "'" + str(value).replace("'", "''") + "'"
-
-
-class Metrics:
-    """One scrape of /metrics, parsed."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.samples = [s for fam in text_string_to_metric_families(text) for s in fam.samples]
-
-    def find(self, name: str, **labels: str) -> list[tuple[dict[str, str], float]]:
-        return [(s.labels, s.value) for s in self.samples
-                if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())]
-
-    def get(self, name: str, **labels: str) -> float | None:
-        found = self.find(name, **labels)
-        assert len(found) <= 1, f"several series of {name} match {labels}: {found}"
-        return found[0][1] if found else None
-
-
-def scrape(tt) -> Metrics:
-    return Metrics(tt.metrics())
 
 
 def status_rows(tt) -> list[list[str]]:
@@ -166,8 +136,7 @@ class Harness:
         self._run_cli = run_cli
         self._start = start_telltale
         self.tmp = tmp_path
-        pg_bin = env.get("TELLTALE_PG_BIN", "")
-        self.psql = str(Path(pg_bin) / "psql") if pg_bin and (Path(pg_bin) / "psql").exists() else "psql"
+        self.psql = psql_binary(env)
         self.admin_dsn = env["TELLTALE_PG_ADMIN_DSN"]
         self.db = f"tt_alert_{uuid.uuid4().hex[:10]}"
         self.dsn = (f"postgres://telltale:{urllib.parse.quote(env['TELLTALE_PG_PASSWORD'], safe='')}"
@@ -191,10 +160,7 @@ class Harness:
         return f"{self.admin_dsn} dbname={self.db}"
 
     def _psql(self, dsn: str, sql: str) -> str:
-        r = subprocess.run([self.psql, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", dsn],
-                           input=sql, capture_output=True, text=True, timeout=30)
-        assert r.returncode == 0, f"psql failed ({r.returncode}):\n{sql}\n{r.stderr}"
-        return r.stdout.strip()
+        return run_psql(self.psql, dsn, sql)
 
     def sql(self, sql: str) -> str:
         return self._psql(self._db_dsn(), sql)

@@ -2,13 +2,13 @@
 import glob
 import json
 import os
-import shutil
 import subprocess
 
 import pytest
 
+from helpers import PROMTOOL
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 
 
 def test_alert_rules_are_valid():

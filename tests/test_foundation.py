@@ -26,7 +26,8 @@ import requests
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
 )
-from prometheus_client.parser import text_string_to_metric_families as text_families
+
+from helpers import assert_secrets_absent, promtool_check, samples, value
 
 # What Prometheus itself sends when scraping (scrape_classic / default negotiation).
 PROMETHEUS_ACCEPT = (
@@ -37,7 +38,6 @@ PROMETHEUS_ACCEPT = (
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
-PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 CURL = shutil.which("curl")
 
 # Collectors that run often: readiness comes quickly and values move.
@@ -92,30 +92,6 @@ def get_raw(tt, path: str = "/metrics", headers: dict | None = None) -> tuple[re
     return r, body
 
 
-def promtool_check(text: str) -> None:
-    assert os.access(PROMTOOL, os.X_OK), f"promtool not found at {PROMTOOL}"
-    p = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
-    assert p.returncode == 0, (
-        f"promtool check metrics exited {p.returncode}\n{p.stdout}{p.stderr}\n--- exposition ---\n{text}"
-    )
-
-
-def samples(text: str) -> dict[tuple[str, frozenset], float]:
-    """{(sample name, frozenset of label items): value} of a text-format exposition."""
-    out: dict[tuple[str, frozenset], float] = {}
-    for family in text_families(text):
-        for s in family.samples:
-            key = (s.name, frozenset(s.labels.items()))
-            assert key not in out, f"duplicate sample {key}"
-            out[key] = s.value
-    return out
-
-
-def value(text_or_samples, metric: str, /, **labels) -> float | None:
-    table = samples(text_or_samples) if isinstance(text_or_samples, str) else text_or_samples
-    return table.get((metric, frozenset(labels.items())))
-
-
 def scrape_counts(text: str) -> dict[str, float]:
     """{format: value} of telltale_scrapes_total in either format."""
     counts = {}
@@ -137,11 +113,6 @@ def telltale_version(run_cli) -> str:
     version = r.stdout.strip()
     assert re.fullmatch(r"\d+\.\d+\.\d+\S*", version), f"--version printed {r.stdout!r}"
     return version
-
-
-def assert_secret_absent(secret: str, **texts: str) -> None:
-    for where, text in texts.items():
-        assert secret not in text, f"the secret appears in {where}:\n{text}"
 
 
 # --------------------------------------------------------------------- CLI basics
@@ -411,23 +382,23 @@ def _check_protected(tt, good: dict, bad: list[dict], scheme: str, secret: str) 
             assert r.status_code == 401, (path, headers, r.status_code, r.text[:200])
             challenge = r.headers.get("WWW-Authenticate", "")
             assert challenge.lower().startswith(scheme.lower()), (path, headers, r.headers)
-            assert_secret_absent(secret, **{f"401 body of {path}": r.text, "401 headers": str(r.headers)})
+            assert_secrets_absent([secret], **{f"401 body of {path}": r.text, "401 headers": str(r.headers)})
         r = tt.get(path, headers=good)
         assert r.status_code == 200, (path, r.status_code, r.text[:200])
         assert "WWW-Authenticate" not in r.headers
-        assert_secret_absent(secret, **{f"200 body of {path}": r.text})
+        assert_secrets_absent([secret], **{f"200 body of {path}": r.text})
     # Health endpoints stay open, with or without credentials.
     for path in ("/healthz", "/readyz"):
         assert tt.get(path).status_code == 200, path
         assert tt.get(path, headers=good).status_code == 200, path
     om = tt.get("/metrics", headers={**good, "Accept": PROMETHEUS_ACCEPT})
     assert om.status_code == 200 and om.text.endswith("# EOF\n")
-    assert_secret_absent(secret, openmetrics=om.text)
+    assert_secrets_absent([secret], openmetrics=om.text)
 
 
 def _finish_and_check_logs(tt, secret: str) -> None:
     assert tt.stop(signal.SIGTERM) == 0
-    assert_secret_absent(secret, stdout=tt.stdout(), stderr=tt.stderr())
+    assert_secrets_absent([secret], stdout=tt.stdout(), stderr=tt.stderr())
 
 
 @pytest.mark.parametrize("source", ["inline", "env", "file"])
@@ -453,7 +424,7 @@ server:
     config_path.write_text(config)
     checked = run_cli(["check-config", "--config", config_path], env=env)
     assert checked.returncode == 0, checked
-    assert_secret_absent(token, **{"check-config stdout": checked.stdout, "check-config stderr": checked.stderr})
+    assert_secrets_absent([token], **{"check-config stdout": checked.stdout, "check-config stderr": checked.stderr})
 
     tt = start_telltale(config_path, env=env)
     wait_ready(tt)

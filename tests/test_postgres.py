@@ -20,7 +20,6 @@ afterwards, with SELECT granted to the role ``telltale`` that Telltale uses.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import time
 import uuid
@@ -28,17 +27,15 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
-import requests
 import yaml
-from prometheus_client.openmetrics.parser import (
-    text_string_to_metric_families as parse_openmetrics,
+
+from helpers import (
+    FAST_SCRAPE, OPENMETRICS, Samples, promtool_check, psql_argv, psql_binary, run_psql, scrape, timed_scrapes,
+    wait_for,
 )
-from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 PASSWORD = "telltale-demo-secret"  # the services' password for role telltale
 WRONG_PASSWORD = "wrong-pass-xyz"
-OPENMETRICS = "application/openmetrics-text; version=1.0.0"
-FAST_SCRAPE = 0.1  # seconds: /metrics must answer within this even when PG misbehaves
 
 # A label value that needs every escape of the exposition formats: double quotes,
 # a single backslash, a double backslash, a literal backslash-n and a real newline.
@@ -46,93 +43,6 @@ NASTY_LABEL = 'he said "hi"\\path\\\\share\\n' + "\n" + "second line"
 
 
 # ---------------------------------------------------------------------- helpers
-
-
-class Samples:
-    """The samples of one scrape, looked up by sample name and labels."""
-
-    def __init__(self, text: str, openmetrics: bool = False) -> None:
-        self.text = text
-        parse = parse_openmetrics if openmetrics else parse_text
-        self.samples: list[tuple[str, dict[str, str], float]] = []
-        self.types: dict[str, str] = {}
-        for family in parse(text):
-            self.types[family.name] = family.type
-            for s in family.samples:
-                self.samples.append((s.name, dict(s.labels), float(s.value)))
-
-    def find(self, name: str, **labels: str) -> list[tuple[dict[str, str], float]]:
-        """Every sample called ``name`` whose labels include ``labels``."""
-        return [
-            (lab, val)
-            for n, lab, val in self.samples
-            if n == name and all(lab.get(k) == v for k, v in labels.items())
-        ]
-
-    def get(self, name: str, **labels: str) -> float | None:
-        """The one matching sample's value, None if there is none."""
-        found = self.find(name, **labels)
-        if not found:
-            return None
-        assert len(found) == 1, f"{name}{labels} matches several samples: {found}"
-        return found[0][1]
-
-    def __repr__(self) -> str:  # shown by failing asserts
-        return f"<Samples {len(self.samples)}>"
-
-
-def scrape(tt, openmetrics: bool = False) -> Samples:
-    headers = {"Accept": OPENMETRICS} if openmetrics else {}
-    r = tt.get("/metrics", headers=headers)
-    r.raise_for_status()
-    return Samples(r.text, openmetrics)
-
-
-def wait_for(
-    tt, predicate: Callable[[Samples], Any], timeout: float, what: str, poll: float = 0.1
-) -> tuple[Samples, float]:
-    """Scrape until ``predicate(samples)`` is truthy; return (samples, seconds waited).
-    Fails (with the last scrape's interesting lines) after ``timeout`` seconds or if
-    Telltale exits."""
-    start = time.monotonic()
-    last: Samples | None = None
-    while True:
-        assert tt.running, f"telltale exited while waiting for {what}\n{tt.describe()}"
-        try:
-            last = scrape(tt)
-            if predicate(last):
-                return last, time.monotonic() - start
-        except requests.RequestException:
-            pass
-        if time.monotonic() - start > timeout:
-            shown = "\n".join(
-                line for line in (last.text if last else "").splitlines()
-                if line.startswith(("telltale_pg_up", "telltale_collector_up", "telltale_collector_errors", "tt_"))
-            )
-            raise AssertionError(
-                f"timed out after {timeout}s waiting for {what}\n--- last scrape (excerpt) ---\n{shown}"
-                f"\n--- telltale stderr (tail) ---\n{tt.stderr()[-3000:]}"
-            )
-        time.sleep(poll)
-
-
-def timed_scrapes(tt, count: int = 5, path: str = "/metrics") -> list[float]:
-    """Seconds each of ``count`` fresh GETs of ``path`` took (fails on a non-200)."""
-    times = []
-    for _ in range(count):
-        t0 = time.monotonic()
-        r = requests.get(tt.url + path, timeout=5)
-        times.append(time.monotonic() - t0)
-        assert r.status_code == 200, r.text[:500]
-    return times
-
-
-def promtool_check(text: str) -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.fail("promtool not found (scripts/setup.sh installs the prometheus package)", pytrace=False)
-    r = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
-    assert r.returncode == 0, f"promtool check metrics failed:\n{r.stdout}{r.stderr}"
 
 
 def config_yaml(targets: list[dict], **top: Any) -> str:
@@ -164,20 +74,16 @@ class PG:
 
     def __init__(self, env: dict[str, str]) -> None:
         self.env = env
-        pg_bin = env.get("TELLTALE_PG_BIN", "")
-        self.psql = str(Path(pg_bin) / "psql") if pg_bin and (Path(pg_bin) / "psql").exists() else "psql"
+        self.psql = psql_binary(env)
         self.admin_dsn = env["TELLTALE_PG_ADMIN_DSN"]
         self.port = int(env["TELLTALE_PG_PORT"])
         self.database = env["TELLTALE_PG_DATABASE"]
 
     def cmd(self) -> list[str]:
-        return [self.psql, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", self.admin_dsn]
+        return psql_argv(self.psql, self.admin_dsn)
 
     def run(self, sql: str, timeout: float = 30) -> str:
-        r = subprocess.run(self.cmd(), input=sql, capture_output=True, text=True, timeout=timeout,
-                           env={**os.environ, "PGAPPNAME": "tt_pgtest_admin"})
-        assert r.returncode == 0, f"psql failed ({r.returncode}):\n{sql}\n{r.stderr}"
-        return r.stdout.strip()
+        return run_psql(self.psql, self.admin_dsn, sql, timeout, appname="tt_pgtest_admin")
 
     def scalar(self, sql: str) -> int:
         return int(self.run(sql))
@@ -298,7 +204,7 @@ def test_server_stop_and_restart(start_telltale, services, pg: PG) -> None:
     assert m.find("telltale_pg_max_connections", target="main") == []
 
     # While the server is down: fast answers, the SQL query fails too, no crash.
-    times = timed_scrapes(tt, 5)
+    times, _ = timed_scrapes(tt, 5, timeout=5)
     print(f"[outage] /metrics while down: {', '.join(f'{t * 1000:.1f}ms' for t in times)}")
     assert max(times) < FAST_SCRAPE, times
     m, _ = wait_for(tt, lambda s: s.get("telltale_collector_up", collector="sql:main:tt_outage_one") == 0,
@@ -440,7 +346,7 @@ def test_query_blocked_on_lock(make_table, start_telltale, pg: PG) -> None:
         end = time.monotonic() + 4
         while time.monotonic() < end:
             samples.append(tuple(int(x) for x in pg.run(counts_sql).split()))
-            scrape_times += timed_scrapes(tt, 1)
+            scrape_times += timed_scrapes(tt, 1, timeout=5)[0]
             time.sleep(0.2)
         print(f"[lock] {len(samples)} samples of (a, b, application_name=telltale) sessions: "
               f"max {tuple(max(s[i] for s in samples) for i in range(3))}; "

@@ -9,55 +9,28 @@ absent from /metrics, the status page and the debug logs.
 
 from __future__ import annotations
 
-import os
 import secrets
-import shutil
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fakes"))
 from provider_fake import FakeProcess  # noqa: E402
 
 from conftest import find_free_port  # noqa: E402
+from helpers import (  # noqa: E402
+    FAST_SCRAPE, assert_secrets_absent, poll, promtool_check, samples, series, timed_scrape, timed_scrapes,
+    value, wait_until,
+)
 
-PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
-SCRAPE_BUDGET = 0.100  # seconds a /metrics request may take
 NO_DEFAULT_COLLECTORS = "collectors: {host: {enabled: false}, process: {enabled: false}}"
 
 
 # --------------------------------------------------------------------- helpers
-
-
-def samples(text: str) -> dict[tuple[str, frozenset], float]:
-    """{(sample name, frozenset of label items): value}; fails on a duplicate sample."""
-    out: dict[tuple[str, frozenset], float] = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            key = (s.name, frozenset(s.labels.items()))
-            assert key not in out, f"duplicate sample {key}"
-            out[key] = s.value
-    return out
-
-
-def value(table, metric: str, /, **labels) -> float | None:
-    if isinstance(table, str):
-        table = samples(table)
-    return table.get((metric, frozenset(labels.items())))
-
-
-def series(table, metric: str, /, **labels) -> dict[frozenset, float]:
-    """Every sample of ``metric`` whose labels include ``labels``: {label items: value}."""
-    if isinstance(table, str):
-        table = samples(table)
-    want = set(labels.items())
-    return {lbls: v for (name, lbls), v in table.items() if name == metric and want <= lbls}
 
 
 def error_counts(table, provider: str) -> dict[str, float]:
@@ -65,16 +38,8 @@ def error_counts(table, provider: str) -> dict[str, float]:
     return {dict(l)["reason"]: v for l, v in series(table, "telltale_provider_errors_total", provider=provider).items()}
 
 
-def scrape(tt) -> tuple[str, float]:
-    started = time.monotonic()
-    r = requests.get(tt.url + "/metrics", timeout=10)
-    elapsed = time.monotonic() - started
-    assert r.status_code == 200, f"/metrics answered {r.status_code}: {r.text[:300]}"
-    return r.text, elapsed
-
-
 def metrics(tt) -> dict:
-    return samples(scrape(tt)[0])
+    return samples(timed_scrape(tt)[0])
 
 
 def metrics_if(tt, condition):
@@ -84,78 +49,37 @@ def metrics_if(tt, condition):
 
 
 def slow_scrapes(times: list[float]) -> str | None:
-    """None when the scrapes were fast: at least 90% under SCRAPE_BUDGET and none near a
+    """None when the scrapes were fast: at least 90% under FAST_SCRAPE and none near a
     provider timeout (1 s). The 10% allowance absorbs CPU-scheduling noise on a shared,
     busy 2-core machine (an idle instance shows such outliers too at load 5+); a scrape
     that waited for a provider would take >= 1 s, and a generally slow one fails the 90%."""
     ordered = sorted(times)
     allowed = len(ordered) // 10
-    if ordered[len(ordered) - allowed - 1] < SCRAPE_BUDGET and ordered[-1] < 1.0:
+    if ordered[len(ordered) - allowed - 1] < FAST_SCRAPE and ordered[-1] < 1.0:
         return None
     return f"slow /metrics: {len(ordered)} scrapes, sorted ms: {[round(t * 1000, 1) for t in ordered]}"
 
 
 def assert_fast_scrapes(tt, n: int = 20) -> str:
     """n scrapes, fast by slow_scrapes(); returns the last body."""
-    times = []
-    text = ""
-    for _ in range(n):
-        text, elapsed = scrape(tt)
-        times.append(elapsed)
+    times, text = timed_scrapes(tt, n)
     problem = slow_scrapes(times)
     assert problem is None, problem
     return text
 
 
-def promtool_check(text: str) -> None:
-    assert os.access(PROMTOOL, os.X_OK), f"promtool not found at {PROMTOOL}"
-    p = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
-    assert p.returncode == 0, f"promtool check metrics exited {p.returncode}\n{p.stdout}{p.stderr}\n---\n{text}"
-
-
 def wait_for(predicate, timeout: float, what: str, tt=None, interval: float = 0.05):
-    """Polls predicate() until it returns something truthy; returns it."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while True:
-        try:
-            last = predicate()
-        except requests.RequestException as e:  # a crash shows up as a refused connection
-            last = e
-        if last and not isinstance(last, Exception):
-            return last
-        if time.monotonic() > deadline:
-            extra = ""
-            if tt is not None:
-                try:
-                    extra = "\n--- metrics ---\n" + "\n".join(
-                        l for l in scrape(tt)[0].splitlines() if l.startswith("telltale_provider") and "_bucket" not in l)
-                except requests.RequestException as e:
-                    extra = f"\n(/metrics unreachable: {e})"
-                extra += "\n" + tt.describe()[-4000:]
-            pytest.fail(f"timed out after {timeout}s waiting for {what} (last: {last!r}){extra}", pytrace=False)
-        time.sleep(interval)
+    """wait_until() every 50 ms; on timeout also shows tt's provider series and output."""
+    return wait_until(predicate, timeout, what, interval, details=(lambda: _report(tt)) if tt is not None else None)
 
 
-def poll(predicate, timeout: float, interval: float = 0.05):
-    """Like wait_for, but returns None at the deadline instead of failing."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = predicate()
-        except requests.RequestException:
-            result = None
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            return None
-        time.sleep(interval)
-
-
-def assert_secrets_absent(secret_list, **texts: str) -> None:
-    for secret in secret_list:
-        for where, text in texts.items():
-            assert secret not in text, f"a secret ({secret[:6]}...) appears in {where}:\n{text[-3000:]}"
+def _report(tt) -> str:
+    try:
+        report = "\n--- metrics ---\n" + "\n".join(
+            l for l in timed_scrape(tt)[0].splitlines() if l.startswith("telltale_provider") and "_bucket" not in l)
+    except requests.RequestException as e:
+        report = f"\n(/metrics unreachable: {e})"
+    return report + "\n" + tt.describe()[-4000:]
 
 
 def stop_and_logs(tt) -> str:
@@ -271,7 +195,7 @@ def test_numbers_given_as_strings_parse(start_telltale, fake, keys):
     m = wait_for(lambda: both_up(tt), 8, "both providers up", tt)
     assert balances(m) == GOOD
     assert error_counts(m, "np") == {} and error_counts(m, "kg") == {}
-    promtool_check(scrape(tt)[0])
+    promtool_check(timed_scrape(tt)[0])
 
 
 FAILURES = [
@@ -309,7 +233,7 @@ def test_failure_keeps_last_good_value_marked_stale(start_telltale, fake, keys, 
     scrape_times = []
     watch_until = time.monotonic() + 1.5
     while True:
-        text, elapsed = scrape(tt)
+        text, elapsed = timed_scrape(tt)
         scrape_times.append(elapsed)
         m = samples(text)
         check(balances(m) == GOOD, f"last good balances not exported during {mode!r}: got {balances(m)}")
@@ -331,14 +255,14 @@ def test_failure_keeps_last_good_value_marked_stale(start_telltale, fake, keys, 
         m = metrics(tt)
         return m if all(error_counts(m, p).get(reason, 0) >= 1 for p in ("np", "kg")) else None
 
-    m = poll(counted, 3) or metrics(tt)
+    m = poll(counted, 3, interval=0.05) or metrics(tt)
     for p in ("np", "kg"):
         check(set(error_counts(m, p)) == {reason},
               f"{p}: telltale_provider_errors_total by reason = {error_counts(m, p)}, want only {reason!r}")
     check(tt.running, "telltale died")
     promtool_check(text)
     status_page = tt.get("/").text
-    last_failing = scrape(tt)[0]
+    last_failing = timed_scrape(tt)[0]
 
     # Recovery: fresh values, no longer stale (a 429 first waits out its Retry-After: 2).
     fake.set_balances(np={"btc": {"amount": 1.5, "pendingAmount": "0"}}, kg=7)
@@ -351,7 +275,7 @@ def test_failure_keeps_last_good_value_marked_stale(start_telltale, fake, keys, 
         ok = all(value(m, "telltale_provider_stale", provider=p) == 0 for p in ("np", "kg"))
         return m if fresh and ok and both_up(tt) else None
 
-    check(poll(recovered, 7) is not None, "no recovery within 7 s after the API answered again")
+    check(poll(recovered, 7, interval=0.05) is not None, "no recovery within 7 s after the API answered again")
     logs = stop_and_logs(tt)
     for p in ("np", "kg"):
         lines = [l for l in logs.splitlines() if f"provider:{p}" in l]
@@ -659,9 +583,11 @@ probes:
     assert got["telltale_probe_success"] == 0 and got["telltale_probe_status_code"] == 0 \
         and got["telltale_probe_error_ratio"] == 1 and (got["telltale_probe_duration_seconds_count"] or 0) >= 1, (
         f"probe series of a hanging target: {got}\n"
-        + "\n".join(l for l in scrape(tt)[0].splitlines() if "slow" in l and "_bucket" not in l))
+        + "\n".join(l for l in timed_scrape(tt)[0].splitlines() if "slow" in l and "_bucket" not in l))
     count = got["telltale_probe_duration_seconds_count"]
-    assert value(m, "telltale_probe_duration_seconds_sum", target="slow") >= 0.9 * count
+    # The request gives up a little inside the collector's timeout (at 80 % of 1 s), so the
+    # probe reports the failure itself before the run would be cut off.
+    assert value(m, "telltale_probe_duration_seconds_sum", target="slow") >= 0.75 * count
     promtool_check(assert_fast_scrapes(tt))
     stop_and_logs(tt)
 
@@ -692,7 +618,7 @@ def test_fifty_providers_one_hanging(start_telltale, fake, keys):
     scrape_times = []
     started = time.monotonic()
     while time.monotonic() - started < 4.5:
-        text, elapsed = scrape(tt)
+        text, elapsed = timed_scrape(tt)
         now = time.time()
         scrape_times.append(elapsed)
         m = samples(text)

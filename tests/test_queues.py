@@ -26,33 +26,32 @@ A few tests also start a private redis-server (unix socket, ::1) of their own.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
-import signal
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import pytest
-import requests
 import yaml
-from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from conftest import find_free_port, run_dir
+import helpers
+from conftest import REPO, find_free_port, run_dir
+from helpers import FAST_SCRAPE, Samples, promtool_check, timed_scrapes
 
-REPO = Path(__file__).resolve().parent.parent
 TOOL = Path(__file__).resolve().parent / "bullmq_fixtures" / "bullmq_tool.py"
 VENVS = {"v5": REPO / ".venv-bullmq-v5", "v6": REPO / ".venv-bullmq-v6"}
 BULLMQ_MAJOR = {"v5": "2.", "v6": "3."}  # python bullmq major of each layout
 DB = 5
 STATES = ["waiting", "paused", "active", "prioritized", "delayed", "waiting-children", "completed", "failed"]
 INTERVAL = 1.0  # the collector interval the tests configure
-FAST_SCRAPE = 0.1  # seconds: /metrics must answer within this even while Redis is down
 QUEUE_FAMILIES = (
     "telltale_queue_jobs", "telltale_queue_paused", "telltale_queue_oldest_waiting_seconds",
     "telltale_queue_delayed_overdue", "telltale_queue_active_unlocked", "telltale_queue_workers",
@@ -125,26 +124,8 @@ class Redis:
 # ----------------------------------------------------------------------- helpers
 
 
-class Samples:
-    """The samples of one text-format scrape, looked up by sample name and labels."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.samples: list[tuple[str, dict[str, str], float]] = []
-        for family in parse_text(text):
-            for s in family.samples:
-                self.samples.append((s.name, dict(s.labels), float(s.value)))
-
-    def find(self, name: str, **labels: str) -> list[tuple[dict[str, str], float]]:
-        return [(lab, val) for n, lab, val in self.samples
-                if n == name and all(lab.get(k) == v for k, v in labels.items())]
-
-    def get(self, name: str, **labels: str) -> float | None:
-        found = self.find(name, **labels)
-        if not found:
-            return None
-        assert len(found) == 1, f"{name}{labels} matches several samples: {found}"
-        return found[0][1]
+class QueueSamples(Samples):
+    """Samples, plus the queue collector's series by queue."""
 
     def jobs(self) -> dict[tuple[str, str, str], float]:
         """{(prefix, queue, state): value} of telltale_queue_jobs."""
@@ -154,57 +135,14 @@ class Samples:
     def queues(self, family: str = "telltale_queue_jobs") -> set[tuple[str, str]]:
         return {(lab["prefix"], lab["queue"]) for lab, _ in self.find(family)}
 
-    def bucket(self, name: str, le: float, **labels: str) -> float | None:
-        for lab, val in self.find(name + "_bucket", **labels):
-            if float(lab["le"]) == le:
-                return val
-        return None
 
-    def excerpt(self, *prefixes: str) -> str:
-        prefixes = prefixes or ("telltale_queue", "telltale_collector_up", "telltale_collector_errors",
-                                "telltale_series_dropped", "telltale_redis")
-        return "\n".join(line for line in self.text.splitlines() if line.startswith(prefixes))
-
-    def __repr__(self) -> str:
-        return f"<Samples {len(self.samples)}>"
+# helpers.scrape / helpers.wait_for, handing out QueueSamples.
+scrape = functools.partial(helpers.scrape, parse=QueueSamples)
+wait_for = functools.partial(helpers.wait_for, parse=QueueSamples)
 
 
-def scrape(tt) -> Samples:
-    r = tt.get("/metrics")
-    r.raise_for_status()
-    return Samples(r.text)
-
-
-def wait_for(tt, predicate: Callable[[Samples], Any], timeout: float, what: str,
-             poll: float = 0.1) -> tuple[Samples, float]:
-    """Scrape until ``predicate(samples)`` is truthy; return (samples, seconds waited)."""
-    start = time.monotonic()
-    last: Samples | None = None
-    while True:
-        assert tt.running, f"telltale exited while waiting for {what}\n{tt.describe()}"
-        try:
-            last = scrape(tt)
-            if predicate(last):
-                return last, time.monotonic() - start
-        except requests.RequestException:
-            pass
-        if time.monotonic() - start > timeout:
-            raise AssertionError(
-                f"timed out after {timeout}s waiting for {what}\n--- last scrape (excerpt) ---\n"
-                f"{last.excerpt() if last else ''}\n--- telltale stderr (tail) ---\n{tt.stderr()[-3000:]}")
-        time.sleep(poll)
-
-
-def up(s: Samples) -> float | None:
+def up(s: QueueSamples) -> float | None:
     return s.get("telltale_collector_up", collector="queues")
-
-
-def promtool_check(text: str) -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.fail("promtool not found (scripts/setup.sh installs the prometheus package)", pytrace=False)
-    r = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
-    assert r.returncode == 0, f"promtool check metrics failed:\n{r.stdout}{r.stderr}\n--- exposition ---\n{text}"
 
 
 def queue_config(url: str, collectors: dict | None = None, **queues: Any) -> str:
@@ -293,7 +231,7 @@ def test_counts_equal_bullmq_get_job_counts(qredis, start_telltale, layout):
     queues = {(e["prefix"], e["queue"]) for e in expected.values()}
     assert len(queues) == 6, expected
 
-    def matches(s: Samples) -> bool:
+    def matches(s: QueueSamples) -> bool:
         jobs = s.jobs()
         return s.queues() == queues and all(
             jobs.get((e["prefix"], e["queue"], state)) == e["all"][state]
@@ -336,7 +274,7 @@ def test_counts_equal_bullmq_get_job_counts(qredis, start_telltale, layout):
     assert expected["bull|mixed"]["all"]["prioritized"] == 3
     # One pipelined round trip for all counts, one for what they point at, plus one
     # SCAN per prefix per discovery pass (every run here): never one per queue.
-    def trips_and_runs(s: Samples) -> tuple[float, float]:
+    def trips_and_runs(s: QueueSamples) -> tuple[float, float]:
         return (s.get("telltale_redis_round_trips_total", collector="queues"),
                 s.get("telltale_collector_duration_seconds_count", collector="queues"))
 
@@ -498,7 +436,7 @@ def test_durations_and_finished_counters(qredis, start_telltale, layout):
     tool("process", "kept", json.dumps([{"data": {}}, {"data": {"fail": True}, "opts": {"attempts": 2}}]),
          "--concurrency", 2)
 
-    def done(s: Samples) -> bool:
+    def done(s: QueueSamples) -> bool:
         return (s.get("telltale_queue_jobs_completed_total", queue="ev") == 3
                 and s.get("telltale_queue_jobs_failed_total", queue="ev") == 3
                 and s.get("telltale_queue_jobs_completed_total", queue="kept") == 1
@@ -583,7 +521,7 @@ def test_oldest_waiting_overdue_and_unlocked(qredis, start_telltale):
     tt = start_telltale(queue_config(qredis.url))
     time.sleep(max(0.0, 1.2 - (time.time() - added / 1000)))  # the 100 ms delay has long passed
 
-    def ready(s: Samples) -> bool:
+    def ready(s: QueueSamples) -> bool:
         return len(s.queues()) == 3 and (s.get("telltale_queue_oldest_waiting_seconds", queue="age") or 0) >= 1.5
 
     s, _ = wait_for(tt, ready, 10, "queues with an aged job")
@@ -628,11 +566,7 @@ def test_redis_outage_and_recovery(qredis, start_telltale, services):
     assert errors and set(errors) <= {"connect", "connection", "timeout"}, errors
     # The rest of /metrics is unaffected, and fast.
     time.sleep(INTERVAL * 1.5)
-    times = []
-    for _ in range(5):
-        t = time.monotonic()
-        s = scrape(tt)
-        times.append(time.monotonic() - t)
+    times, s = timed_scrapes(tt, 5, parse=QueueSamples)
     assert max(times) < FAST_SCRAPE, times
     assert s.get("telltale_collector_up", collector="process") == 1
     assert s.get("telltale_build_info") is not None
@@ -664,12 +598,7 @@ def test_redis_hang_times_out_and_recovers(qredis, start_telltale):
     try:
         s, waited = wait_for(tt, lambda s: up(s) == 0, 2 * INTERVAL + 1.5, "collector_up 0 while Redis hangs")
         assert (s.get("telltale_collector_errors_total", collector="queues", reason="timeout") or 0) >= 1, s.excerpt()
-        times = []
-        for _ in range(10):
-            t = time.monotonic()
-            scrape(tt)
-            times.append(time.monotonic() - t)
-            time.sleep(0.2)
+        times, _ = timed_scrapes(tt, 10, pause=0.2, parse=QueueSamples)
         assert max(times) < FAST_SCRAPE, times
     finally:
         os.kill(pid, signal.SIGCONT)
@@ -789,7 +718,7 @@ def test_discovery_drops_vanished_queues_and_caps(qredis, start_telltale):
     assert r.delete_matching("bull:gone:*") > 0
     t0 = time.monotonic()
 
-    def vanished(s: Samples) -> bool:
+    def vanished(s: QueueSamples) -> bool:
         return not any(lab.get("queue") == "gone" for _, lab, _ in s.samples)
 
     s, waited = wait_for(tt, vanished, 1 + 2 * INTERVAL + 2, "gone to drop out of /metrics")
@@ -836,7 +765,7 @@ def test_job_names_label_with_cap(qredis, start_telltale):
             {"name": "c", "data": {}}, {"name": "a", "data": {}}, {"name": "d", "data": {"fail": True}}]
     tool("process", "named", json.dumps(jobs))  # concurrency 1: warmup, a, b, c, a, d in order
 
-    def total(s: Samples, metric: str) -> float:
+    def total(s: QueueSamples, metric: str) -> float:
         return sum(v for _, v in s.find(metric, queue="named"))
 
     s, _ = wait_for(tt, lambda s: total(s, "telltale_queue_jobs_completed_total") == 4
