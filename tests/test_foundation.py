@@ -853,11 +853,9 @@ def test_basic_auth_without_username_does_not_report_password_as_unknown(run_cli
 
 
 def test_sigterm_exits_even_when_a_collector_run_is_stuck(start_telltale, tmp_path):
-    """BUG: a collector run stuck in a blocking call (here the process collector opening a
-    watched pid_file that is a FIFO with no writer, as a hung NFS mount would block) is
-    reported as timed out, but CollectorRunner.runAndPublish still awaits the run's end
-    (`await runEnded.value`) even during graceful shutdown, so SIGTERM never makes
-    telltale exit."""
+    """A collector run stuck in a blocking call (here the process collector opening a watched
+    pid_file that is a FIFO with no writer, as a hung NFS mount would block) is reported as
+    timed out, the server keeps answering, and SIGTERM still ends telltale at once."""
     fifo = tmp_path / "stuck.pid"
     os.mkfifo(fifo)
     tt = start_telltale(f"""\
@@ -891,3 +889,13 @@ collectors:
         pytest.fail(f"telltale did not exit within 3 s of SIGTERM; {detail}\n{tt.describe()}")
     assert code == 0
     assert time.monotonic() - started < 1.0
+
+
+def test_serves_with_every_collector_disabled(start_telltale):
+    """With nothing to collect Telltale still serves its own metrics until told to stop."""
+    tt = start_telltale("collectors: {host: {enabled: false}, process: {enabled: false}}\n")
+    wait_ready(tt)
+    time.sleep(1.0)
+    assert tt.proc.poll() is None, tt.describe()
+    assert "telltale_build_info{" in tt.metrics()
+    assert tt.stop(signal.SIGTERM) == 0

@@ -27,6 +27,11 @@ public final class CollectorRunner: Service, Sendable {
 
     public func run() async throws {
         await store.publish([Self.selfSource: health.families])
+        guard !collectors.isEmpty else {
+            // Nothing to run, but returning early would read as this service failing.
+            try await gracefulShutdown()
+            return
+        }
         await cancelWhenGracefulShutdown {
             await withDiscardingTaskGroup { group in
                 for collector in self.collectors {
