@@ -40,6 +40,7 @@ let package = Package(
                 "CLibPQ",
                 "CHiredis",
                 "CCurl",
+                "CGlibcExtras",
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),

@@ -1,3 +1,4 @@
+import CGlibcExtras
 import CompressNIO
 import NIOCore
 import NIOPosix
@@ -116,6 +117,9 @@ public final class MetricStore: Sendable {
             return (Self.assemble(state.cache, compressor: state.compressor), conflicts)
         }
         current.withLock { $0 = rendered }
+        // A render frees the previous exposition's buffers; hand that memory back to the
+        // system rather than keeping the high-water mark resident.
+        malloc_trim(0)
         let elapsed = (clock.now - started).seconds
         renderState.withLock { $0.renderDurations.observe(elapsed) }
         return conflicts
