@@ -100,7 +100,9 @@ public struct MetricFamily: Hashable, Sendable {
 
     public init(_ descriptor: MetricDescriptor, series: [Series]) {
         self.descriptor = descriptor
-        self.series = series.sorted { $0.labels < $1.labels }
+        // Collectors that produce series in order (one per queue, say) skip the sort.
+        let ordered = zip(series, series.dropFirst()).allSatisfy { $0.labels < $1.labels }
+        self.series = ordered ? series : series.sorted { $0.labels < $1.labels }
     }
 
     public var name: String { descriptor.name }

@@ -46,9 +46,11 @@ import TelltaleMetrics
 
     func replies(wait: Int64, waitTail: String?, waitBeforeTail: String? = nil, pausedFlag: RedisValue = .null,
                  metaPaused: Int64 = 0) -> [RedisValue] {
-        [.integer(wait), waitTail.map(RedisValue.string) ?? .null, waitBeforeTail.map(RedisValue.string) ?? .null,
-         .integer(0), .null, .null, .integer(1), .integer(2), .integer(3), .integer(4), .integer(5), .integer(6),
-         pausedFlag, .integer(metaPaused), .integer(1), .array([.string("7"), .string("0:123")]), .status("stream")]
+        // LRANGE key -2 -1 answers the last two entries, oldest first.
+        let waitEnd = [waitBeforeTail, waitTail].compactMap { $0 }.map(RedisValue.string)
+        return [.integer(wait), .array(waitEnd), .integer(0), .array([]), .integer(1), .integer(2), .integer(3), .integer(4),
+                .integer(5), .integer(6), pausedFlag, .integer(metaPaused), .integer(1),
+                .array([.string("7"), .string("0:123")]), .status("stream")]
     }
 
     @Test func legacyMarkersAreNotCounted() {

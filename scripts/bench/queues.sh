@@ -296,7 +296,7 @@ print(f\"{d['queues']} queues ({d['paused_queues']} paused), {d['jobs']:,} jobs,
       + ', '.join(f'{k} {v:,}' for k, v in d['states'].items()) + f\"; {d['keys']:,} keys, {d['used_memory_mb']} MB in Redis, written in {d['seconds']} s.\")")"
     echo
     echo "- Telltale: \`queues\` with discovery (SCAN MATCH \`bull:*:[im][de]*\`, COUNT 1000, every 10 m), interval ${QUEUE_INTERVAL} s, alone"
-    echo "  on Redis. Per queue one pipelined round trip reads all counts (17 commands: LLEN/ZCARD per state,"
+    echo "  on Redis. Per queue one pipelined round trip reads all counts (15 commands: LLEN/ZCARD per state,"
     echo "  the meta paused flag, overdue delayed, the head of wait, the active ids, the events key's type) — all"
     echo "  queues in the same pipeline; a second round trip reads what those pointed at (head job timestamp,"
     echo "  active jobs' locks, new events); a third only when jobs finished since the last run (none here: the data is static)."

@@ -89,31 +89,33 @@ public final class QueueCollector: Collector {
 
     private func snapshotFamilies(_ counts: [QueueCounts], _ followUp: FollowUp, _ replies: [RedisValue],
                                   clientList: RedisValue?) -> [MetricFamily] {
-        var jobs = FamilyBuilder(QueueMetrics.jobs)
-        var paused = FamilyBuilder(QueueMetrics.paused)
-        var oldest = FamilyBuilder(QueueMetrics.oldestWaiting)
-        var overdue = FamilyBuilder(QueueMetrics.overdue)
-        var unlocked = FamilyBuilder(QueueMetrics.unlocked)
-        var workers = FamilyBuilder(QueueMetrics.workers)
+        // Queues come sorted, and states are visited in name order, so every family's series are
+        // built in label order: no dictionary, no sort (this is thousands of series per run).
+        var jobs: [Series] = [], paused: [Series] = [], oldest: [Series] = []
+        var overdue: [Series] = [], unlocked: [Series] = [], workers: [Series] = []
         let clientNames = Self.clientNames(clientList)
         let nowMs = UnixTime.now.seconds * 1000
+        func sample(_ value: Double, _ labels: Labels) -> Series { Series(labels: labels, value: .number(value)) }
         for count in counts {
             let labels = count.queue.labels
-            for (state, value) in zip(QueueMetrics.states, count.states) {
-                jobs.set(Double(value), labels.adding("state", state))
+            for index in QueueMetrics.statesInNameOrder {
+                jobs.append(sample(Double(count.states[index]), labels.adding("state", QueueMetrics.states[index])))
             }
-            paused.set(count.isPaused ? 1 : 0, labels)
-            overdue.set(Double(count.overdueDelayed), labels)
+            paused.append(sample(count.isPaused ? 1 : 0, labels))
+            overdue.append(sample(Double(count.overdueDelayed), labels))
             let headTimestamp = followUp.headTimestamp(count.queue, replies)
-            oldest.set(headTimestamp.map { max(0, (nowMs - $0) / 1000) } ?? 0, labels)
-            unlocked.set(Double(followUp.unlockedActive(count.queue, replies)), labels)
-            if let clientNames { workers.set(Double(Self.workerCount(count.queue, clientNames)), labels) }
+            oldest.append(sample(headTimestamp.map { max(0, (nowMs - $0) / 1000) } ?? 0, labels))
+            unlocked.append(sample(Double(followUp.unlockedActive(count.queue, replies)), labels))
+            if let clientNames { workers.append(sample(Double(Self.workerCount(count.queue, clientNames)), labels)) }
         }
         var dropped = FamilyBuilder(SQLMetricCollector.dropped)
         dropped.set(state.withLock { $0.dropped }, ["collector": name, "metric": QueueMetrics.jobs.name])
         var roundTrips = FamilyBuilder(QueueMetrics.roundTrips)
         roundTrips.set(Double(client.roundTripCount), ["collector": name])
-        return [jobs, paused, oldest, overdue, unlocked, workers, dropped, roundTrips].map { $0.build() }
+        return [MetricFamily(QueueMetrics.jobs, series: jobs), MetricFamily(QueueMetrics.paused, series: paused),
+                MetricFamily(QueueMetrics.oldestWaiting, series: oldest), MetricFamily(QueueMetrics.overdue, series: overdue),
+                MetricFamily(QueueMetrics.unlocked, series: unlocked), MetricFamily(QueueMetrics.workers, series: workers),
+                dropped.build(), roundTrips.build()]
     }
 
     /// Reads the new events of every queue: remembers when jobs were added and started, and

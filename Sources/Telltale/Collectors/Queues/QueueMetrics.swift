@@ -33,4 +33,6 @@ enum QueueMetrics {
 
     /// States in the order getJobCounts() names them.
     static let states = ["waiting", "paused", "active", "prioritized", "delayed", "waiting-children", "completed", "failed"]
+    /// Indices of `states` sorted by name: the order of their series.
+    static let statesInNameOrder = states.indices.sorted { states[$0] < states[$1] }
 }

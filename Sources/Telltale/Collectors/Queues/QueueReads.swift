@@ -1,6 +1,6 @@
 /// One queue's answers from the counts round trip.
 struct QueueCounts {
-    static let commandCount = 17
+    static let commandCount = 15
     /// How many active jobs are checked for a lock; more would make the follow-up unbounded.
     static let activeSample = 1000
 
@@ -18,8 +18,9 @@ struct QueueCounts {
         // BullMQ and Bull encode a delayed job's score as due-time-in-ms × 4096 + a counter.
         let overdueBound = "(" + String(Int64((nowMs.rounded(.down) + 1) * 4096))
         return [
-            ["LLEN", queue.key("wait")], ["LINDEX", queue.key("wait"), "-1"], ["LINDEX", queue.key("wait"), "-2"],
-            ["LLEN", queue.key("paused")], ["LINDEX", queue.key("paused"), "-1"], ["LINDEX", queue.key("paused"), "-2"],
+            // The last two entries: the head of the line, and the one behind a legacy marker.
+            ["LLEN", queue.key("wait")], ["LRANGE", queue.key("wait"), "-2", "-1"],
+            ["LLEN", queue.key("paused")], ["LRANGE", queue.key("paused"), "-2", "-1"],
             ["LLEN", queue.key("active")], ["ZCARD", queue.key("prioritized")], ["ZCARD", queue.key("delayed")],
             ["ZCARD", queue.key("waiting-children")], ["ZCARD", queue.key("completed")], ["ZCARD", queue.key("failed")],
             ["HGET", queue.key("meta"), "paused"], ["EXISTS", queue.key("meta-paused")],
@@ -32,17 +33,23 @@ struct QueueCounts {
         let reply = Array(replies)
         func number(_ index: Int) -> Int64 { index < reply.count ? reply[index].integer ?? 0 : 0 }
         func text(_ index: Int) -> String? { index < reply.count ? reply[index].string : nil }
-        let (waiting, waitingHead) = Self.list(length: number(0), tail: text(1), beforeTail: text(2))
-        let (paused, pausedHead) = Self.list(length: number(3), tail: text(4), beforeTail: text(5))
+        func lastTwo(_ index: Int) -> (tail: String?, beforeTail: String?) {
+            let entries = index < reply.count ? reply[index].array.compactMap(\.string) : []
+            return (entries.last, entries.count == 2 ? entries[0] : nil)
+        }
+        let waitEnd = lastTwo(1)
+        let pausedEnd = lastTwo(3)
+        let (waiting, waitingHead) = Self.list(length: number(0), tail: waitEnd.tail, beforeTail: waitEnd.beforeTail)
+        let (paused, pausedHead) = Self.list(length: number(2), tail: pausedEnd.tail, beforeTail: pausedEnd.beforeTail)
         self.queue = queue
-        states = [waiting, paused, number(6), number(7), number(8), number(9), number(10), number(11)]
+        states = [waiting, paused, number(4), number(5), number(6), number(7), number(8), number(9)]
         // BullMQ keeps a `paused` field in meta; Bull v3 a `meta-paused` key.
-        let pausedFlag = text(12)
-        isPaused = (pausedFlag != nil && pausedFlag != "0") || number(13) == 1
-        overdueDelayed = number(14)
+        let pausedFlag = text(10)
+        isPaused = (pausedFlag != nil && pausedFlag != "0") || number(11) == 1
+        overdueDelayed = number(12)
         headJobID = waitingHead ?? pausedHead
-        activeJobIDs = (reply.count > 15 ? reply[15].array : []).compactMap(\.string).filter { !$0.hasPrefix("0:") }
-        hasEventStream = text(16) == "stream"
+        activeJobIDs = (reply.count > 13 ? reply[13].array : []).compactMap(\.string).filter { !$0.hasPrefix("0:") }
+        hasEventStream = text(14) == "stream"
     }
 
     /// BullMQ 4 left `0:<timestamp>` marker entries at the tail of wait/paused; getJobCounts
