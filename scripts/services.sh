@@ -29,7 +29,8 @@
 #     Holds: data/ (PGDATA, owned by postgres), sock/ (unix socket dir),
 #     postgresql.log, .bootstrapped (marker: roles/db/extension created).
 #
-# Ports: TELLTALE_PG_PORT (default 55432), TELLTALE_REDIS_PORT (default 56379),
+# Ports: TELLTALE_PG_PORT (default 25432), TELLTALE_REDIS_PORT (default 25379), below Linux's
+# ephemeral range (32768-60999) so that no outgoing connection can hold them when we start,
 # both bound to 127.0.0.1 only.  Once an instance exists, the values recorded in
 # $RUN_DIR/state win over the environment (so stop/start-pg find the instance).
 #
@@ -80,8 +81,8 @@ load_config() {
             esac
         done <"$STATE_FILE"
     fi
-    PG_PORT="${rec_pg_port:-${TELLTALE_PG_PORT:-55432}}"
-    REDIS_PORT="${rec_redis_port:-${TELLTALE_REDIS_PORT:-56379}}"
+    PG_PORT="${rec_pg_port:-${TELLTALE_PG_PORT:-25432}}"
+    REDIS_PORT="${rec_redis_port:-${TELLTALE_REDIS_PORT:-25379}}"
     if [[ -n $rec_pg_root ]]; then
         PG_ROOT="$rec_pg_root"
     elif [[ -n ${TELLTALE_PG_ROOT:-} ]]; then

@@ -4,7 +4,7 @@
 # Every benchmark script:
 #   * uses its own run directory ($TELLTALE_RUN_DIR, default /tmp/tt-bench-<name>) and
 #     its own PostgreSQL/Redis ports (TELLTALE_PG_PORT / TELLTALE_REDIS_PORT, with a
-#     per-script default that differs from scripts/services.sh's 55432/56379);
+#     per-script default that differs from scripts/services.sh's 25432/25379);
 #   * starts the throw-away services with scripts/services.sh if they are not already
 #     running there, and stops them again at exit (only if it started them; the run
 #     directory is removed too when it is the script's default one);
