@@ -33,13 +33,13 @@ struct SleepyCollector: Collector {
         #expect(up?.series.first?.value == .number(0))
         #expect(store.snapshot.family(named: "sleepy_value") == nil)
         #expect(runner.health.statuses.first?.lastError?.hasPrefix("timeout") == true)
-        #expect(runner.health.isReady)
+        #expect(runner.health.pending.isEmpty)
     }
 
     @Test func successfulRunPublishesFamiliesAndSelfMetrics() async {
         let store = MetricStore()
         let runner = CollectorRunner(collectors: [SleepyCollector(sleep: .zero)], store: store, logger: Logger(label: "test"))
-        #expect(!runner.health.isReady)
+        #expect(runner.health.pending == ["sleepy"])
         #expect(await runner.runOnce())
         let snapshot = store.snapshot
         #expect(snapshot.family(named: "sleepy_value") != nil)

@@ -79,9 +79,9 @@ public final class CollectorHealth: Sendable {
         state.withLock { state in order.compactMap { state.statuses[$0] } }
     }
 
-    /// Ready once every collector has finished a first run, successful or not.
-    public var isReady: Bool {
-        statuses.allSatisfy { $0.state != .pending }
+    /// Collectors whose first run is not yet visible: `/readyz` answers 200 when none is left.
+    public var pending: [String] {
+        statuses.filter { $0.state == .pending }.map(\.name)
     }
 
     var families: [MetricFamily] {

@@ -26,7 +26,7 @@ enum HTTPServer {
         }
 
         router.get("readyz") { _, _ in
-            let waiting = health.statuses.filter { $0.state == .pending }.map(\.name)
+            let waiting = health.pending
             return waiting.isEmpty
                 ? text(.ok, "ready\n")
                 : text(.serviceUnavailable, "waiting for first run of: \(waiting.joined(separator: ", "))\n")

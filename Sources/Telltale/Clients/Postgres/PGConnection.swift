@@ -157,10 +157,9 @@ final class PGConnection: @unchecked Sendable {
     }
 }
 
-/// What a DSN says, without its password: for logs, errors and the status page.
+/// A DSN's password (to scrub from libpq's messages) and whether libpq can parse it.
 struct DSNInfo: Sendable {
     let password: String?
-    let display: String
     /// Whether libpq can parse the DSN at all (checked when the configuration is read).
     let isValid: Bool
 
@@ -171,28 +170,20 @@ struct DSNInfo: Sendable {
             // libpq quotes the whole string in some of its parse errors: find the password
             // by hand so that it can still be removed from them.
             password = Self.uriPassword(dsn)
-            display = "(unparseable connection string)"
             isValid = false
             return
         }
         isValid = true
         defer { PQconninfoFree(options) }
         var password: String?
-        var shown: [String] = []
         var option = options
         while let keyword = option.pointee.keyword {
-            let name = String(cString: keyword)
-            if let value = option.pointee.val.map({ String(cString: $0) }) {
-                if name == "password" {
-                    password = value
-                } else if ["host", "hostaddr", "port", "dbname", "user"].contains(name) {
-                    shown.append("\(name)=\(value)")
-                }
+            if String(cString: keyword) == "password", let value = option.pointee.val {
+                password = String(cString: value)
             }
             option += 1
         }
         self.password = password
-        display = shown.joined(separator: " ")
     }
 
     /// The password of `scheme://user:password@host…`, found without libpq.

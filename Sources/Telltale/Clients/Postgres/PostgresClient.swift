@@ -20,8 +20,6 @@ public struct QueryTimeouts: Sendable, Equatable {
 /// client's own thread, so a hung target cannot stall other targets or the HTTP server.
 public actor PostgresClient {
     public let target: String
-    /// Host, port, database and user, never the password.
-    public nonisolated let displayDSN: String
     private let dsn: String
     private let dsnInfo: DSNInfo
     private let connectTimeout: Duration
@@ -39,7 +37,6 @@ public actor PostgresClient {
         self.target = target
         self.dsn = dsn
         self.dsnInfo = DSNInfo(dsn)
-        self.displayDSN = dsnInfo.display
         self.connectTimeout = connectTimeout
         self.thread = NIOThreadPool(numberOfThreads: 1)
         thread.start()
@@ -101,12 +98,6 @@ public actor PostgresClient {
 
     /// Counts connections made: session state (an advisory lock, say) is lost when it changes.
     public private(set) var generation = 0
-
-    /// Drops the connection (on shutdown, or when a test wants a fresh one).
-    public func disconnect() {
-        connection = nil
-        sessionTimeouts = nil
-    }
 
     private func withConnection<T: Sendable>(
         _ timeouts: QueryTimeouts, _ work: @escaping @Sendable (PGConnection) throws(PostgresError) -> T
