@@ -801,6 +801,46 @@ def test_metrics_with_query_string(start_telltale):
     assert "process_cpu_seconds_total" in r.text
 
 
+def _raw_exchange(port: int, payload: bytes) -> bytes:
+    """Sends raw bytes on one connection and reads until the server closes it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(payload)
+        data = b""
+        while chunk := conn.recv(65536):
+            data += chunk
+    return data
+
+
+def test_pipelined_requests_are_answered_in_order(start_telltale):
+    # /metrics is answered on the event loop, everything else by the router: a /metrics request
+    # pipelined behind a router request must still come back after it.
+    tt = start_telltale(STABLE_COLLECTORS)
+    wait_settled(tt)
+    requests = [
+        b"GET /readyz HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"GET /metrics HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\n\r\n",
+        b"GET /metrics?x=1 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    ]
+    data = _raw_exchange(tt.port, b"".join(requests))
+    responses = data.split(b"HTTP/1.1 200 OK\r\n")[1:]
+    assert len(responses) == 5, data[:2000]
+    kinds = []
+    for response in responses:
+        head, _, body = response.partition(b"\r\n\r\n")
+        fields = dict(line.split(b": ", 1) for line in head.split(b"\r\n"))
+        assert fields[b"Server"] == b"telltale" and fields[b"Date"].endswith(b" GMT"), head
+        if fields.get(b"Content-Encoding") == b"gzip":
+            kinds.append("metrics-gzip")
+            assert int(fields[b"Content-Length"]) == len(body[:int(fields[b"Content-Length"])])
+        elif b"telltale_build_info" in body:
+            kinds.append("metrics")
+        else:
+            kinds.append(body.strip().decode())
+    assert kinds == ["ready", "metrics", "ok", "metrics-gzip", "metrics"], kinds
+
+
 def test_port_in_use_exits_nonzero(run_cli, tmp_path):
     with socket.socket() as blocker:
         blocker.bind(("127.0.0.1", 0))

@@ -58,11 +58,13 @@ public struct TelltaleApp: Sendable {
 
     /// Serves until SIGTERM or SIGINT, then shuts down gracefully.
     public func serve() async throws {
-        let router = HTTPServer.router(store: store, health: runner.health, alerting: alerting, auth: config.server.auth)
+        let metrics = MetricsEndpoint(store: store, guardian: AuthCheck(config.server.auth))
+        let router = HTTPServer.router(metrics: metrics, health: runner.health, alerting: alerting)
         let listen = config.server.listen
         let logger = logger
         let app = Application(
             router: router,
+            server: .http1(configuration: .init(additionalChannelHandlers: [MetricsFastPath(endpoint: metrics)])),
             configuration: .init(address: .hostname(listen.host, port: listen.port), serverName: "telltale"),
             services: [runner] + (alerting.map { [$0] } ?? []),
             onServerRunning: { _ in

@@ -5,44 +5,68 @@ import TelltaleMetrics
 
 /// The HTTP endpoints: `/metrics`, `/healthz`, `/readyz` and the `/` status page.
 enum HTTPServer {
-    static func router(store: MetricStore, health: CollectorHealth, alerting: AlertingService?, auth: HTTPAuth?)
+    static func router(metrics: MetricsEndpoint, health: CollectorHealth, alerting: AlertingService?)
         -> Router<BasicRequestContext>
     {
         let router = Router()
-        let guardian = AuthCheck(auth)
 
+        // Normally answered by `MetricsFastPath` before the router sees it; this route takes the
+        // requests the fast path passes on (pipelined behind another request, `Connection: close`).
         router.get("metrics") { request, _ -> Response in
-            if let denied = guardian.deny(request) { return denied }
-            let format = ContentNegotiation.format(accept: request.headers[.accept])
-            let acceptsGzip = ContentNegotiation.acceptsGzip(request.headers[.acceptEncoding])
-            let body = store.scrape(format: format, acceptsGzip: acceptsGzip)
-            var headers: HTTPFields = [.contentType: format.contentType, .vary: "Accept, Accept-Encoding"]
-            if body.gzipped { headers[.contentEncoding] = "gzip" }
-            return Response(status: .ok, headers: headers, body: body.gzipped ? ResponseBody(byteBuffer: body.joined) : ResponseBody(contentsOf: body.parts))
+            metrics.answer(request.headers).response
         }
 
         router.get("healthz") { _, _ in
-            text(.ok, "ok\n")
+            PlainResponse.text(.ok, "ok\n").response
         }
 
         router.get("readyz") { _, _ in
             let waiting = health.pending
             return waiting.isEmpty
-                ? text(.ok, "ready\n")
-                : text(.serviceUnavailable, "waiting for first run of: \(waiting.joined(separator: ", "))\n")
+                ? PlainResponse.text(.ok, "ready\n").response
+                : PlainResponse.text(.serviceUnavailable, "waiting for first run of: \(waiting.joined(separator: ", "))\n").response
         }
 
         router.get("/") { request, _ -> Response in
-            if let denied = guardian.deny(request) { return denied }
+            if let denied = metrics.guardian.deny(request.headers) { return denied.response }
             return Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8"],
                             body: ResponseBody(byteBuffer: ByteBuffer(string: StatusPage.render(health.statuses, alerting: alerting?.status))))
         }
         return router
     }
+}
 
-    static func text(_ status: HTTPResponse.Status, _ body: String) -> Response {
-        Response(status: status, headers: [.contentType: "text/plain; charset=utf-8"],
-                 body: ResponseBody(byteBuffer: ByteBuffer(string: body)))
+/// A complete response held as plain values, so that the router and the event-loop fast
+/// path send the same bytes.
+struct PlainResponse {
+    var status: HTTPResponse.Status
+    var headers: HTTPFields
+    var body: [ByteBuffer]
+
+    static func text(_ status: HTTPResponse.Status, _ text: String) -> PlainResponse {
+        PlainResponse(status: status, headers: [.contentType: "text/plain; charset=utf-8"], body: [ByteBuffer(string: text)])
+    }
+
+    var response: Response {
+        Response(status: status, headers: headers,
+                 body: body.count == 1 ? ResponseBody(byteBuffer: body[0]) : ResponseBody(contentsOf: body))
+    }
+}
+
+/// `GET /metrics`: content negotiation, gzip and auth around the store's cached exposition.
+struct MetricsEndpoint: Sendable {
+    let store: MetricStore
+    let guardian: AuthCheck
+
+    func answer(_ headers: HTTPFields) -> PlainResponse {
+        if let denied = guardian.deny(headers) { return denied }
+        let format = ContentNegotiation.format(accept: headers[.accept])
+        let acceptsGzip = ContentNegotiation.acceptsGzip(headers[.acceptEncoding])
+        let body = store.scrape(format: format, acceptsGzip: acceptsGzip)
+        var responseHeaders: HTTPFields = [.contentType: format.contentType, .vary: "Accept, Accept-Encoding"]
+        if body.gzipped { responseHeaders[.contentEncoding] = "gzip" }
+        // A gzip body is a few small buffers around the cached chunks: one write is cheaper.
+        return PlainResponse(status: .ok, headers: responseHeaders, body: body.gzipped ? [body.joined] : body.parts)
     }
 }
 
@@ -67,15 +91,15 @@ struct AuthCheck: Sendable {
     }
 
     /// A 401 response when credentials are required and missing or wrong; nil to let the request through.
-    func deny(_ request: Request) -> Response? {
+    func deny(_ headers: HTTPFields) -> PlainResponse? {
         guard let expected else { return nil }
-        let header = request.headers[.authorization] ?? ""
+        let header = headers[.authorization] ?? ""
         let parts = header.split(separator: " ", maxSplits: 1)
         if parts.count == 2, parts[0].lowercased() == scheme.lowercased(),
            Self.constantTimeEqual(Array(parts[1].trimming(" ").utf8), expected) {
             return nil
         }
-        var response = HTTPServer.text(.unauthorized, "unauthorized\n")
+        var response = PlainResponse.text(.unauthorized, "unauthorized\n")
         response.headers[.wwwAuthenticate] = "\(scheme) realm=\"telltale\""
         return response
     }

@@ -104,7 +104,7 @@ final class CurlTransfer {
             }
         }
         guard code == CURLE_OK else {
-            throw Self.error(code, detail: String(cString: errorBuffer), tooLarge: sink.exceeded)
+            throw Self.error(code, detail: String(decoding: errorBuffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self), tooLarge: sink.exceeded)
         }
         var status = 0
         _ = telltale_curl_getinfo_long(handle, CURLINFO_RESPONSE_CODE, &status)
