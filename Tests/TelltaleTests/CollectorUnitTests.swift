@@ -50,7 +50,8 @@ import TelltaleMetrics
         let waitEnd = [waitBeforeTail, waitTail].compactMap { $0 }.map(RedisValue.string)
         return [.integer(wait), .array(waitEnd), .integer(0), .array([]), .integer(1), .integer(2), .integer(3), .integer(4),
                 .integer(5), .integer(6), pausedFlag, .integer(metaPaused), .integer(1),
-                .array([.string("7"), .string("0:123")]), .status("stream")]
+                .array([.string("7"), .string("0:123")]),
+                .array([.array([.string("1700000000000-0"), .array(["event", "completed", "jobId", "7"].map(RedisValue.string))])])]
     }
 
     @Test func legacyMarkersAreNotCounted() {
@@ -65,7 +66,18 @@ import TelltaleMetrics
         let result = counts(replies(wait: 9, waitTail: "41"))
         #expect(result.states == [9, 0, 1, 2, 3, 4, 5, 6])
         #expect(result.activeJobIDs == ["7"])
-        #expect(result.hasEventStream && result.overdueDelayed == 1)
+        #expect(result.overdueDelayed == 1)
+        #expect(result.events.map(\.jobId) == ["7"] && result.events[0].ms == 1_700_000_000_000)
+    }
+
+    @Test func commandsAreEncodedInRESP() {
+        var commands = RedisCommands([["PING"]])
+        commands.append("LRANGE", key: "bull:é:", "wait", "-2", "-1")
+        commands.append(["SET", "", String(repeating: "x", count: 10)])
+        #expect(commands.count == 3)
+        let expected = "*1\r\n$4\r\nPING\r\n" + "*4\r\n$6\r\nLRANGE\r\n$12\r\nbull:é:wait\r\n$2\r\n-2\r\n$2\r\n-1\r\n"
+            + "*3\r\n$3\r\nSET\r\n$0\r\n\r\n$10\r\nxxxxxxxxxx\r\n"
+        #expect(String(buffer: commands.bytes) == expected)
     }
 
     @Test func pausedFlagsOfEveryLayout() {

@@ -188,14 +188,14 @@ if perf_profile "$TT_PID" "$PERF_SECONDS" "$WORK/perf-report.txt"; then
     row() { local share; share=$(perf_share "$R" "$2"); echo "| $1 | $share % | $(ms_of "$share") |"; }
     # shellcheck disable=SC2016  # backticks are Markdown here
     PERF_ROWS="$(
-        row 'collector, async part: `QueueCollector.collectQueues` (parse replies, build families)' 'QueueCollectorC13collectQueues'
-        row '&nbsp;&nbsp;`snapshotFamilies` (the gauge families, incl. their sorting)' 'QueueCollectorC16snapshotFamilies'
+        row 'collector, async part: `QueueCollector.collectQueues` (its largest part: parse replies, build families)' 'QueueCollectorC13collectQueues'
+        row '&nbsp;&nbsp;`QueueCounts.appendCommands` (the counts commands, written in RESP)' 'QueueCountsV14appendCommands'
+        row '&nbsp;&nbsp;`countFamilies` (the gauge families of the counts, built while the follow-up is in flight)' 'QueueCollectorC13countFamilies'
         row '&nbsp;&nbsp;`FamilyBuilder.build` (sorts series by labels)' 'FamilyBuilderV5build'
         row 'Redis client: `RedisConnection.pipeline` (hiredis, on its own thread: write, read, convert)' 'RedisConnectionC8pipeline'
-        row '&nbsp;&nbsp;`withCArguments` (Swift strings → C argv for every command)' 'withCArguments'
         row 'store: `MetricStore.publish` (merge + render, after the run)' 'MetricStoreC7publish'
-        row '&nbsp;&nbsp;`FamilyMerger.merge` (sorts every family again)' 'FamilyMergerO5merge'
-        row '&nbsp;&nbsp;`Rendered.init` (encode both formats + gzip)' 'Rendered.*V8families.*tcfC'
+        row '&nbsp;&nbsp;`MetricStore.render` (merge, encode the changed families, gzip)' 'MetricStoreC6render'
+        row '&nbsp;&nbsp;`MetricStore.assemble` (concatenate the cached pieces)' 'MetricStoreC8assemble'
     )"
     PERF_NOTE="$(perf_samples "$R") samples at 499 Hz over ${PERF_SECONDS} s"
 fi
@@ -297,9 +297,9 @@ print(f\"{d['queues']} queues ({d['paused_queues']} paused), {d['jobs']:,} jobs,
     echo
     echo "- Telltale: \`queues\` with discovery (SCAN MATCH \`bull:*:[im][de]*\`, COUNT 1000, every 10 m), interval ${QUEUE_INTERVAL} s, alone"
     echo "  on Redis. Per queue one pipelined round trip reads all counts (15 commands: LLEN/ZCARD per state,"
-    echo "  the meta paused flag, overdue delayed, the head of wait, the active ids, the events key's type) — all"
+    echo "  the meta paused flag, overdue delayed, the head of wait, the active ids, new events) — all"
     echo "  queues in the same pipeline; a second round trip reads what those pointed at (head job timestamp,"
-    echo "  active jobs' locks, new events); a third only when jobs finished since the last run (none here: the data is static)."
+    echo "  active jobs' locks with one multi-key EXISTS per queue, and the hashes of jobs finished since the last run)."
     echo "  It exports $TT_SERIES \`telltale_queue_*\` samples. Check against the data written: $CHECK."
     echo "- redis_exporter: \`$EXPORTER ${EXPORTER_FLAGS[*]}\`, alone on Redis: SCAN per pattern, then per key"
     echo "  TYPE and LLEN/ZCARD. It found $EX_KEYS of the $EXPECTED_KEYS existing state keys (empty lists and sets do not"

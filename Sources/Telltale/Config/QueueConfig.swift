@@ -4,14 +4,26 @@ import TelltaleMetrics
 public struct QueueID: Sendable, Hashable, Comparable {
     public let prefix: String
     public let name: String
+    /// `bull:emails:`, the start of every key of the queue.
+    let keyPrefix: String
 
     public init(prefix: String, name: String) {
         self.prefix = prefix
         self.name = name
+        keyPrefix = "\(prefix):\(name):"
     }
 
     /// The Redis key of one of the queue's parts, e.g. `bull:emails:wait`.
-    func key(_ part: String) -> String { "\(prefix):\(name):\(part)" }
+    func key(_ part: String) -> String { keyPrefix + part }
+
+    public static func == (lhs: QueueID, rhs: QueueID) -> Bool {
+        lhs.prefix == rhs.prefix && lhs.name == rhs.name
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(prefix)
+        hasher.combine(name)
+    }
 
     var labels: Labels { ["queue": name, "prefix": prefix] }
 

@@ -109,7 +109,7 @@ public actor RedisClient {
     public nonisolated var roundTripCount: UInt64 { roundTrips.load(ordering: .relaxed) }
 
     /// Sends the commands in one round trip and returns one reply per command.
-    public func pipeline(_ commands: [[String]]) async throws(RedisError) -> [RedisValue] {
+    public func pipeline(_ commands: RedisCommands) async throws(RedisError) -> [RedisValue] {
         guard !commands.isEmpty else { return [] }
         await gate.acquire()
         defer { gate.release() }
@@ -150,7 +150,7 @@ public actor RedisClient {
 
     /// AUTH and SELECT in one round trip. Redis never echoes the password in its replies.
     private static func logIn(_ connection: RedisConnection, _ settings: RedisSettings) throws(RedisError) {
-        var commands: [[String]] = []
+        var commands = RedisCommands()
         if let password = settings.password {
             commands.append(["AUTH"] + (settings.username.map { [$0] } ?? []) + [password])
         }

@@ -88,11 +88,15 @@ final class RedisConnection: @unchecked Sendable {
     var isBroken: Bool { context.pointee.err != 0 }
 
     /// Sends all commands, then reads one reply each: one network round trip for the batch.
-    func pipeline(_ commands: [[String]]) throws(RedisError) -> [RedisValue] {
-        guard ArgumentBuffer(commands).appendAll(to: context) else { throw connectionError() }
+    func pipeline(_ commands: RedisCommands) throws(RedisError) -> [RedisValue] {
+        if commands.isEmpty { return [] }
+        let appended = commands.bytes.withUnsafeReadableBytes { encoded in
+            redisAppendFormattedCommand(context, encoded.baseAddress?.assumingMemoryBound(to: CChar.self), encoded.count)
+        }
+        guard appended == 0 else { throw connectionError() }
         var replies: [RedisValue] = []
         replies.reserveCapacity(commands.count)
-        for _ in commands {
+        for _ in 0..<commands.count {
             var raw: UnsafeMutableRawPointer?
             guard redisGetReply(context, &raw) == 0, let raw else { throw connectionError() }
             let reply = raw.assumingMemoryBound(to: redisReply.self)
@@ -128,50 +132,6 @@ final class RedisConnection: @unchecked Sendable {
         case REDIS_REPLY_ARRAY:
             return .array((0..<node.elements).compactMap { index in node.element?[index].map(value) })
         default: return .null
-        }
-    }
-}
-
-/// Every argument of a pipeline in one contiguous buffer, so that handing tens of thousands
-/// of commands to hiredis costs a few allocations rather than one per argument.
-private struct ArgumentBuffer {
-    private var bytes: [UInt8] = []
-    private var arguments: [(start: Int, length: Int)] = []
-    private var commandSizes: [Int] = []
-
-    init(_ commands: [[String]]) {
-        for command in commands {
-            commandSizes.append(command.count)
-            for argument in command {
-                arguments.append((bytes.count, argument.utf8.count))
-                bytes.append(contentsOf: argument.utf8)
-            }
-        }
-        bytes.append(0)  // never empty, so the buffer always has an address
-    }
-
-    /// Appends every command to the context's output buffer; false if hiredis refused one.
-    func appendAll(to context: UnsafeMutablePointer<redisContext>) -> Bool {
-        let widest = commandSizes.max() ?? 0
-        var pointers = [UnsafePointer<CChar>?](repeating: nil, count: widest)
-        var lengths = [Int](repeating: 0, count: widest)
-        return bytes.withUnsafeBufferPointer { storage in
-            guard let start = storage.baseAddress else { return false }
-            let base = UnsafeRawPointer(start)
-            var next = 0
-            for size in commandSizes {
-                for slot in 0..<size {
-                    let argument = arguments[next + slot]
-                    pointers[slot] = (base + argument.start).assumingMemoryBound(to: CChar.self)
-                    lengths[slot] = argument.length
-                }
-                next += size
-                let status = pointers.withUnsafeMutableBufferPointer { argv in
-                    lengths.withUnsafeBufferPointer { redisAppendCommandArgv(context, Int32(size), argv.baseAddress, $0.baseAddress) }
-                }
-                if status != 0 { return false }
-            }
-            return true
         }
     }
 }

@@ -4,11 +4,11 @@ import TelltaleMetrics
 
 /// BullMQ (v5, v6) and Bull (v3, v4) queues in Redis, read-only.
 ///
-/// Every queue's counts come from one pipelined round trip of LLEN/ZCARD/HGET/EXISTS — no
-/// Lua, no writes, so a read-only ACL user suffices. A second round trip reads what the
-/// first pointed at (the head job, active jobs' locks, new events), a third the hashes of
-/// newly finished jobs. Completed and failed totals come from the events stream, which
-/// BullMQ writes even for jobs removed on completion.
+/// Every queue's counts and new events come from one pipelined round trip of
+/// LLEN/ZCARD/HGET/EXISTS/XRANGE — no Lua, no writes, so a read-only ACL user suffices. A
+/// second round trip reads what the first pointed at: the head job, active jobs' locks and
+/// the hashes of newly finished jobs. Completed and failed totals come from the events
+/// stream, which BullMQ writes even for jobs removed on completion.
 public final class QueueCollector: Collector {
     public let name = "queues"
     public let schedule: Schedule
@@ -17,7 +17,6 @@ public final class QueueCollector: Collector {
 
     /// Events kept per queue between runs to time jobs whose hashes were already removed.
     static let trackedJobsCap = 100_000
-    static let eventsPerRead = 10_000
 
     private struct State {
         var discovery = QueueDiscovery()
@@ -57,20 +56,25 @@ public final class QueueCollector: Collector {
 
     private func collectQueues() async throws -> CollectionResult {
         let queues = try await currentQueues()
-        let nowMs = UnixTime.now.seconds * 1000
-        // Round trip 1: every queue's counts, plus CLIENT LIST for the workers.
-        let countReplies = try await client.pipeline(queues.flatMap { QueueCounts.commands($0, nowMs: nowMs) } + [["CLIENT", "LIST"]])
+        // Round trip 1: every queue's counts and new events, plus CLIENT LIST for the workers.
+        let run = QueueCounts.Run(nowMs: UnixTime.now.seconds * 1000)
+        let cursors = state.withLock { $0.streamCursors }
+        var countCommands = RedisCommands()
+        for queue in queues {
+            QueueCounts.appendCommands(queue, run, eventsCursor: cursors[queue], to: &countCommands)
+        }
+        countCommands.append(["CLIENT", "LIST"])
+        let countReplies = try await client.pipeline(countCommands)
         let counts = zip(queues, countReplies.chunks(of: QueueCounts.commandCount)).map { QueueCounts(queue: $0, replies: $1) }
-        // Round trip 2: head jobs' timestamps, active jobs' locks, new events.
-        let followUp = FollowUp(counts: counts, cursors: state.withLock { $0.streamCursors })
-        let followReplies = try await client.pipeline(followUp.commands)
-        let finished = recordEvents(followUp, followReplies)
-        // Round trip 3: the hashes of jobs that finished since the last run.
-        let jobReplies = try await client.pipeline(finished.map { job in
-            ["HMGET", job.queue.key(job.id), "processedOn", "finishedOn", "timestamp", "atm", "attemptsMade", "name"]
-        })
-        var families = snapshotFamilies(counts, followUp, followReplies, clientList: countReplies.last)
-        families += accumulate(finished, jobReplies, present: Set(queues))
+        let finished = recordEvents(counts)
+        // Round trip 2: head jobs' timestamps, active jobs' locks, finished jobs' hashes. The
+        // families of the counts are built meanwhile.
+        let followUp = FollowUp(counts: counts, finished: finished)
+        async let pendingReplies = client.pipeline(followUp.commands)
+        var families = countFamilies(counts, clientList: countReplies.last)
+        let followReplies = try await pendingReplies
+        families += followUpFamilies(counts, followUp, followReplies)
+        families += accumulate(finished, followUp.finishedJobReplies(followReplies), present: Set(queues))
         return CollectionResult(families: families)
     }
 
@@ -87,45 +91,58 @@ public final class QueueCollector: Collector {
         return Array(all.prefix(config.maxQueues))
     }
 
-    private func snapshotFamilies(_ counts: [QueueCounts], _ followUp: FollowUp, _ replies: [RedisValue],
-                                  clientList: RedisValue?) -> [MetricFamily] {
-        // Queues come sorted, and states are visited in name order, so every family's series are
-        // built in label order: no dictionary, no sort (this is thousands of series per run).
-        var jobs: [Series] = [], paused: [Series] = [], oldest: [Series] = []
-        var overdue: [Series] = [], unlocked: [Series] = [], workers: [Series] = []
+    // Queues come sorted, and states are visited in name order, so every family's series are
+    // built in label order: no dictionary, no sort (this is thousands of series per run).
+
+    /// The families of the counts round trip alone.
+    private func countFamilies(_ counts: [QueueCounts], clientList: RedisValue?) -> [MetricFamily] {
+        var jobs: [Series] = [], paused: [Series] = [], overdue: [Series] = [], workers: [Series] = []
+        jobs.reserveCapacity(counts.count * QueueMetrics.states.count)
         let clientNames = Self.clientNames(clientList)
-        let nowMs = UnixTime.now.seconds * 1000
-        func sample(_ value: Double, _ labels: Labels) -> Series { Series(labels: labels, value: .number(value)) }
         for count in counts {
             let labels = count.queue.labels
             for index in QueueMetrics.statesInNameOrder {
-                jobs.append(sample(Double(count.states[index]), labels.adding("state", QueueMetrics.states[index])))
+                jobs.append(Self.sample(Double(count.states[index]), labels.adding("state", QueueMetrics.states[index])))
             }
-            paused.append(sample(count.isPaused ? 1 : 0, labels))
-            overdue.append(sample(Double(count.overdueDelayed), labels))
-            let headTimestamp = followUp.headTimestamp(count.queue, replies)
-            oldest.append(sample(headTimestamp.map { max(0, (nowMs - $0) / 1000) } ?? 0, labels))
-            unlocked.append(sample(Double(followUp.unlockedActive(count.queue, replies)), labels))
-            if let clientNames { workers.append(sample(Double(Self.workerCount(count.queue, clientNames)), labels)) }
+            paused.append(Self.sample(count.isPaused ? 1 : 0, labels))
+            overdue.append(Self.sample(Double(count.overdueDelayed), labels))
+            if let clientNames { workers.append(Self.sample(Double(Self.workerCount(count.queue, clientNames)), labels)) }
         }
         var dropped = FamilyBuilder(SQLMetricCollector.dropped)
         dropped.set(state.withLock { $0.dropped }, ["collector": name, "metric": QueueMetrics.jobs.name])
+        return [MetricFamily(QueueMetrics.jobs, series: jobs), MetricFamily(QueueMetrics.paused, series: paused),
+                MetricFamily(QueueMetrics.overdue, series: overdue), MetricFamily(QueueMetrics.workers, series: workers),
+                dropped.build()]
+    }
+
+    /// The families that need the follow-up round trip too.
+    private func followUpFamilies(_ counts: [QueueCounts], _ followUp: FollowUp, _ replies: [RedisValue]) -> [MetricFamily] {
+        var oldest: [Series] = [], unlocked: [Series] = []
+        let nowMs = UnixTime.now.seconds * 1000
+        for (position, count) in counts.enumerated() {
+            let labels = count.queue.labels
+            let headTimestamp = followUp.headTimestamp(at: position, replies)
+            oldest.append(Self.sample(headTimestamp.map { max(0, (nowMs - $0) / 1000) } ?? 0, labels))
+            unlocked.append(Self.sample(Double(followUp.unlockedActive(at: position, replies)), labels))
+        }
         var roundTrips = FamilyBuilder(QueueMetrics.roundTrips)
         roundTrips.set(Double(client.roundTripCount), ["collector": name])
-        return [MetricFamily(QueueMetrics.jobs, series: jobs), MetricFamily(QueueMetrics.paused, series: paused),
-                MetricFamily(QueueMetrics.oldestWaiting, series: oldest), MetricFamily(QueueMetrics.overdue, series: overdue),
-                MetricFamily(QueueMetrics.unlocked, series: unlocked), MetricFamily(QueueMetrics.workers, series: workers),
-                dropped.build(), roundTrips.build()]
+        return [MetricFamily(QueueMetrics.oldestWaiting, series: oldest), MetricFamily(QueueMetrics.unlocked, series: unlocked),
+                roundTrips.build()]
     }
+
+    private static func sample(_ value: Double, _ labels: Labels) -> Series { Series(labels: labels, value: .number(value)) }
 
     /// Reads the new events of every queue: remembers when jobs were added and started, and
     /// returns the jobs that finished, in stream order.
-    private func recordEvents(_ followUp: FollowUp, _ replies: [RedisValue]) -> [FinishedJob] {
+    private func recordEvents(_ counts: [QueueCounts]) -> [FinishedJob] {
         state.withLock { state in
             var finished: [FinishedJob] = []
-            for (queue, entries) in followUp.eventReads(replies) {
+            for count in counts {
+                let (queue, entries) = (count.queue, count.events)
                 guard state.streamCursors[queue] != nil else {
-                    // First sight of this stream: start at its end; earlier history is not counted.
+                    // First read: start at the stream's end, so earlier history is not counted (or at
+                    // its beginning once there is one, if it did not exist yet).
                     state.streamCursors[queue] = entries.last?.id ?? "0-0"
                     continue
                 }
@@ -152,7 +169,7 @@ public final class QueueCollector: Collector {
 
     /// Adds finished jobs to the counters and histograms; their own hashes give exact times,
     /// stream timestamps stand in for jobs already removed.
-    private func accumulate(_ finished: [FinishedJob], _ replies: [RedisValue], present: Set<QueueID>) -> [MetricFamily] {
+    private func accumulate(_ finished: [FinishedJob], _ replies: ArraySlice<RedisValue>, present: Set<QueueID>) -> [MetricFamily] {
         state.withLock { state in
             for (job, reply) in zip(finished, replies) {
                 let fields = reply.array.map { $0.string.flatMap(Double.init) }
@@ -209,16 +226,6 @@ public final class QueueCollector: Collector {
         let roots = ["\(queue.prefix):\(base64)", "\(queue.prefix):\(queue.name)"]
         return names.filter { name in roots.contains { name == $0 || name.hasPrefix($0 + ":w:") } }.count
     }
-}
-
-/// A job whose completed or failed event was read this run.
-private struct FinishedJob {
-    let queue: QueueID
-    let id: String
-    let failed: Bool
-    let eventMs: Double
-    let activeMs: Double?
-    let added: (ms: Double, name: String)?
 }
 
 extension FamilyBuilder {

@@ -20,7 +20,7 @@ struct QueueDiscovery: Sendable {
         let deadline = ContinuousClock.now + config.discoveryBudget
         while let prefix = pendingPrefixes.first, ContinuousClock.now < deadline {
             let pattern = Self.globEscaped(prefix) + ":*:[im][de]*"
-            let reply = try await client.pipeline([["SCAN", cursor, "MATCH", pattern, "COUNT", String(config.scanCount)]])
+            let reply = try await client.pipeline(RedisCommands([["SCAN", cursor, "MATCH", pattern, "COUNT", String(config.scanCount)]]))
             let parts = reply.first?.array ?? []
             guard parts.count == 2, let next = parts[0].string else {
                 throw RedisError(kind: .connection, message: "unexpected SCAN reply")

@@ -3,6 +3,7 @@ struct QueueCounts {
     static let commandCount = 15
     /// How many active jobs are checked for a lock; more would make the follow-up unbounded.
     static let activeSample = 1000
+    static let eventsPerRead = 10_000
 
     let queue: QueueID
     /// In `QueueMetrics.states` order.
@@ -12,21 +13,48 @@ struct QueueCounts {
     /// The job at the head of the line (next to be processed), if any waits.
     let headJobID: String?
     let activeJobIDs: [String]
-    let hasEventStream: Bool
+    /// The events stream's entries after the cursor, or its last entry when there was no
+    /// cursor yet; none where the queue has no stream (Bull).
+    let events: [StreamEntry]
 
-    static func commands(_ queue: QueueID, nowMs: Double) -> [[String]] {
-        // BullMQ and Bull encode a delayed job's score as due-time-in-ms × 4096 + a counter.
-        let overdueBound = "(" + String(Int64((nowMs.rounded(.down) + 1) * 4096))
-        return [
-            // The last two entries: the head of the line, and the one behind a legacy marker.
-            ["LLEN", queue.key("wait")], ["LRANGE", queue.key("wait"), "-2", "-1"],
-            ["LLEN", queue.key("paused")], ["LRANGE", queue.key("paused"), "-2", "-1"],
-            ["LLEN", queue.key("active")], ["ZCARD", queue.key("prioritized")], ["ZCARD", queue.key("delayed")],
-            ["ZCARD", queue.key("waiting-children")], ["ZCARD", queue.key("completed")], ["ZCARD", queue.key("failed")],
-            ["HGET", queue.key("meta"), "paused"], ["EXISTS", queue.key("meta-paused")],
-            ["ZCOUNT", queue.key("delayed"), "-inf", overdueBound],
-            ["LRANGE", queue.key("active"), "0", String(activeSample - 1)], ["TYPE", queue.key("events")],
-        ]
+    /// What every queue's commands of one run share.
+    struct Run {
+        /// BullMQ and Bull encode a delayed job's score as due-time-in-ms × 4096 + a counter.
+        let overdueBound: String
+        let activeEnd = String(QueueCounts.activeSample - 1)
+        let eventsCount = String(QueueCounts.eventsPerRead)
+
+        init(nowMs: Double) {
+            overdueBound = "(" + String(Int64((nowMs.rounded(.down) + 1) * 4096))
+        }
+    }
+
+    /// Appends the queue's `commandCount` commands; `eventsCursor` is the last events-stream
+    /// entry read, nil before the first read.
+    static func appendCommands(_ queue: QueueID, _ run: Run, eventsCursor: String?, to commands: inout RedisCommands) {
+        let key = queue.keyPrefix
+        // The last two entries: the head of the line, and the one behind a legacy marker.
+        commands.append("LLEN", key: key, "wait")
+        commands.append("LRANGE", key: key, "wait", "-2", "-1")
+        commands.append("LLEN", key: key, "paused")
+        commands.append("LRANGE", key: key, "paused", "-2", "-1")
+        commands.append("LLEN", key: key, "active")
+        commands.append("ZCARD", key: key, "prioritized")
+        commands.append("ZCARD", key: key, "delayed")
+        commands.append("ZCARD", key: key, "waiting-children")
+        commands.append("ZCARD", key: key, "completed")
+        commands.append("ZCARD", key: key, "failed")
+        commands.append("HGET", key: key, "meta", "paused")
+        commands.append("EXISTS", key: key, "meta-paused")
+        commands.append("ZCOUNT", key: key, "delayed", "-inf", run.overdueBound)
+        commands.append("LRANGE", key: key, "active", "0", run.activeEnd)
+        // No TYPE check first: a missing stream reads as empty, a key of another type as an
+        // error reply, and both mean no events.
+        if let eventsCursor {
+            commands.append("XRANGE", key: key, "events", "(" + eventsCursor, "+", "COUNT", run.eventsCount)
+        } else {
+            commands.append("XREVRANGE", key: key, "events", "+", "-", "COUNT", "1")
+        }
     }
 
     init(queue: QueueID, replies: ArraySlice<RedisValue>) {
@@ -49,7 +77,7 @@ struct QueueCounts {
         overdueDelayed = number(12)
         headJobID = waitingHead ?? pausedHead
         activeJobIDs = (reply.count > 13 ? reply[13].array : []).compactMap(\.string).filter { !$0.hasPrefix("0:") }
-        hasEventStream = text(14) == "stream"
+        events = (reply.count > 14 ? reply[14].array : []).compactMap(StreamEntry.init)
     }
 
     /// BullMQ 4 left `0:<timestamp>` marker entries at the tail of wait/paused; getJobCounts
@@ -84,46 +112,60 @@ struct StreamEntry {
     }
 }
 
-/// The second round trip: what the counts pointed at.
+/// A job whose completed or failed event was read this run.
+struct FinishedJob {
+    let queue: QueueID
+    let id: String
+    let failed: Bool
+    let eventMs: Double
+    let activeMs: Double?
+    let added: (ms: Double, name: String)?
+}
+
+/// The second round trip: what the counts pointed at (the head job, active jobs' locks) and
+/// the hashes of jobs that finished since the last run.
 struct FollowUp {
-    private(set) var commands: [[String]] = []
-    private var headIndex: [QueueID: Int] = [:]
-    private var lockRanges: [QueueID: Range<Int>] = [:]
-    private var eventIndex: [(QueueID, Int)] = []
+    private(set) var commands = RedisCommands()
+    /// By position in the counts: where the head job's timestamp is.
+    private var headIndex: [Int?] = []
+    /// By position in the counts: where the number of existing locks is, and of how many.
+    private var lockChecks: [(index: Int, checked: Int)?] = []
+    private var finishedRange = 0..<0
 
-    init(counts: [QueueCounts], cursors: [QueueID: String]) {
+    init(counts: [QueueCounts], finished: [FinishedJob]) {
+        headIndex.reserveCapacity(counts.count)
+        lockChecks.reserveCapacity(counts.count)
         for count in counts {
-            let queue = count.queue
-            if let head = count.headJobID {
-                headIndex[queue] = commands.count
-                commands.append(["HGET", queue.key(head), "timestamp"])
-            }
-            let start = commands.count
-            commands += count.activeJobIDs.map { ["EXISTS", queue.key("\($0):lock")] }
-            lockRanges[queue] = start..<commands.count
-            if count.hasEventStream {
-                eventIndex.append((queue, commands.count))
-                if let cursor = cursors[queue] {
-                    commands.append(["XRANGE", queue.key("events"), "(" + cursor, "+", "COUNT", String(QueueCollector.eventsPerRead)])
-                } else {
-                    commands.append(["XREVRANGE", queue.key("events"), "+", "-", "COUNT", "1"])
-                }
-            }
+            let key = count.queue.keyPrefix
+            headIndex.append(count.headJobID.map { head in
+                commands.append("HGET", key: key, head, "timestamp")
+                return commands.count - 1
+            })
+            // One EXISTS for all of a queue's locks: it answers how many of them exist.
+            lockChecks.append(count.activeJobIDs.isEmpty ? nil : {
+                commands.append("EXISTS", keys: key, count.activeJobIDs, keySuffix: ":lock")
+                return (commands.count - 1, count.activeJobIDs.count)
+            }())
         }
-    }
-
-    func headTimestamp(_ queue: QueueID, _ replies: [RedisValue]) -> Double? {
-        headIndex[queue].flatMap { $0 < replies.count ? replies[$0].string.flatMap(Double.init) : nil }
-    }
-
-    func unlockedActive(_ queue: QueueID, _ replies: [RedisValue]) -> Int {
-        guard let range = lockRanges[queue], range.upperBound <= replies.count else { return 0 }
-        return replies[range].filter { $0.integer == 0 }.count
-    }
-
-    func eventReads(_ replies: [RedisValue]) -> [(QueueID, entries: [StreamEntry])] {
-        eventIndex.compactMap { queue, index in
-            index < replies.count ? (queue, replies[index].array.compactMap(StreamEntry.init)) : nil
+        let start = commands.count
+        for job in finished {
+            commands.append("HMGET", key: job.queue.keyPrefix, job.id, "processedOn", "finishedOn", "timestamp", "atm", "attemptsMade", "name")
         }
+        finishedRange = start..<commands.count
+    }
+
+    func headTimestamp(at position: Int, _ replies: [RedisValue]) -> Double? {
+        headIndex[position].flatMap { $0 < replies.count ? replies[$0].string.flatMap(Double.init) : nil }
+    }
+
+    func unlockedActive(at position: Int, _ replies: [RedisValue]) -> Int {
+        guard let check = lockChecks[position], check.index < replies.count,
+              let locked = replies[check.index].integer else { return 0 }
+        return max(0, check.checked - Int(locked))
+    }
+
+    /// One HMGET reply per finished job, in their order.
+    func finishedJobReplies(_ replies: [RedisValue]) -> ArraySlice<RedisValue> {
+        finishedRange.upperBound <= replies.count ? replies[finishedRange] : []
     }
 }
