@@ -147,18 +147,13 @@ public final class MetricStore: Sendable {
                             textChunk: chunk(text), openMetricsChunk: chunk(openMetrics))
     }
 
-    /// Concatenates the cached families in name order, split around the per-request family.
+    /// Lays out the cached families in name order, split around the per-request family.
     private static func assemble(_ cache: [String: CachedFamily], compressor: ZlibCompressor?) -> Rendered {
         let sorted = cache.sorted { $0.key < $1.key }.map(\.value)
         let split = sorted.firstIndex { $0.family.name > scrapes.name } ?? sorted.count
         func parts(_ format: ExpositionFormat) -> Rendered.Parts {
             let bytes: (CachedFamily) -> ByteBuffer = { format == .text ? $0.text : $0.openMetrics }
             let ownChunk: (CachedFamily) -> DeflatedChunk? = { format == .text ? $0.textChunk : $0.openMetricsChunk }
-            func join(_ families: ArraySlice<CachedFamily>) -> ByteBuffer {
-                var joined = ByteBuffer()
-                for family in families { joined.writeImmutableBuffer(bytes(family)) }
-                return joined
-            }
             /// Large families' cached chunks, with the runs of small ones between them deflated now.
             func chunks(_ families: ArraySlice<CachedFamily>) -> [DeflatedChunk]? {
                 guard let compressor else { return nil }
@@ -183,13 +178,14 @@ public final class MetricStore: Sendable {
                 }
                 return flushRun() ? result : nil
             }
-            var tail = join(sorted[split...])
-            tail.writeString(format.trailer)
             // A missing chunk (zlib failed) means serving uncompressed.
             let gzip = chunks(sorted[..<split]).flatMap { head in
                 chunks(sorted[split...]).map { GzipSegments(head: head, tail: $0, trailer: Array(format.trailer.utf8)) }
             }
-            return Rendered.Parts(head: join(sorted[..<split]), tail: tail, gzip: gzip)
+            // The cached buffers themselves, shared rather than concatenated: a response is
+            // written from them directly (writev), and no second copy of the exposition is kept.
+            return Rendered.Parts(head: sorted[..<split].map(bytes),
+                                  tail: sorted[split...].map(bytes) + [ByteBuffer(string: format.trailer)], gzip: gzip)
         }
         return Rendered(families: sorted.map(\.family), text: parts(.text), openMetrics: parts(.openMetrics))
     }
@@ -217,7 +213,7 @@ public final class MetricStore: Sendable {
         if acceptsGzip, let gzip = parts.gzip {
             return ScrapeBody(parts: gzip.body(middle: middle, allocator: allocator), gzipped: true)
         }
-        return ScrapeBody(parts: [parts.head, ByteBuffer(bytes: middle), parts.tail], gzipped: false)
+        return ScrapeBody(parts: parts.head + [ByteBuffer(bytes: middle)] + parts.tail, gzipped: false)
     }
 
     private func scrapesFamily() -> MetricFamily {
@@ -233,8 +229,9 @@ public final class MetricStore: Sendable {
 /// Both formats of one snapshot, split around the per-request family.
 private struct Rendered: Sendable {
     struct Parts: Sendable {
-        let head: ByteBuffer
-        let tail: ByteBuffer
+        /// The encoded families before and after the per-request one, in name order.
+        let head: [ByteBuffer]
+        let tail: [ByteBuffer]
         /// Nil only if zlib could not compress (out of memory): the plain body is served then.
         let gzip: GzipSegments?
     }
