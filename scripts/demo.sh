@@ -56,7 +56,7 @@ SERVICES_STARTED=1
 bash scripts/services.sh start
 
 say "building telltale (release)"
-swift build -c release --product telltale
+bash scripts/build-release.sh
 BIN="$(swift build -c release --show-bin-path)/telltale"
 
 # Connection details for the config's ${VAR} substitution, psql and the seeder.

@@ -6,7 +6,7 @@
 #                                       stopped again when this script exits
 #   3. swift build --build-tests        debug build of the package and its tests
 #   4. swift test --skip-build          XCTest + Swift Testing
-#   5. swift build -c release --product telltale
+#   5. scripts/build-release.sh        release build of telltale, as it ships
 #   6. pytest tests/                    end-to-end tests against the release binary
 #                                       (TELLTALE_BIN), with $RUN_DIR/env exported
 #
@@ -101,8 +101,8 @@ else
     fi
 fi
 
-section "swift build -c release --product telltale"
-if run swift build -c release --product telltale; then
+section "scripts/build-release.sh"
+if run bash scripts/build-release.sh; then
     TELLTALE_BIN="$(swift build -c release --show-bin-path)/telltale"
     export TELLTALE_BIN
     echo "TELLTALE_BIN=$TELLTALE_BIN"
@@ -129,7 +129,7 @@ if run swift build -c release --product telltale; then
         *) fail "pytest (exit $rc)" ;;
     esac
 else
-    fail "swift build -c release"
+    fail "scripts/build-release.sh"
 fi
 
 # Stop services now (not only in the trap) so the summary is the last thing printed.

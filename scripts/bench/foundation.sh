@@ -293,8 +293,10 @@ SECTION="$WORK/section.md"
     echo
     echo "### Resident memory of \`telltale serve\`"
     echo
-    echo "MiB, from \`/proc/PID/status\` and \`smaps_rollup\`. RssFile is mostly the pages of the binary and the shared"
-    echo "Swift/Foundation libraries that were touched; Pss shares those with other processes mapping them."
+    echo "MiB, from \`/proc/PID/status\` and \`smaps_rollup\`, of the binary \`scripts/build-release.sh\` builds (Swift runtime and"
+    echo "Foundation linked statically, lld with packed relocations, no exported symbols; a default dynamic build holds about 10 MiB"
+    echo "more). RssFile is mostly the touched pages of that binary and of the C libraries (libpq with OpenSSL and Kerberos,"
+    echo "libcurl, hiredis, libc); Pss shares those with other processes mapping them."
     echo
     echo "| when | VmRSS | RssAnon | RssFile | Pss | VmHWM (peak) |"
     echo "| --- | --- | --- | --- | --- | --- |"

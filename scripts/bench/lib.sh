@@ -55,7 +55,7 @@ bench_init() {
     local timeout="${BENCH_TIMEOUT:-330}" main=$$
     ( exec </dev/null >/dev/null 2>&1; sleep "$timeout"; touch "$WORK/.watchdog"; kill -TERM "$main" ) &
     BENCH_WATCHDOG=$!
-    [[ -x $TELLTALE_BIN ]] || bdie "no Telltale binary at $TELLTALE_BIN (swift build -c release --product telltale)"
+    [[ -x $TELLTALE_BIN ]] || bdie "no Telltale binary at $TELLTALE_BIN (scripts/build-release.sh)"
     # Run a private copy: the binary may be rebuilt while we run (and perf must resolve the
     # symbols of the very file that runs).
     cp -p "$TELLTALE_BIN" "$WORK/telltale"

@@ -15,7 +15,9 @@ struct DeflatedChunk: Sendable {
         output.reserveCapacity(compressor.maxSize(from: input))
         try compressor.reset()
         try compressor.deflate(from: &input, to: &output, flush: .sync)
-        deflated = output
+        // The output was sized for the worst case, about the input's size; the cache keeps only
+        // the bytes (an exposition deflates to a tenth of that).
+        deflated = ByteBuffer(bytes: output.readableBytesView)
         crc = bytes.withUnsafeReadableBytes { crc32_z(0, $0.baseAddress, $0.count) }
         length = bytes.readableBytes
     }
