@@ -78,7 +78,9 @@ public struct TelltaleConfig: Sendable {
     public static func parse(_ text: String) throws(ConfigErrors) -> TelltaleConfig {
         let node: Node?
         do {
-            node = try Yams.compose(yaml: text)
+            // No tag resolution: ConfigReader reads every scalar as text and parses it itself,
+            // and the default resolver's NSRegularExpressions would load ICU for nothing.
+            node = try Yams.compose(yaml: text, .basic)
         } catch {
             throw ConfigErrors(problems: [yamlProblem(error)])
         }
