@@ -46,6 +46,10 @@ struct Serve: AsyncParsableCommand {
         // Two malloc arenas rather than glibc's eight per core: Telltale's threads allocate
         // little, and idle arenas would only hold on to resident memory.
         mallopt(M_ARENA_MAX, 2)
+        // Large blocks (encoded families, pipelines, query results) are mapped and unmapped on
+        // their own. Left to itself glibc raises this threshold as they are freed and then
+        // carves them from the heap, where they fragment it and stay resident.
+        mallopt(M_MMAP_THRESHOLD, 128 * 1024)
         var config = try options.load()
         if let listen {
             guard let address = ListenAddress(listen) else {
