@@ -69,8 +69,12 @@ public final class MetricStore: Sendable {
         var sourceOrder: [String] = []
         var cache: [String: CachedFamily] = [:]
         var renderDurations = FamilyBuilder(MetricStore.renderDuration, buckets: MetricStore.renderBuckets)
-        /// Reused for every chunk (reset, not reallocated); nil if zlib could not start.
-        let compressor = try? ZlibCompressor(algorithm: .deflate, configuration: .init(compressionLevel: .compressionLevel3))
+    }
+
+    /// One per render, reused for each of its chunks (reset, not reallocated), then freed: its
+    /// 270 KB of state need not stay resident between renders. Nil if zlib could not start.
+    private static func makeCompressor() -> ZlibCompressor? {
+        try? ZlibCompressor(algorithm: .deflate, configuration: .init(compressionLevel: .compressionLevel3))
     }
 
     private let renderState = Mutex(RenderState())
@@ -80,7 +84,7 @@ public final class MetricStore: Sendable {
     private let openMetricsScrapes = Atomic<UInt64>(0)
 
     public init() {
-        current = Mutex(Self.assemble([:], compressor: try? ZlibCompressor(algorithm: .deflate)))
+        current = Mutex(Self.assemble([:], compressor: Self.makeCompressor()))
         renderThread.start()
     }
 
@@ -112,9 +116,10 @@ public final class MetricStore: Sendable {
             if state.sources[Self.storeSource] == nil { state.sourceOrder.append(Self.storeSource) }
             state.sources[Self.storeSource] = [durations.name: durations]
             dirty.insert(durations.name)
-            for name in dirty { state.cache[name] = Self.cachedFamily(name, state) }
+            let compressor = Self.makeCompressor()
+            for name in dirty { state.cache[name] = Self.cachedFamily(name, state, compressor: compressor) }
             let conflicts = state.cache.values.flatMap(\.conflicts).filter { updates[$0.source] != nil }
-            return (Self.assemble(state.cache, compressor: state.compressor), conflicts)
+            return (Self.assemble(state.cache, compressor: compressor), conflicts)
         }
         current.withLock { $0 = rendered }
         // A render frees the previous exposition's buffers; hand that memory back to the
@@ -126,7 +131,7 @@ public final class MetricStore: Sendable {
     }
 
     /// Merges and encodes one family from every source that has it; nil when none has.
-    private static func cachedFamily(_ name: String, _ state: RenderState) -> CachedFamily? {
+    private static func cachedFamily(_ name: String, _ state: RenderState, compressor: ZlibCompressor?) -> CachedFamily? {
         let contributions = state.sourceOrder.compactMap { source in state.sources[source]?[name].map { (source, [$0]) } }
         guard !contributions.isEmpty, name != scrapes.name else { return nil }
         // A family from a single source is used as it is: no merge, no copy.
@@ -140,7 +145,7 @@ public final class MetricStore: Sendable {
         let text = ByteBuffer(bytes: ExpositionEncoder.encode([family], format: .text))
         let openMetrics = ByteBuffer(bytes: ExpositionEncoder.encode([family], format: .openMetrics))
         func chunk(_ bytes: ByteBuffer) -> DeflatedChunk? {
-            guard bytes.readableBytes >= ownChunkBytes, let compressor = state.compressor else { return nil }
+            guard bytes.readableBytes >= ownChunkBytes, let compressor else { return nil }
             return try? DeflatedChunk(bytes, compressor: compressor)
         }
         return CachedFamily(family: family, conflicts: conflicts, text: text, openMetrics: openMetrics,
