@@ -191,11 +191,9 @@ if perf_profile "$TT_PID" "$PERF_SECONDS" "$WORK/perf-report.txt"; then
         row 'collector, async part: `QueueCollector.collectQueues` (its largest part: parse replies, build families)' 'QueueCollectorC13collectQueues'
         row '&nbsp;&nbsp;`QueueCounts.appendCommands` (the counts commands, written in RESP)' 'QueueCountsV14appendCommands'
         row '&nbsp;&nbsp;`countFamilies` (the gauge families of the counts, built while the follow-up is in flight)' 'QueueCollectorC13countFamilies'
-        row '&nbsp;&nbsp;`FamilyBuilder.build` (sorts series by labels)' 'FamilyBuilderV5build'
         row 'Redis client: `RedisConnection.pipeline` (hiredis, on its own thread: write, read, convert)' 'RedisConnectionC8pipeline'
         row 'store: `MetricStore.publish` (merge + render, after the run)' 'MetricStoreC7publish'
         row '&nbsp;&nbsp;`MetricStore.render` (merge, encode the changed families, gzip)' 'MetricStoreC6render'
-        row '&nbsp;&nbsp;`MetricStore.assemble` (concatenate the cached pieces)' 'MetricStoreC8assemble'
     )"
     PERF_NOTE="$(perf_samples "$R") samples at 499 Hz over ${PERF_SECONDS} s"
 fi
