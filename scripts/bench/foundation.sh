@@ -137,16 +137,14 @@ if perf_profile "$TT_PID" "$WINDOW_B" "$WORK/perf-report.txt"; then
     R="$WORK/perf-report.txt"
     P_COLLECT=$(perf_share "$R" 'SQLMetricCollectorC7collect')
     P_PUBLISH=$(perf_share "$R" 'MetricStoreC7publish')
-    P_ENCODE=$(perf_share "$R" 'MetricStoreC12cachedFamily')
-    P_DEFLATE=$(perf_share "$R" 'DeflatedChunkV')
+    P_RENDER=$(perf_share "$R" 'MetricStoreC6render')
     P_ASSEMBLE=$(perf_share "$R" 'MetricStoreC8assemble')
     ms_of() { calc "round($1 / 100 * $CPU_PER_CHANGE_MS, 1)"; }
     PERF_ROWS="$(cat <<EOF
 | collector run (query result → family), \`SQLMetricCollector.collect\` | ${P_COLLECT} % | $(ms_of "$P_COLLECT") |
 | publish, \`MetricStore.publish\` (all of the below) | ${P_PUBLISH} % | $(ms_of "$P_PUBLISH") |
-| &nbsp;&nbsp;the changed families, \`MetricStore.cachedFamily\` (merge across sources, encode both formats, deflate) | ${P_ENCODE} % | $(ms_of "$P_ENCODE") |
-| &nbsp;&nbsp;&nbsp;&nbsp;of which deflate, \`DeflatedChunk.init\` | ${P_DEFLATE} % | $(ms_of "$P_DEFLATE") |
-| &nbsp;&nbsp;lay out the cached pieces, \`MetricStore.assemble\` (and deflate runs of small families) | ${P_ASSEMBLE} % | $(ms_of "$P_ASSEMBLE") |
+| &nbsp;&nbsp;render on the store's thread, \`MetricStore.render\` (merge, encode and deflate the changed families, lay out) | ${P_RENDER} % | $(ms_of "$P_RENDER") |
+| &nbsp;&nbsp;&nbsp;&nbsp;of which laying out the cached pieces, \`MetricStore.assemble\` (and deflating runs of small families) | ${P_ASSEMBLE} % | $(ms_of "$P_ASSEMBLE") |
 EOF
 )"
     PERF_NOTE="perf: $(perf_samples "$R") samples at 499 Hz over ${WINDOW_B} s, $B_PUBLISHES publishes in that window"
