@@ -57,11 +57,11 @@ public final class QueueCollector: Collector {
     private func collectQueues() async throws -> CollectionResult {
         let queues = try await currentQueues()
         // Round trip 1: every queue's counts and new events, plus CLIENT LIST for the workers.
-        let run = QueueCounts.Run(nowMs: UnixTime.now.seconds * 1000)
+        let overdueBound = QueueCounts.overdueBound(nowMs: UnixTime.now.seconds * 1000)
         let cursors = state.withLock { $0.streamCursors }
         var countCommands = RedisCommands()
         for queue in queues {
-            QueueCounts.appendCommands(queue, run, eventsCursor: cursors[queue], to: &countCommands)
+            QueueCounts.appendCommands(queue, overdueBound: overdueBound, eventsCursor: cursors[queue], to: &countCommands)
         }
         countCommands.append(["CLIENT", "LIST"])
         let countReplies = try await client.pipeline(countCommands)
@@ -147,7 +147,7 @@ public final class QueueCollector: Collector {
                     continue
                 }
                 for entry in entries {
-                    let jobKey = "\(queue.prefix):\(queue.name):\(entry.jobId)"
+                    let jobKey = queue.key(entry.jobId)
                     switch entry.event {
                     case "added": state.addedAt[jobKey] = (entry.ms, entry.fields["name"] ?? "")
                     case "active": state.activeSince[jobKey] = entry.ms

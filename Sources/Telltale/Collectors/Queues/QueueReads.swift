@@ -17,21 +17,18 @@ struct QueueCounts {
     /// cursor yet; none where the queue has no stream (Bull).
     let events: [StreamEntry]
 
-    /// What every queue's commands of one run share.
-    struct Run {
-        /// BullMQ and Bull encode a delayed job's score as due-time-in-ms × 4096 + a counter.
-        let overdueBound: String
-        let activeEnd = String(QueueCounts.activeSample - 1)
-        let eventsCount = String(QueueCounts.eventsPerRead)
+    private static let activeEnd = String(activeSample - 1)
+    private static let eventsCount = String(eventsPerRead)
 
-        init(nowMs: Double) {
-            overdueBound = "(" + String(Int64((nowMs.rounded(.down) + 1) * 4096))
-        }
+    /// The ZCOUNT bound of delayed jobs already due, the same for every queue of a run: BullMQ
+    /// and Bull encode a delayed job's score as due-time-in-ms × 4096 + a counter.
+    static func overdueBound(nowMs: Double) -> String {
+        "(" + String(Int64((nowMs.rounded(.down) + 1) * 4096))
     }
 
     /// Appends the queue's `commandCount` commands; `eventsCursor` is the last events-stream
     /// entry read, nil before the first read.
-    static func appendCommands(_ queue: QueueID, _ run: Run, eventsCursor: String?, to commands: inout RedisCommands) {
+    static func appendCommands(_ queue: QueueID, overdueBound: String, eventsCursor: String?, to commands: inout RedisCommands) {
         let key = queue.keyPrefix
         // The last two entries: the head of the line, and the one behind a legacy marker.
         commands.append("LLEN", key: key, "wait")
@@ -46,12 +43,12 @@ struct QueueCounts {
         commands.append("ZCARD", key: key, "failed")
         commands.append("HGET", key: key, "meta", "paused")
         commands.append("EXISTS", key: key, "meta-paused")
-        commands.append("ZCOUNT", key: key, "delayed", "-inf", run.overdueBound)
-        commands.append("LRANGE", key: key, "active", "0", run.activeEnd)
+        commands.append("ZCOUNT", key: key, "delayed", "-inf", overdueBound)
+        commands.append("LRANGE", key: key, "active", "0", activeEnd)
         // No TYPE check first: a missing stream reads as empty, a key of another type as an
         // error reply, and both mean no events.
         if let eventsCursor {
-            commands.append("XRANGE", key: key, "events", "(" + eventsCursor, "+", "COUNT", run.eventsCount)
+            commands.append("XRANGE", key: key, "events", "(" + eventsCursor, "+", "COUNT", eventsCount)
         } else {
             commands.append("XREVRANGE", key: key, "events", "+", "-", "COUNT", "1")
         }
