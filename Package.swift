@@ -29,6 +29,9 @@ let package = Package(
         .systemLibrary(name: "CHiredis", providers: [.apt(["libhiredis-dev"])]),
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
+        // Rule matchers' regular expressions: PCRE2 with match and depth limits, so a
+        // pattern's cost is bounded (Swift's Regex backtracks without any limit).
+        .systemLibrary(name: "CPCRE2", providers: [.apt(["libpcre2-dev"])]),
         .systemLibrary(name: "CGlibcExtras"),
 
         // Metric model and exposition encoders: pure, no I/O.
@@ -43,6 +46,7 @@ let package = Package(
                 "CLibPQ",
                 "CHiredis",
                 "CCurl",
+                "CPCRE2",
                 "CGlibcExtras",
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),

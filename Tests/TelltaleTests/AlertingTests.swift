@@ -7,13 +7,44 @@ import TelltaleMetrics
         let matchers = try LabelMatcher.parseList(#"queue="emails", state=~"wait.*",env!="dev",x!~"a\"b""#).get()
         #expect(matchers.map(\.description) == [#"queue="emails""#, #"state=~"wait.*""#, #"env!="dev""#, #"x!~"a"b""#])
         let labels: Labels = ["queue": "emails", "state": "waiting", "env": "prod"]
-        #expect(matchers.prefix(3).allSatisfy { $0.matches(labels) })
+        #expect(try matchers.prefix(3).allSatisfy { try $0.matches(labels) })
     }
 
     @Test func regexesMatchWholeValues() throws {
         let matcher = try LabelMatcher.parseList(#"state=~"wait""#).get()[0]
-        #expect(!matcher.matches(["state": "waiting"]))
-        #expect(matcher.matches(["state": "wait"]))
+        #expect(try !matcher.matches(["state": "waiting"]))
+        #expect(try matcher.matches(["state": "wait"]))
+    }
+
+    /// Regression: `(a+)+$` against 100 `a`s and a `b` froze the whole process (Swift's Regex
+    /// backtracks without limit, and it ran under the alerting lock).
+    @Test func catastrophicPatternsRunOutOfBudgetInsteadOfHanging() throws {
+        let matcher = try LabelMatcher.parseList(#"svc=~"(a+)+$""#).get()[0]
+        #expect(throws: BoundedRegex.BudgetExceeded.self) {
+            try matcher.matches(["svc": String(repeating: "a", count: 100) + "b"])
+        }
+        #expect(try matcher.matches(["svc": "aaaa"]))
+    }
+
+    @Test func evaluatorReportsARuleOverBudgetAndKeepsItsStates() throws {
+        let matchers = try LabelMatcher.parseList(#"svc=~"(a+)+$""#).get()
+        let rule = AlertRule(name: "slow", environment: "prod", metric: "level", matchers: matchers, comparison: .greater,
+                             threshold: 1, clearThreshold: nil, forDuration: .zero, keepFiring: .zero, severity: "warning",
+                             channel: nil, description: nil)
+        var catalog = RuleCatalog()
+        catalog.rules["slow"] = rule
+        var builder = FamilyBuilder(MetricDescriptor("level", .gauge, help: "h"))
+        builder.set(5, ["svc": String(repeating: "a", count: 100) + "b"])
+        var evaluator = Evaluator()
+        let events = evaluator.evaluate(catalog, MetricSnapshot(families: [builder.build()]), now: 0, link: nil)
+        #expect(events.isEmpty)
+        #expect(evaluator.errors["slow"]?.contains("match budget") == true)
+    }
+
+    @Test func regexesAreCompiledOncePerPattern() throws {
+        let first = try LabelMatcher.parseList(#"a=~"x.*""#).get()[0]
+        let again = try LabelMatcher.parseList(#"a=~"x.*""#, compiled: ["x.*": first.regex!]).get()[0]
+        #expect(again.regex === first.regex)
     }
 
     @Test func rejectsMalformedMatchers() {
@@ -107,9 +138,31 @@ import TelltaleMetrics
     }
 
     @Test func retryAfterFromHeaderOrDiscordBody() {
-        #expect(Deliverer.retryAfter(response(429, headers: ["retry-after": "2"])) == .seconds(2))
-        #expect(Deliverer.retryAfter(response(429, body: #"{"retry_after": 1.5}"#)) == .milliseconds(1500))
-        #expect(Deliverer.retryAfter(response(429)) == Deliverer.defaultRetryAfter)
+        #expect(RetryAfter.parse(response(429, headers: ["retry-after": "2"])) == .seconds(2))
+        #expect(RetryAfter.parse(response(429, body: #"{"retry_after": 1.5}"#)) == .milliseconds(1500))
+        #expect(RetryAfter.parse(response(429)) == nil)
+    }
+
+    /// Regression: `inf`, `nan` and huge values from a third party trapped converting to Int64.
+    @Test func retryAfterFromOutsideNeverTraps() {
+        for hostile in ["inf", "-inf", "nan", "1e20", "-1e20", "9.3e15", "1e308", "-0"] {
+            let wait = RetryAfter.parse(response(429, headers: ["retry-after": hostile]))
+            #expect(wait.map { $0 >= .zero && $0 <= .seconds(3600) } ?? true, "\(hostile)")
+        }
+        #expect(RetryAfter.parse(response(429, headers: ["retry-after": "inf"])) == .seconds(3600))
+        #expect(RetryAfter.parse(response(429, headers: ["retry-after": "-5"])) == .zero)
+        #expect(RetryAfter.parse(response(429, body: #"{"retry_after": 1e400}"#)).map { $0 <= .seconds(3600) } ?? true)
+    }
+
+    @Test func checkedConversionsRejectWhatDoesNotFit() {
+        #expect(Checked.int64(.infinity) == nil)
+        #expect(Checked.int64(.nan) == nil)
+        #expect(Checked.int64(1e19) == nil)
+        #expect(Checked.int64(-2.7) == -2)
+        #expect(Checked.duration(seconds: 1e300, max: 86400) == nil)
+        #expect(Checked.duration(seconds: -1, max: 86400) == nil)
+        #expect(Checked.duration(seconds: 1.5, max: 86400) == .milliseconds(1500))
+        #expect(Checked.clampedDuration(seconds: 1e16, max: 60) == .seconds(60))
     }
 
     @Test func backoffGrowsAndIsCapped() {

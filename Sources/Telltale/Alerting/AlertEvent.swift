@@ -23,13 +23,20 @@ struct AlertEvent: Codable, Sendable, Equatable {
     var endsAt: Double?
     var link: String?
 
+    /// Label values longer than this are clipped in messages: a source may report anything.
+    static let maxLabelValueLength = 1024
+
+    static func clippedLabels(_ labels: Labels) -> [String: String] {
+        Dictionary(labels.labels.map { ($0.name, $0.value.clipped(maxLabelValueLength)) }, uniquingKeysWith: { first, _ in first })
+    }
+
     /// The series the event is about, as canonical label text.
     var seriesKey: String { AlertEvent.seriesKey(labels) }
 
     /// One row per transition and channel: a second writer of the same transition (another
     /// replica, a restarted one) hits the unique key instead of sending twice.
     func idempotencyKey(channel: String) -> String {
-        "\(rule)|\(seriesKey)|\(Int64((startsAt * 1000).rounded()))|\(status.rawValue)|\(channel)"
+        "\(rule)|\(seriesKey)|\(Checked.int64((startsAt * 1000).rounded()) ?? 0)|\(status.rawValue)|\(channel)"
     }
 
     static func seriesKey(_ labels: [String: String]) -> String {

@@ -8,7 +8,7 @@ enum AlertMetrics {
     static let threshold = MetricDescriptor("telltale_alert_threshold", .gauge, help: "Threshold of each rule in force.")
     static let firing = MetricDescriptor("telltale_alerts_firing", .gauge, help: "Series currently firing, over all rules.")
     static let ruleErrors = MetricDescriptor(
-        "telltale_alert_rule_errors", .gauge, help: "1 for a rule whose current row is invalid (its last good version stays in force).")
+        "telltale_alert_rule_errors", .gauge, help: "1 for a rule whose current row is invalid (its last good version stays in force) or that could not be evaluated.")
     static let notifications = MetricDescriptor(
         "telltale_notifications", .counter, help: "Delivery attempts by channel and outcome: delivered, rate_limited, retried, failed.")
     static let queueDepth = MetricDescriptor(
@@ -37,7 +37,8 @@ enum AlertMetrics {
         var firingFamily = FamilyBuilder(firing)
         firingFamily.set(Double(firingCount))
         var errors = FamilyBuilder(ruleErrors)
-        for name in catalog.ruleErrors.keys { errors.set(1, ["rule": name]) }
+        // Invalid rows, and rules that could not be evaluated (a regex over its match budget).
+        for name in Set(catalog.ruleErrors.keys).union(evaluator.errors.keys) { errors.set(1, ["rule": name]) }
         var depth = FamilyBuilder(queueDepth)
         var failingFamily = FamilyBuilder(channelFailing)
         for name in catalog.channels.keys {

@@ -10,32 +10,40 @@ struct LabelMatcher: Sendable, CustomStringConvertible {
     let name: String
     let operation: Operation
     let value: String
+    /// Compiled once per rule version, for `=~` and `!~`.
+    let regex: BoundedRegex?
 
-    init?(name: String, operation: Operation, value: String) {
-        if operation == .matches || operation == .notMatches {
-            guard (try? Regex(value)) != nil else { return nil }
-        }
+    /// A matcher; a regular expression is compiled unless `compiled` already has it.
+    init(name: String, operation: Operation, value: String, compiled: [String: BoundedRegex] = [:]) throws(RuleError) {
         self.name = name
         self.operation = operation
         self.value = value
+        if operation == .matches || operation == .notMatches {
+            if let known = compiled[value] {
+                regex = known
+            } else {
+                regex = try BoundedRegex(value, anchoring: .whole)
+            }
+        } else {
+            regex = nil
+        }
     }
 
-    func matches(_ labels: Labels) -> Bool {
+    /// Whether the labels satisfy the matcher; throws when a regex ran out of its budget.
+    func matches(_ labels: Labels) throws(BoundedRegex.BudgetExceeded) -> Bool {
         let actual = labels[name] ?? ""
         switch operation {
         case .equal: return actual == value
         case .notEqual: return actual != value
-        case .matches, .notMatches:
-            // Compiled here rather than stored: Regex is not Sendable.
-            let whole = (try? Regex(value)).map { actual.wholeMatch(of: $0) != nil } ?? false
-            return operation == .matches ? whole : !whole
+        case .matches: return try regex?.matches(actual) ?? false
+        case .notMatches: return try !(regex?.matches(actual) ?? false)
         }
     }
 
     var description: String { "\(name)\(operation.rawValue)\"\(value)\"" }
 
-    /// Parses `a="x",b!~"y.*"`. Nil with a reason on malformed input.
-    static func parseList(_ text: String) -> Result<[LabelMatcher], RuleError> {
+    /// Parses `a="x",b!~"y.*"`, reusing regexes already in `compiled`. A reason on malformed input.
+    static func parseList(_ text: String, compiled: [String: BoundedRegex] = [:]) -> Result<[LabelMatcher], RuleError> {
         var matchers: [LabelMatcher] = []
         var rest = Substring(text.trimming(" "))
         while !rest.isEmpty {
@@ -72,10 +80,11 @@ struct LabelMatcher: Sendable, CustomStringConvertible {
             guard closed, MetricNames.isValidLabelName(name) else {
                 return .failure(RuleError("malformed matcher for \"\(name)\""))
             }
-            guard let matcher = LabelMatcher(name: name, operation: operation, value: value) else {
-                return .failure(RuleError("invalid regular expression for \(name)"))
+            do {
+                matchers.append(try LabelMatcher(name: name, operation: operation, value: value, compiled: compiled))
+            } catch {
+                return .failure(RuleError("matcher for \(name): \(error)"))
             }
-            matchers.append(matcher)
             rest = afterName[afterName.index(after: index)...].drop { $0 == " " || $0 == "," }
         }
         return .success(matchers)
@@ -130,17 +139,30 @@ struct AlertRule: Sendable {
 
     /// The series a rule watches: samples of its family (counters also as `name_total`,
     /// histograms as `name_count` and `name_sum`) whose labels match every matcher.
-    func series(in snapshot: MetricSnapshot) -> [(labels: Labels, value: Double)] {
+    /// Throws when a matcher's regex ran out of budget: the rule cannot be evaluated.
+    func series(in snapshot: MetricSnapshot) throws(BoundedRegex.BudgetExceeded) -> [(labels: Labels, value: Double)] {
         var found: [(Labels, Double)] = []
         for family in snapshot.families {
             let sampleNames: [String: (SeriesValue) -> Double?] = Self.sampleReaders(family)
             guard let read = sampleNames[metric] else { continue }
-            for series in family.series where matchers.allSatisfy({ $0.matches(series.labels) }) {
+            for series in family.series where try matchesAll(series.labels) {
                 if let value = read(series.value) { found.append((series.labels, value)) }
             }
         }
         return found
     }
+
+    private func matchesAll(_ labels: Labels) throws(BoundedRegex.BudgetExceeded) -> Bool {
+        for matcher in matchers where try !matcher.matches(labels) { return false }
+        return true
+    }
+
+    /// The longest accepted `for_seconds` and `keep_firing_seconds`: a year.
+    static let maxDurationSeconds = 366.0 * 86400
+    /// Longer descriptions are clipped: every platform limits a message's size, and the
+    /// outbox stores a copy per notification.
+    static let maxDescriptionLength = 4000
+    static let maxNameLength = 200
 
     private static func sampleReaders(_ family: MetricFamily) -> [String: (SeriesValue) -> Double?] {
         let number: (SeriesValue) -> Double? = { if case .number(let value) = $0 { value } else { nil } }

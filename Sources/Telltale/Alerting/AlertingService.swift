@@ -89,7 +89,7 @@ public final class AlertingService: Service, Sendable {
             let names = Set(state.catalog.rules.keys).union(state.catalog.ruleErrors.keys).sorted()
             status.rules = names.map { name in
                 AlertingStatus.RuleRow(name: name, state: Self.summary(state.evaluator.states[name], known: state.catalog.rules[name] != nil),
-                                       error: state.catalog.ruleErrors[name])
+                                       error: state.catalog.ruleErrors[name] ?? state.evaluator.errors[name])
             }
             status.channels = state.catalog.channels.values.sorted { $0.name < $1.name }.map { channel in
                 AlertingStatus.ChannelRow(name: channel.name, kind: channel.kind.rawValue,
@@ -131,13 +131,17 @@ public final class AlertingService: Service, Sendable {
             state.withLock { $0.databaseError = error.message }
             logger.warning("alerting database unavailable", metadata: ["problem": "\(error.message)"])
         }
+        // Evaluated outside the lock: matching takes time, and `/`, the metrics and the
+        // delivery loop read this state meanwhile. This loop is the evaluator's only writer.
         let snapshot = store.snapshot
-        let (events, leader, catalog) = state.withLock { state in
-            let events = state.evaluator.evaluate(state.catalog, snapshot, now: UnixTime.now.seconds, link: config.externalURL)
-            state.unsaved += events
-            return (state.unsaved, state.leader, state.catalog)
+        var (evaluator, catalog) = state.withLock { ($0.evaluator, $0.catalog) }
+        let fresh = evaluator.evaluate(catalog, snapshot, now: UnixTime.now.seconds, link: config.externalURL)
+        let (events, leader) = state.withLock { [evaluator] state in
+            state.evaluator = evaluator
+            state.unsaved += fresh
+            return (state.unsaved, state.leader)
         }
-        for event in events where event.status != .test {
+        for event in fresh where event.status != .test {
             logger.info("alert \(event.status.rawValue)", metadata: ["rule": "\(event.rule)", "series": "\(event.seriesKey)"])
         }
         if leader && !events.isEmpty {
@@ -301,7 +305,7 @@ public final class AlertingService: Service, Sendable {
                                metric: "telltale_build_info", comparison: "==", threshold: 1, value: 1, labels: [:],
                                description: "A test message from Telltale.", startsAt: now, endsAt: nil, link: config.externalURL)
         let outcome = await Deliverer(http: HTTPClient(threads: 1), timeout: config.deliveryTimeout)
-            .send(event, key: "test|\(Int64(now * 1000))", to: channel)
+            .send(event, key: "test|\(Checked.int64(now * 1000) ?? 0)", to: channel)
         switch outcome {
         case .delivered(let status): return (true, "\(name) (\(channel.kind.rawValue)): delivered, HTTP \(status)")
         case .rateLimited(let after): return (false, "\(name): rate limited, retry after \(after)")

@@ -52,13 +52,6 @@ struct Channel: Sendable {
     }
 }
 
-extension String {
-    /// At most `limit` characters, with an ellipsis when cut.
-    func clipped(_ limit: Int) -> String {
-        count <= limit ? self : String(prefix(max(0, limit - 1))) + "…"
-    }
-}
-
 /// Slack incoming webhook: a message with one attachment, whose colour bar shows the state.
 enum SlackMessage {
     static func payload(_ event: AlertEvent) -> [String: Any] {
@@ -75,7 +68,7 @@ enum SlackMessage {
             "text": (event.description ?? "").clipped(3000),
             "fields": fields,
             "footer": "Telltale",
-            "ts": Int(event.status == .resolved ? event.endsAt ?? event.startsAt : event.startsAt),
+            "ts": Checked.int64(event.status == .resolved ? event.endsAt ?? event.startsAt : event.startsAt) ?? 0,
         ]
         if let link = event.link { attachment["title_link"] = link }
         return ["text": event.title.clipped(3000), "attachments": [attachment]]

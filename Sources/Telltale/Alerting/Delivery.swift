@@ -36,23 +36,12 @@ struct Deliverer: Sendable {
         case 200..<300:
             return .delivered(status: response.status)
         case 429:
-            return .rateLimited(after: Self.retryAfter(response))
+            return .rateLimited(after: RetryAfter.parse(response) ?? Self.defaultRetryAfter)
         case 408, 500...:
             return .transient("HTTP \(response.status)")
         default:
             return .permanent("HTTP \(response.status)")
         }
-    }
-
-    /// The longer of the `Retry-After` header (seconds) and a JSON body's `retry_after`.
-    static func retryAfter(_ response: OutboundResponse) -> Duration {
-        let header = response.headers["retry-after"].flatMap { Double($0.trimming(" ")) }
-        var body: Double?
-        if case .object(let members) = JSONValue.parse(response.body) { body = members["retry_after"]?.number }
-        guard let seconds = [header, body].compactMap({ $0 }).max(), seconds.isFinite, seconds >= 0 else {
-            return defaultRetryAfter
-        }
-        return .milliseconds(Int64(min(seconds, 3600) * 1000))
     }
 
     /// Exponential backoff with jitter for transient failures: about 1 s, 2 s, 4 s … 5 min.

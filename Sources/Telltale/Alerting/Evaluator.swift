@@ -23,15 +23,26 @@ struct Evaluator: Sendable {
 
     /// Current states by rule name, then series key.
     private(set) var states: [String: [String: SeriesState]] = [:]
+    /// Rules the last evaluation could not evaluate (a regex over its budget), with why.
+    private(set) var errors: [String: String] = [:]
 
     /// Evaluates every rule against one snapshot at `now` (Unix seconds); returns transitions.
     mutating func evaluate(_ catalog: RuleCatalog, _ snapshot: MetricSnapshot, now: Double, link: String?) -> [AlertEvent] {
         var events: [AlertEvent] = []
         // A rule deleted or disabled takes its states with it, without messages.
         states = states.filter { catalog.rules[$0.key] != nil }
+        errors = [:]
         for rule in catalog.rules.values.sorted(by: { $0.name < $1.name }) {
             var ruleStates = states[rule.name] ?? [:]
-            let current = Dictionary(rule.series(in: snapshot).map { (Self.key($0.labels), $0) }, uniquingKeysWith: { first, _ in first })
+            let found: [(labels: Labels, value: Double)]
+            do {
+                found = try rule.series(in: snapshot)
+            } catch {
+                // Could not be evaluated: its states stay as they were, neither resolved nor no data.
+                errors[rule.name] = error.description
+                continue
+            }
+            let current = Dictionary(found.map { (Self.key($0.labels), $0) }, uniquingKeysWith: { first, _ in first })
             for (key, sample) in current {
                 if let event = step(rule, &ruleStates[key], labels: sample.labels, value: sample.value, now: now, link: link) {
                     events.append(event)
@@ -91,7 +102,7 @@ struct Evaluator: Sendable {
     private func event(_ rule: AlertRule, _ state: SeriesState, status: AlertEvent.Status, now: Double, link: String?) -> AlertEvent {
         AlertEvent(rule: rule.name, environment: rule.environment, severity: rule.severity, status: status, metric: rule.metric,
                    comparison: rule.comparison.rawValue, threshold: rule.threshold, value: state.value,
-                   labels: Dictionary(uniqueKeysWithValues: state.labels.labels.map { ($0.name, $0.value) }),
+                   labels: AlertEvent.clippedLabels(state.labels),
                    description: rule.description, startsAt: state.since, endsAt: status == .resolved ? now : nil, link: link)
     }
 
@@ -115,6 +126,6 @@ struct Evaluator: Sendable {
     }
 
     static func key(_ labels: Labels) -> String {
-        AlertEvent.seriesKey(Dictionary(uniqueKeysWithValues: labels.labels.map { ($0.name, $0.value) }))
+        AlertEvent.seriesKey(AlertEvent.clippedLabels(labels))
     }
 }

@@ -48,7 +48,7 @@ struct Outbox: Sendable {
     /// Firing episodes recorded by whichever replica led before.
     func firing() async throws(PostgresError) -> [(rule: String, seriesKey: String, since: Double, value: Double?)] {
         try await client.query("SELECT rule, series, extract(epoch FROM since), value FROM telltale_alert_state WHERE state = 'firing'",
-                               timeouts: timeouts).rows.map { ($0[0].text, $0[1].text, $0[2].number ?? 0, $0[3].number) }
+                               timeouts: timeouts).rows.map { ($0[0].text, $0[1].text, $0[2].number.flatMap { $0.isFinite ? $0 : nil } ?? 0, $0[3].number) }
     }
 
     /// Undelivered rows, oldest first, at most `perChannel` of each channel: a channel with a
@@ -62,7 +62,7 @@ struct Outbox: Sendable {
             """, parameters: [String(perChannel)], timeouts: timeouts).rows.compactMap { row in
             guard case .int(let id) = row[0], let event = AlertEvent.decode(row[2].text) else { return nil }
             return Pending(id: id, channel: row[1].text, event: event, key: row[3].text,
-                           attempts: Int(row[4].number ?? 0), nextAttempt: row[5].number ?? 0)
+                           attempts: (row[4].number).flatMap(Checked.int) ?? 0, nextAttempt: row[5].number ?? 0)
         }
     }
 
@@ -70,7 +70,7 @@ struct Outbox: Sendable {
         let rows = try await client.query("""
             SELECT channel, count(*) FROM telltale_notifications WHERE delivered_at IS NULL AND failed_at IS NULL GROUP BY channel
             """, timeouts: timeouts).rows
-        return Dictionary(uniqueKeysWithValues: rows.map { ($0[0].text, Int($0[1].number ?? 0)) })
+        return Dictionary(uniqueKeysWithValues: rows.map { ($0[0].text, ($0[1].number).flatMap(Checked.int) ?? 0) })
     }
 
     func markDelivered(_ id: Int64) async throws(PostgresError) {

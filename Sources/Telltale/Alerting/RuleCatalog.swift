@@ -31,7 +31,11 @@ struct RuleLoader: Sendable {
     func load(_ client: PostgresClient, previous: RuleCatalog) async throws(PostgresError) -> RuleCatalog {
         let timeouts = settings.timeouts
         var catalog = RuleCatalog()
-        let (channels, channelErrors) = readChannels(try await client.query(Self.channelsSQL, timeouts: timeouts), previous)
+        let channelRows = try await client.query(Self.channelsSQL, timeouts: timeouts)
+        // Channel URLs may come from files: read on threads that may block, never here.
+        let secrets = ChannelSecrets(settings)
+        let (channels, channelErrors) = (try? await BlockingIO.run { readChannels(channelRows, previous, secrets) })
+            ?? (previous.channels, previous.channelErrors)  // only while shutting down
         catalog.channels = channels
         catalog.channelErrors = channelErrors
         var rows = try await client.query(Self.rulesSQL, timeouts: timeouts).rows.map(RuleRow.init(telltale:))
@@ -45,9 +49,12 @@ struct RuleLoader: Sendable {
                 catalog.ruleErrors[Self.adminSource] = "cannot read admin_alert_thresholds: \(error.message)"
             }
         }
+        // Regexes unchanged since the last load are not compiled again.
+        let compiled = Dictionary(previous.rules.values.flatMap(\.matchers).compactMap { $0.regex.map { ($0.pattern, $0) } },
+                                  uniquingKeysWith: { first, _ in first })
         for row in rows where settings.environment.map({ row.environment == $0 }) ?? true {
             guard row.enabled else { continue }
-            switch row.validate(channels: catalog.channels, channelErrors: catalog.channelErrors) {
+            switch row.validate(channels: catalog.channels, channelErrors: catalog.channelErrors, compiled: compiled) {
             case .success(let rule):
                 catalog.rules[rule.name] = rule
             case .failure(let error):
@@ -58,29 +65,80 @@ struct RuleLoader: Sendable {
         return catalog
     }
 
-    private func readChannels(_ result: PGResult, _ previous: RuleCatalog) -> ([String: Channel], [String: String]) {
+    private func readChannels(_ result: PGResult, _ previous: RuleCatalog, _ secrets: ChannelSecrets)
+        -> ([String: Channel], [String: String])
+    {
         var channels: [String: Channel] = [:]
         var errors: [String: String] = [:]
         for row in result.rows {
             let name = row[0].text
             let kindText = row[1].text.lowercased()
-            let url: String? = if row[2] != .null {
-                getenv(row[2].text).map { String(cString: $0) }
-            } else if row[3] != .null {
-                readSecretFile(row[3].text)
-            } else {
-                nil
-            }
-            if let kind = Channel.Kind(rawValue: kindText), let url, !url.isEmpty {
+            let url = secrets.url(env: row[2] == .null ? nil : row[2].text, file: row[3] == .null ? nil : row[3].text)
+            switch (Channel.Kind(rawValue: kindText), url) {
+            case (let kind?, .success(let url)):
                 channels[name] = Channel(name: name, kind: kind, url: url, enabled: row[4] == .bool(true))
-            } else {
-                errors[name] = Channel.Kind(rawValue: kindText) == nil
-                    ? "unknown kind \"\(kindText)\" (slack, discord, teams, webhook)"
-                    : "its URL is not available (set url_env to a set environment variable or url_file to a readable file)"
-                if let lastGood = previous.channels[name] { channels[name] = lastGood }
+                continue
+            case (nil, _):
+                errors[name] = "unknown kind \"\(kindText.clipped(40))\" (slack, discord, teams, webhook)"
+            case (_, .failure(let problem)):
+                errors[name] = problem.description
             }
+            if let lastGood = previous.channels[name] { channels[name] = lastGood }
         }
         return (channels, errors)
+    }
+}
+
+/// Where channel URLs may come from. Rows of `telltale_channels` are written by whoever
+/// administers alerting (an admin portal, by design), so they may only name environment
+/// variables with the configured prefix and files below the configured directory: never
+/// the database password, nor any other file.
+struct ChannelSecrets: Sendable {
+    let envPrefix: String
+    let directory: String
+
+    init(_ settings: AlertingConfig) {
+        envPrefix = settings.channelEnvPrefix
+        directory = settings.channelFileDirectory
+    }
+
+    /// The URL, or why it is not available. Reads a file: call on a thread that may block.
+    func url(env: String?, file: String?) -> Result<String, FileProblem> {
+        let url: Result<String, FileProblem>
+        if let env {
+            url = fromEnvironment(env)
+        } else if let file {
+            url = fromFile(file)
+        } else {
+            return .failure(FileProblem("set url_env or url_file"))
+        }
+        if case .success(let text) = url, text.isEmpty { return .failure(FileProblem("its URL is empty")) }
+        return url
+    }
+
+    private func fromEnvironment(_ name: String) -> Result<String, FileProblem> {
+        guard name.hasPrefix(envPrefix), name.count > envPrefix.count, name.count <= 200,
+              name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") }) else {
+            return .failure(FileProblem("url_env must name an environment variable starting with \(envPrefix)"))
+        }
+        guard let value = getenv(name) else { return .failure(FileProblem("environment variable \(name) is not set")) }
+        return .success(String(cString: value))
+    }
+
+    private func fromFile(_ path: String) -> Result<String, FileProblem> {
+        let outside = FileProblem("url_file must be a file below \(directory)")
+        // Resolved first, so neither `..` nor a symbolic link leads out of the directory.
+        guard path.hasPrefix("/"), let resolved = Self.realPath(path), let root = Self.realPath(directory),
+              resolved.hasPrefix(root.hasSuffix("/") ? root : root + "/") else {
+            return .failure(outside)
+        }
+        return BoundedFile.readSecret(resolved)
+    }
+
+    private static func realPath(_ path: String) -> String? {
+        guard let resolved = realpath(path, nil) else { return nil }
+        defer { free(resolved) }
+        return String(cString: resolved)
     }
 }
 
@@ -115,7 +173,9 @@ private struct RuleRow {
         }
     }
 
-    func validate(channels: [String: Channel], channelErrors: [String: String]) -> Result<AlertRule, RuleError> {
+    func validate(channels: [String: Channel], channelErrors: [String: String], compiled: [String: BoundedRegex])
+        -> Result<AlertRule, RuleError>
+    {
         guard !name.isEmpty else { return .failure(RuleError("empty name")) }
         guard MetricNames.isValidMetricName(metric) else { return .failure(RuleError("invalid metric name \"\(metric)\"")) }
         guard let comparison = Comparison(rawValue: comparison.trimming(" ")) else {
@@ -123,8 +183,13 @@ private struct RuleRow {
         }
         guard let threshold, threshold.isFinite else { return .failure(RuleError("threshold must be a finite number")) }
         if let clearThreshold, !clearThreshold.isFinite { return .failure(RuleError("clear_threshold must be a finite number")) }
-        guard forSeconds >= 0, keepFiringSeconds >= 0, forSeconds.isFinite, keepFiringSeconds.isFinite else {
-            return .failure(RuleError("for_seconds and keep_firing_seconds must be finite and not negative"))
+        guard name.count <= AlertRule.maxNameLength else {
+            return .failure(RuleError("name longer than \(AlertRule.maxNameLength) characters"))
+        }
+        let limit = AlertRule.maxDurationSeconds
+        guard let forDuration = Checked.duration(seconds: forSeconds, max: limit),
+              let keepFiring = Checked.duration(seconds: keepFiringSeconds, max: limit) else {
+            return .failure(RuleError("for_seconds and keep_firing_seconds must be from 0 to \(Int(limit)) (a year)"))
         }
         if let channel {
             if let problem = channelErrors[channel], channels[channel] == nil {
@@ -133,15 +198,15 @@ private struct RuleRow {
             guard channels[channel] != nil else { return .failure(RuleError("unknown channel \"\(channel)\"")) }
         }
         let matchers: [LabelMatcher]
-        switch LabelMatcher.parseList(self.matchers) {
+        switch LabelMatcher.parseList(self.matchers, compiled: compiled) {
         case .success(let parsed): matchers = parsed
         case .failure(let error): return .failure(error)
         }
         return .success(AlertRule(
             name: name, environment: environment, metric: metric, matchers: matchers, comparison: comparison,
-            threshold: threshold, clearThreshold: clearThreshold, forDuration: .milliseconds(Int64(forSeconds * 1000)),
-            keepFiring: .milliseconds(Int64(keepFiringSeconds * 1000)), severity: severity.isEmpty ? "warning" : severity,
-            channel: channel, description: description))
+            threshold: threshold, clearThreshold: clearThreshold, forDuration: forDuration, keepFiring: keepFiring,
+            severity: severity.isEmpty ? "warning" : severity.clipped(AlertRule.maxNameLength), channel: channel,
+            description: description?.clipped(AlertRule.maxDescriptionLength)))
     }
 }
 

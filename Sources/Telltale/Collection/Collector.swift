@@ -9,6 +9,13 @@ public protocol Collector: Sendable {
     var name: String { get }
     var schedule: Schedule { get }
     func collect() async throws -> CollectionResult
+    /// What to publish when a run timed out or threw. A collector with an `*_up` family
+    /// returns it at 0: a source that cannot answer must read as 0, not vanish.
+    func familiesWhenFailed() -> [MetricFamily]
+}
+
+extension Collector {
+    public func familiesWhenFailed() -> [MetricFamily] { [] }
 }
 
 public struct Schedule: Sendable, Equatable {
@@ -40,9 +47,12 @@ public struct CollectionProblem: Error, Sendable, CustomStringConvertible {
     public let reason: String
     public let message: String
 
+    /// Messages are clipped to this: a source's error text may be any size.
+    public static let maxMessageLength = 500
+
     public init(reason: String, _ message: String) {
         self.reason = reason
-        self.message = message
+        self.message = message.clipped(Self.maxMessageLength)
     }
 
     public var description: String { "\(reason): \(message)" }

@@ -78,8 +78,10 @@ public final class CollectorRunner: Service, Sendable {
             problems = result.problems
         case .finished(.failure(let error)):
             problems = [error as? CollectionProblem ?? CollectionProblem(reason: "error", "\(error)")]
+            families = collector.familiesWhenFailed()
         case .timedOut:
             problems = [CollectionProblem(reason: "timeout", "no result within \(collector.schedule.timeout)")]
+            families = collector.familiesWhenFailed()
         }
         for problem in problems {
             logger.warning("collector run failed", metadata: ["collector": "\(collector.name)", "problem": "\(problem)"])

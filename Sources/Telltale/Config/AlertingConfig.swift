@@ -15,6 +15,11 @@ public struct AlertingConfig: Sendable {
     public var timeouts = QueryTimeouts(statement: .seconds(5), lock: .seconds(2))
     public var connectTimeout = Duration.seconds(5)
     public var deliveryTimeout = Duration.seconds(10)
+    /// A channel row's `url_env` must name a variable starting with this: whoever writes the
+    /// channels table must not be able to read the rest of the environment.
+    public var channelEnvPrefix = "TELLTALE_CHANNEL_"
+    /// A channel row's `url_file` must be a file below this directory.
+    public var channelFileDirectory = "/etc/telltale/channels"
 
     static func read(_ map: ConfigMap) -> AlertingConfig {
         var config = AlertingConfig()
@@ -37,6 +42,20 @@ public struct AlertingConfig: Sendable {
         config.timeouts.read(map)
         if let timeout = map.duration("connect_timeout") { config.connectTimeout = timeout }
         if let timeout = map.duration("delivery_timeout") { config.deliveryTimeout = timeout }
+        if let prefix = map.string("channel_env_prefix") {
+            if prefix.count >= 3, prefix.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") }) {
+                config.channelEnvPrefix = prefix
+            } else {
+                map.problems.add(map.childPath("channel_env_prefix"), "expected at least 3 letters, digits or underscores")
+            }
+        }
+        if let directory = map.string("channel_file_dir") {
+            if directory.hasPrefix("/") && directory != "/" {
+                config.channelFileDirectory = directory
+            } else {
+                map.problems.add(map.childPath("channel_file_dir"), "expected an absolute path to a directory other than /")
+            }
+        }
         map.finish()
         return config
     }

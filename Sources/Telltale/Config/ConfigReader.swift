@@ -81,11 +81,12 @@ final class ConfigMap {
             problems.add(childPath(key), "set either \(key) or \(key)_file, not both")
             return nil
         }
-        guard let content = readSecretFile(file) else {
-            problems.add(childPath(key + "_file"), "cannot read \(file)")
+        switch BoundedFile.readSecret(file) {
+        case .success(let content): return content
+        case .failure(let problem):
+            problems.add(childPath(key + "_file"), problem.description)
             return nil
         }
-        return content
     }
 
     func bool(_ key: String) -> Bool? {
@@ -202,11 +203,70 @@ func parseDuration(_ text: String) -> Duration? {
     return .milliseconds(Int64((number * scale * 1000).rounded()))
 }
 
-/// A secret file's content without its trailing line break.
-func readSecretFile(_ path: String) -> String? {
-    ProcFS.read(path).map { text in
-        var text = text
-        while text.hasSuffix("\n") || text.hasSuffix("\r") { text.removeLast() }
-        return text
+/// Bounds the cost of YAML aliases. An alias is a reference: a few of them nested expand to
+/// an exponential tree (the "billion laughs"), and one used as a mapping key made the YAML
+/// library hash the whole tree at 100 % CPU. With at most `limit` aliases the expanded
+/// document is at most about 3^(limit/3) times the text. Counted on the text before
+/// parsing; an asterisk inside a quoted scalar or a comment is not an alias.
+enum YAMLAliases {
+    static let limit = 32
+
+    static func problem(_ text: String) -> String? {
+        let count = count(text)
+        return count > limit ? "the YAML uses \(count) aliases (*name); at most \(limit) are allowed" : nil
+    }
+
+    static func count(_ text: String) -> Int {
+        var count = 0
+        var quote: UInt8?
+        var inComment = false
+        var escapedQuote = false
+        var previous: UInt8 = UInt8(ascii: "\n")
+        let bytes = Array(text.utf8)
+        for (index, byte) in bytes.enumerated() {
+            defer { previous = byte }
+            if escapedQuote {
+                escapedQuote = false
+                continue
+            }
+            if byte == UInt8(ascii: "\n") {
+                inComment = false
+                quote = nil  // a quoted scalar spanning lines is rare in a config: resynchronise
+                continue
+            }
+            if inComment { continue }
+            if let open = quote {
+                // '' inside a single-quoted scalar is a quote, \" inside a double-quoted one.
+                if open == UInt8(ascii: "'") && byte == open && index + 1 < bytes.count && bytes[index + 1] == open {
+                    escapedQuote = true
+                } else if open == UInt8(ascii: "\"") && byte == UInt8(ascii: "\\") {
+                    escapedQuote = true
+                } else if byte == open {
+                    quote = nil
+                }
+                continue
+            }
+            if byte == UInt8(ascii: "#") && isSpace(previous) {
+                inComment = true
+            } else if (byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "'")) && isTokenStart(previous) {
+                quote = byte
+            } else if byte == UInt8(ascii: "*") && isTokenStart(previous) && index + 1 < bytes.count
+                && isAnchorCharacter(bytes[index + 1]) {
+                count += 1
+            }
+        }
+        return count
+    }
+
+    private static func isSpace(_ byte: UInt8) -> Bool { byte == 32 || byte == 9 || byte == 10 || byte == 13 }
+
+    private static func isTokenStart(_ byte: UInt8) -> Bool {
+        isSpace(byte) || [UInt8(ascii: "["), UInt8(ascii: "{"), UInt8(ascii: ","), UInt8(ascii: ":"), UInt8(ascii: "-"),
+                          UInt8(ascii: "?")].contains(byte)
+    }
+
+    private static func isAnchorCharacter(_ byte: UInt8) -> Bool {
+        !isSpace(byte) && ![UInt8(ascii: "["), UInt8(ascii: "]"), UInt8(ascii: "{"), UInt8(ascii: "}"), UInt8(ascii: ",")]
+            .contains(byte)
     }
 }

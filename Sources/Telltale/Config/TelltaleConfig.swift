@@ -69,13 +69,17 @@ public struct TelltaleConfig: Sendable {
 
     /// Reads and validates a YAML file; every problem is reported at once.
     public static func load(path: String) throws(ConfigErrors) -> TelltaleConfig {
-        guard let text = ProcFS.read(path) else {
-            throw ConfigErrors(problems: ["cannot read configuration file \(path)"])
+        switch BoundedFile.read(path, limit: maxFileSize) {
+        case .success(let text): return try parse(text)
+        case .failure(let problem): throw ConfigErrors(problems: ["cannot read the configuration file: \(problem)"])
         }
-        return try parse(text)
     }
 
+    /// The largest configuration file read.
+    static let maxFileSize = 4 << 20
+
     public static func parse(_ text: String) throws(ConfigErrors) -> TelltaleConfig {
+        if let problem = YAMLAliases.problem(text) { throw ConfigErrors(problems: [problem]) }
         let node: Node?
         do {
             // No tag resolution: ConfigReader reads every scalar as text and parses it itself,
@@ -227,10 +231,11 @@ extension ProcessCollectorConfig {
             case (let file?, nil):
                 watch.append(WatchedProcess(name: name, match: .pidFile(file)))
             case (nil, let pattern?):
-                if (try? Regex(pattern)) == nil {
-                    item.problems.add(item.childPath("pattern"), "not a valid regular expression")
-                } else {
+                do {
+                    _ = try BoundedRegex(pattern, anchoring: .anywhere)
                     watch.append(WatchedProcess(name: name, match: .pattern(pattern)))
+                } catch {
+                    item.problems.add(item.childPath("pattern"), error.description)
                 }
             default:
                 item.problems.add(path, "set exactly one of pid_file or pattern")

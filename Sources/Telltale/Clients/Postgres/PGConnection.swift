@@ -1,5 +1,6 @@
 import CLibPQ
 import Glibc
+import Synchronization
 
 /// A failure talking to PostgreSQL. Messages come from libpq with the password removed.
 public struct PostgresError: Error, Sendable, CustomStringConvertible {
@@ -27,11 +28,13 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible {
 ///
 /// libpq calls block, so they run on the client's own thread pool, one at a time: the
 /// `PostgresClient` holds its lock around every use. That serialisation is what makes
-/// the unchecked `Sendable` sound. `cancel()` is the exception: libpq documents
-/// `PQcancel` as safe to call from another thread while a query runs.
+/// the unchecked `Sendable` sound. `abort()` is the exception: it only shuts the socket
+/// down, which is safe from any thread and wakes a libpq call blocked on it.
 final class PGConnection: @unchecked Sendable {
     private let handle: OpaquePointer
-    private let cancelHandle: OpaquePointer?
+    /// The connection's socket, fixed for its life; closed by `PQfinish` only.
+    private let socket: Int32
+    private let aborted = Atomic<Bool>(false)
     private let redact: @Sendable (String) -> String
 
     /// Connects, blocking up to the DSN's or the given `connect_timeout`.
@@ -52,16 +55,26 @@ final class PGConnection: @unchecked Sendable {
             throw PostgresError(kind: .connect, message: message, sqlState: nil)
         }
         handle = connection
-        cancelHandle = PQgetCancel(connection)
+        socket = PQsocket(connection)
         self.redact = redact
     }
 
     deinit {
-        if let cancelHandle { PQfreeCancel(cancelHandle) }
         PQfinish(handle)
     }
 
-    var isBroken: Bool { PQstatus(handle) != CONNECTION_OK }
+    var isBroken: Bool { aborted.load(ordering: .acquiring) || PQstatus(handle) != CONNECTION_OK }
+
+    /// Whether `abort()` ended the connection.
+    var wasAborted: Bool { aborted.load(ordering: .acquiring) }
+
+    /// Ends the connection from any thread, without blocking: a call waiting on a server
+    /// that stopped answering (SIGSTOPped, a dead network path) returns with an error.
+    /// `PQcancel` is no use there: it connects to the same stopped server and waits too.
+    func abort() {
+        aborted.store(true, ordering: .releasing)
+        if socket >= 0 { _ = Glibc.shutdown(socket, Int32(SHUT_RDWR)) }
+    }
 
     /// Runs one statement with `$1…` parameters (text format); nil parameters are SQL NULL.
     func execute(_ sql: String, parameters: [String?] = []) throws(PostgresError) -> PGResult {
@@ -100,13 +113,6 @@ final class PGConnection: @unchecked Sendable {
             PQfreemem(notification)
         }
         return channels
-    }
-
-    /// Asks the server to cancel the running statement; safe from any thread.
-    func cancel() {
-        guard let cancelHandle else { return }
-        var buffer = [CChar](repeating: 0, count: 256)
-        _ = PQcancel(cancelHandle, &buffer, Int32(buffer.count))
     }
 
     private func consume(_ result: OpaquePointer?) throws(PostgresError) -> PGResult {
@@ -197,21 +203,7 @@ struct DSNInfo: Sendable {
 
     /// Removes the password from a message, however it got there.
     func redact(_ message: String) -> String {
-        guard let password, !password.isEmpty else { return message }
-        return message.replacingAll(password, with: "***")
-    }
-}
-
-extension String {
-    func replacingAll(_ target: String, with replacement: String) -> String {
-        guard !target.isEmpty else { return self }
-        var result = ""
-        var rest = Substring(self)
-        while let range = rest.firstRange(of: target) {
-            result += rest[..<range.lowerBound] + replacement
-            rest = rest[range.upperBound...]
-        }
-        return result + rest
+        Redactor(password.map { [$0] } ?? []).redact(message)
     }
 }
 

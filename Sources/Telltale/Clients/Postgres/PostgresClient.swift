@@ -29,9 +29,10 @@ public actor PostgresClient {
     private var sessionTimeouts: QueryTimeouts?
     private var backoff = ReconnectBackoff()
     private let gate = SerialGate()
-    /// How long past its statement_timeout a statement may run before Telltale cancels it
-    /// itself (the server's timer should have fired already; this covers a stuck network).
-    static let cancelGrace = Duration.seconds(2)
+    /// How long past its statement_timeout a statement may run before Telltale closes the
+    /// connection itself (the server's timer should have fired already; this covers a
+    /// stopped server or a dead network path, which no server-side timer can).
+    static let abortGrace = Duration.seconds(2)
 
     public init(target: String, dsn: String, connectTimeout: Duration) {
         self.target = target
@@ -104,7 +105,7 @@ public actor PostgresClient {
     ) async throws(PostgresError) -> T {
         await gate.acquire()
         defer { gate.release() }
-        let connection = try await connected()
+        let connection = try await connected(timeouts)
         do {
             if sessionTimeouts != timeouts {
                 _ = try await blocking(on: connection, deadline: timeouts) { connection throws(PostgresError) in
@@ -123,26 +124,29 @@ public actor PostgresClient {
         }
     }
 
-    /// Runs `work` on the client's thread; cancels the statement if it outlives its timeout.
+    /// Runs `work` on the client's thread; closes the connection if the work outlives the
+    /// statement timeout by `abortGrace`, so a hung server holds that thread no longer.
     private func blocking<T: Sendable>(
         on connection: PGConnection, deadline timeouts: QueryTimeouts,
         _ work: @escaping @Sendable (PGConnection) throws(PostgresError) -> T
     ) async throws(PostgresError) -> T {
+        let limit = timeouts.statement + Self.abortGrace
         let watchdog = Task {
-            try await Task.sleep(for: timeouts.statement + Self.cancelGrace)
-            connection.cancel()
+            try await Task.sleep(for: limit)
+            connection.abort()
         }
         defer { watchdog.cancel() }
         do {
             return try await thread.runIfActive { () throws(PostgresError) -> T in try work(connection) }
         } catch let error as PostgresError {
-            throw error
+            guard connection.wasAborted else { throw error }
+            throw PostgresError(kind: .connection, message: "no answer within \(limit); connection closed", sqlState: nil)
         } catch {
             throw PostgresError(kind: .connection, message: "\(error)", sqlState: nil)
         }
     }
 
-    private func connected() async throws(PostgresError) -> PGConnection {
+    private func connected(_ timeouts: QueryTimeouts) async throws(PostgresError) -> PGConnection {
         if let connection, !connection.isBroken { return connection }
         connection = nil
         sessionTimeouts = nil
@@ -150,16 +154,18 @@ public actor PostgresClient {
             throw PostgresError(kind: .connect, message: "reconnecting after: \(backoff.lastError)", sqlState: nil)
         }
         let dsn = dsn
-        let seconds = max(2, Int(connectTimeout.seconds.rounded(.up)))
+        let seconds = max(2, Checked.int(connectTimeout.seconds.rounded(.up)) ?? 2)
         let redact: @Sendable (String) -> String = { [dsnInfo] in dsnInfo.redact($0) }
         do {
+            // libpq's connect_timeout bounds the whole handshake, authentication included.
             let fresh = try await thread.runIfActive { () throws(PostgresError) -> PGConnection in
-                let connection = try PGConnection(dsn: dsn, connectTimeout: seconds, redact: redact)
-                // ISO dates in UTC so timestamps parse the same whatever the server's defaults.
-                _ = try connection.executeBatch(
+                try PGConnection(dsn: dsn, connectTimeout: seconds, redact: redact)
+            }
+            // ISO dates in UTC so timestamps parse the same whatever the server's defaults.
+            _ = try await blocking(on: fresh, deadline: timeouts) { connection throws(PostgresError) in
+                try connection.executeBatch(
                     "SET default_transaction_read_only = on; SET DateStyle = 'ISO'; SET TimeZone = 'UTC'; "
                         + "SET idle_in_transaction_session_timeout = 60000; SET client_min_messages = warning")
-                return connection
             }
             connection = fresh
             generation += 1

@@ -62,6 +62,12 @@ public struct PostgresHealthCollector: Collector {
         self.timeouts = timeouts
     }
 
+    public func familiesWhenFailed() -> [MetricFamily] {
+        var up = FamilyBuilder(Self.up)
+        up.set(0, ["target": client.target])
+        return [up.build()]
+    }
+
     public func collect() async throws -> CollectionResult {
         let target: Labels = ["target": client.target]
         var up = FamilyBuilder(Self.up)
@@ -69,12 +75,10 @@ public struct PostgresHealthCollector: Collector {
         do {
             results = try await client.batch(Self.healthSQL, timeouts: timeouts)
         } catch {
-            up.set(0, target)
-            return CollectionResult(families: [up.build()], problems: [CollectionProblem(error)])
+            return CollectionResult(families: familiesWhenFailed(), problems: [CollectionProblem(error)])
         }
         guard results.count == 5, let settings = results[0].rows.first, settings.count == 5 else {
-            up.set(0, target)
-            return CollectionResult(families: [up.build()],
+            return CollectionResult(families: familiesWhenFailed(),
                                     problems: [CollectionProblem(reason: "query", "unexpected health query result shape")])
         }
         up.set(1, target)

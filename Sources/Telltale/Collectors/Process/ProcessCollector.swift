@@ -24,10 +24,16 @@ public struct ProcessCollector: Collector {
     public let name = "process"
     public let schedule: Schedule
     let watched: [WatchedProcess]
+    /// Each watched pattern, compiled once (the configuration checked that it compiles).
+    private let patterns: [String: BoundedRegex]
 
     public init(schedule: Schedule, watched: [WatchedProcess]) {
         self.schedule = schedule
         self.watched = watched
+        patterns = Dictionary(watched.compactMap { process in
+            guard case .pattern(let pattern) = process.match else { return nil }
+            return (try? BoundedRegex(pattern, anchoring: .anywhere)).map { (pattern, $0) }
+        }, uniquingKeysWith: { first, _ in first })
     }
 
     public func collect() async throws -> CollectionResult {
@@ -67,11 +73,14 @@ public struct ProcessCollector: Collector {
     private func matchingPIDs(_ match: WatchedProcess.Match, commandLines: [String: String]) -> [String] {
         switch match {
         case .pidFile(let path):
-            guard let text = ProcFS.read(path), let pid = Int32(text.trimming(" \n\t")), pid > 0 else { return [] }
+            guard let text = try? BoundedFile.read(path, limit: 64).get(), let pid = Int32(text.trimming(" \n\t")), pid > 0 else {
+                return []
+            }
             return ["\(pid)"]
         case .pattern(let pattern):
-            guard let regex = try? Regex(pattern) else { return [] }
-            return commandLines.filter { $0.value.contains(regex) }.map(\.key)
+            guard let regex = patterns[pattern] else { return [] }
+            // A command line that exhausts the match budget is not counted as a match.
+            return commandLines.filter { (try? regex.matches($0.value)) ?? false }.map(\.key)
         }
     }
 

@@ -24,6 +24,7 @@ public final class ProviderCollector: Collector {
     public let schedule: Schedule
     let config: ProviderConfig
     let http: HTTPClient
+    private let redactor: Redactor
 
     private struct State {
         var balances: [(Labels, Double)] = []
@@ -42,6 +43,7 @@ public final class ProviderCollector: Collector {
         self.schedule = config.schedule
         self.config = config
         self.http = http
+        redactor = Redactor(config.secrets)
         state = Mutex(State(duration: FamilyBuilder(Self.duration, buckets: Buckets.defaultSeconds),
                             errors: FamilyBuilder(Self.errors)))
     }
@@ -88,9 +90,9 @@ public final class ProviderCollector: Collector {
         case 200..<300:
             break
         case 429:
-            let wait = response.headers["retry-after"].flatMap(Double.init).map { Duration.milliseconds(Int64($0 * 1000)) }
-            state.withLock { $0.retryAt = .now + (wait ?? Self.defaultRetryAfter) }
-            return .failure(CollectionProblem(reason: "rate_limited", "HTTP 429, retrying after \(wait ?? Self.defaultRetryAfter)"))
+            let wait = RetryAfter.parse(response) ?? Self.defaultRetryAfter
+            state.withLock { $0.retryAt = .now + wait }
+            return .failure(CollectionProblem(reason: "rate_limited", "HTTP 429, retrying after \(wait)"))
         default:
             let reason = response.status >= 500 ? "http_5xx" : "http_4xx"
             return .failure(CollectionProblem(reason: reason, "HTTP \(response.status)\(errorDetail(response.body))"))
@@ -145,11 +147,17 @@ public final class ProviderCollector: Collector {
     private func errorDetail(_ body: [UInt8]) -> String {
         guard case .object(let members) = JSONValue.parse(body),
               let text = (members["message"] ?? members["error"] ?? members["code"])?.labelText else { return "" }
-        return ": " + redact(String(text.prefix(120)))
+        return ": " + redactor.redact(text, clippedTo: 120)
     }
 
     private func redact(_ message: String) -> String {
-        config.secrets.reduce(message) { $0.replacingAll($1, with: "***") }
+        redactor.redact(message, clippedTo: CollectionProblem.maxMessageLength)
+    }
+
+    /// After a run the runner gave up on: the last good balances, marked stale, and up 0.
+    public func familiesWhenFailed() -> [MetricFamily] {
+        state.withLock { $0.succeededLast = false }
+        return families()
     }
 
     private func families() -> [MetricFamily] {
