@@ -18,3 +18,6 @@ static inline CURLcode telltale_curl_setopt_callback(CURL *handle, CURLoption op
 static inline CURLcode telltale_curl_getinfo_long(CURL *handle, CURLINFO info, long *value) {
     return curl_easy_getinfo(handle, info, value);
 }
+static inline CURLcode telltale_curl_getinfo_string(CURL *handle, CURLINFO info, char **value) {
+    return curl_easy_getinfo(handle, info, value);
+}

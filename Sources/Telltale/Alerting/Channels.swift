@@ -15,6 +15,7 @@ struct Channel: Sendable {
     func request(for event: AlertEvent, idempotencyKey: String, timeout: Duration) -> OutboundRequest {
         var request = OutboundRequest(url: kind == .discord ? Self.waitingURL(url) : url)
         request.method = "POST"
+        request.followsRedirects = false
         request.totalTimeout = timeout
         request.connectTimeout = min(timeout, .seconds(5))
         request.maxBodyBytes = 64 << 10

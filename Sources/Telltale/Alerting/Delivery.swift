@@ -24,13 +24,17 @@ struct Deliverer: Sendable {
     let http: HTTPClient
     let timeout: Duration
     static let defaultRetryAfter = Duration.seconds(5)
+    /// `last_error` and the status page get at most this much of a failure's text.
+    static let maxReasonLength = 300
 
     func send(_ event: AlertEvent, key: String, to channel: Channel) async -> DeliveryOutcome {
         let response: OutboundResponse
         do {
             response = try await http.send(channel.request(for: event, idempotencyKey: key, timeout: timeout))
         } catch {
-            return .transient("\(error.kind.rawValue): \(error.message)")
+            let reason = Redactor([channel.url]).redact("\(error.kind.rawValue): \(error.message)", clippedTo: Self.maxReasonLength)
+            // A redirect is an answer: the receiver moved, and re-sending will not change that.
+            return error.kind == .redirect ? .permanent(reason) : .transient(reason)
         }
         switch response.status {
         case 200..<300:
@@ -39,6 +43,8 @@ struct Deliverer: Sendable {
             return .rateLimited(after: RetryAfter.parse(response) ?? Self.defaultRetryAfter)
         case 408, 500...:
             return .transient("HTTP \(response.status)")
+        case 300..<400:
+            return .permanent("HTTP \(response.status): a redirect is not a delivery")
         default:
             return .permanent("HTTP \(response.status)")
         }

@@ -11,6 +11,10 @@ public struct OutboundRequest: Sendable {
     public var totalTimeout = Duration.seconds(10)
     public var maxBodyBytes = 10 << 20
     public var caFile: String?
+    /// Redirects of GET requests are followed only within the same origin (scheme, host and
+    /// port): headers may carry credentials, and libcurl would send them to any host.
+    /// Other methods never follow: a notification re-sent without its body is a lost one.
+    public var followsRedirects = true
 
     public init(url: String) { self.url = url }
 }
@@ -28,6 +32,8 @@ public struct OutboundHTTPError: Error, Sendable, CustomStringConvertible {
         case timeout, connect, tls
         /// The body exceeded the configured cap and was abandoned.
         case tooLarge = "too_large"
+        /// A redirect that was not followed (to another origin, or of a request that never follows).
+        case redirect
         case other = "http_error"
     }
 
@@ -59,11 +65,47 @@ final class CurlTransfer {
         curl_easy_cleanup(handle)
     }
 
+    /// Performs the request, following same-origin redirects of a GET up to `maxRedirects`.
     func perform(_ request: OutboundRequest) throws(OutboundHTTPError) -> OutboundResponse {
+        var url = request.url
+        for _ in 0...Self.maxRedirects {
+            let response = try perform(request, url: url)
+            guard (300..<400).contains(response.status), response.status != 304 else { return response }
+            guard request.followsRedirects, request.method == "GET" || request.method == "HEAD" else {
+                throw OutboundHTTPError(kind: .redirect, message: "HTTP \(response.status): redirects are not followed for \(request.method)")
+            }
+            guard let next = redirectTarget(), Self.origin(next) == Self.origin(request.url) else {
+                throw OutboundHTTPError(kind: .redirect, message: "HTTP \(response.status): redirect to another origin not followed")
+            }
+            url = next
+        }
+        throw OutboundHTTPError(kind: .redirect, message: "more than \(Self.maxRedirects) redirects")
+    }
+
+    private func redirectTarget() -> String? {
+        var target: UnsafeMutablePointer<CChar>?
+        guard telltale_curl_getinfo_string(handle, CURLINFO_REDIRECT_URL, &target) == CURLE_OK, let target else { return nil }
+        return String(cString: target)
+    }
+
+    /// `scheme://host:port` of an absolute URL, lower-cased, with the scheme's default port.
+    static func origin(_ url: String) -> String? {
+        guard let separator = url.range(of: "://") else { return nil }
+        let scheme = url[..<separator.lowerBound].lowercased()
+        var authority = url[separator.upperBound...].prefix { !"/?#".contains($0) }
+        if let at = authority.lastIndex(of: "@") { authority = authority[authority.index(after: at)...] }
+        let host = authority.lowercased()
+        let portDigits = host.lastIndex(of: ":").map { host[host.index(after: $0)...] } ?? ""
+        let hasPort = !portDigits.isEmpty && portDigits.allSatisfy(\.isASCII) && portDigits.allSatisfy(\.isNumber)
+            && !(host.hasPrefix("[") && !host.hasSuffix("]" + portDigits))
+        return "\(scheme)://\(host)" + (hasPort ? "" : (scheme == "https" ? ":443" : ":80"))
+    }
+
+    private func perform(_ request: OutboundRequest, url: String) throws(OutboundHTTPError) -> OutboundResponse {
         let sink = ResponseSink(cap: request.maxBodyBytes)
         let context = Unmanaged.passUnretained(sink).toOpaque()
         var errorBuffer = [CChar](repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
-        let code: CURLcode = request.url.withCString { url in
+        let code: CURLcode = url.withCString { url in
             request.method.withCString { method in
                 Self.userAgent.withCString { agent in
                     "http,https".withCString { protocols in
@@ -75,9 +117,7 @@ final class CurlTransfer {
                                     setPointer(CURLOPT_CUSTOMREQUEST, method)
                                     setPointer(CURLOPT_USERAGENT, agent)
                                     setPointer(CURLOPT_PROTOCOLS_STR, protocols)
-                                    setPointer(CURLOPT_REDIR_PROTOCOLS_STR, protocols)
-                                    setLong(CURLOPT_FOLLOWLOCATION, 1)
-                                    setLong(CURLOPT_MAXREDIRS, Self.maxRedirects)
+                                    setLong(CURLOPT_FOLLOWLOCATION, 0)  // see perform(_:)
                                     setLong(CURLOPT_SSL_VERIFYPEER, 1)
                                     setLong(CURLOPT_SSL_VERIFYHOST, 2)
                                     if request.caFile != nil { setPointer(CURLOPT_CAINFO, caFile) }
