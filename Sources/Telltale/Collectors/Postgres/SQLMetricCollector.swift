@@ -88,7 +88,10 @@ public final class SQLMetricCollector: Collector {
                     ? [(Labels([("target", client.target)] + columns.labels.map { ($0.name, row[$0.index].text) }), 1.0)]
                     : samples(row, columns, &problems)
                 for (labels, value) in samples {
-                    if !state.accumulated.contains(labels) && state.accumulated.seriesCount >= query.maxSeries {
+                    if !value.isFinite {
+                        // Added once, ±Inf or NaN would stick in the running total until restart.
+                        problems.add("bad_value", "\(value) cannot be added to a running total")
+                    } else if !state.accumulated.contains(labels) && state.accumulated.seriesCount >= query.maxSeries {
                         state.dropped += 1
                     } else if query.descriptor.type == .histogram {
                         state.accumulated.observe(value, labels)
