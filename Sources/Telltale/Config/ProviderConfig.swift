@@ -22,6 +22,8 @@ public struct ProviderConfig: Sendable {
     public var schedule = Schedule(interval: .seconds(60), timeout: .seconds(15))
     /// Every secret of this provider (API key, header values), scrubbed from any message.
     public var secrets: [String] = []
+    /// Balances (currencies) exported at most; a response may list any number of them.
+    public var maxSeries = 1000
 
     static let presets: [String: (path: String, header: String, rule: BalanceRule, currency: String?)] = [
         // NOWPayments: {"btc": {"amount": 0.1, "pendingAmount": 0}, …}
@@ -45,6 +47,7 @@ public struct ProviderConfig: Sendable {
         if let cap = map.int("max_body_bytes", in: 1024...(256 << 20)) { config.request.maxBodyBytes = cap }
         config.request.caFile = map.string("ca_file")
         config.currency = map.string("currency")
+        if let cap = map.int("max_series", in: 1...100_000) { config.maxSeries = cap }
         if let labels = map.map("labels") {
             config.staticLabels = readStaticLabels(labels)
             labels.finish()

@@ -32,6 +32,7 @@ public final class ProviderCollector: Collector {
         var lastSuccess: Double?
         var succeededLast = false
         var retryAt: ContinuousClock.Instant?
+        var dropped = 0.0
         var duration: FamilyBuilder
         var errors: FamilyBuilder
     }
@@ -68,8 +69,10 @@ public final class ProviderCollector: Collector {
             state.duration.observe(elapsed, providerLabels)
             switch outcome {
             case .success(let values):
-                state.balances = values.balances
-                state.pendings = values.pendings
+                let kept = min(values.balances.count, config.maxSeries)
+                state.dropped += Double(values.balances.count - kept)
+                state.balances = Array(values.balances.prefix(kept))
+                state.pendings = Array(values.pendings.prefix(kept))
                 state.lastSuccess = UnixTime.now.seconds
                 state.succeededLast = true
                 state.retryAt = nil
@@ -173,8 +176,10 @@ public final class ProviderCollector: Collector {
             stale.set(!state.succeededLast && !state.balances.isEmpty ? 1 : 0, providerLabels)
             var lastSuccess = FamilyBuilder(Self.lastSuccess)
             if let time = state.lastSuccess { lastSuccess.set(time, providerLabels) }
+            var dropped = FamilyBuilder(SQLMetricCollector.dropped)
+            dropped.set(state.dropped, ["collector": name, "metric": Self.balance.name])
             state.duration.touchHistogram(providerLabels)
-            return [balance, pending, up, stale, lastSuccess, state.duration, state.errors].map { $0.build() }
+            return [balance, pending, up, stale, lastSuccess, state.duration, state.errors, dropped].map { $0.build() }
         }
     }
 }
