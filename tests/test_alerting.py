@@ -177,7 +177,7 @@ class Harness:
         """A channel whose URL (a secret, with SECRET in it) is in an environment variable
         of the telltale processes; returns the receiver path."""
         path = path or f"/hooks/{kind}/{name}/{SECRET}"
-        env_name = env_name or "TT_HOOK_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
+        env_name = env_name or "TELLTALE_CHANNEL_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
         self.env[env_name] = url or self.rx.url_for(path)
         self.sql(f"INSERT INTO telltale_channels (name, kind, url_env, enabled) VALUES "
                  f"({sql_literal(name)}, {sql_literal(kind)}, {sql_literal(env_name)}, {sql_literal(enabled)})")
@@ -1001,7 +1001,7 @@ def test_channel_url_never_exposed(h: Harness) -> None:
     for name in ("sec-ok", "sec-404", "sec-hang", "sec-refused"):
         h.add_rule(f"r-{name}", 10, channel=name)
     # a channel whose URL variable is unset: reported, but without a URL to leak
-    h.sql("INSERT INTO telltale_channels (name, kind, url_env) VALUES ('sec-unset', 'slack', 'TT_HOOK_NOT_SET')")
+    h.sql("INSERT INTO telltale_channels (name, kind, url_env) VALUES ('sec-unset', 'slack', 'TELLTALE_CHANNEL_NOT_SET')")
     h.set_level(20)
     tt = h.start(log_level="debug", alerting={"delivery_timeout": "1s"})
     h.wait_accepted(ok, 1)

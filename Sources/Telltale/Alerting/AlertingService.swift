@@ -37,6 +37,7 @@ public final class AlertingService: Service, Sendable {
     private let client: PostgresClient
     private let http: HTTPClient
     private let logger: Logger
+    private let throttled: LogThrottle
     private let wake: AsyncStream<Void>.Continuation
     private let wakeups: AsyncStream<Void>
 
@@ -60,6 +61,7 @@ public final class AlertingService: Service, Sendable {
         self.config = config
         self.store = store
         self.logger = logger
+        throttled = LogThrottle(logger)
         client = PostgresClient(target: "alerting", dsn: config.dsn, connectTimeout: config.connectTimeout)
         http = HTTPClient(threads: 4)
         (wakeups, wake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
@@ -129,7 +131,7 @@ public final class AlertingService: Service, Sendable {
             state.withLock { $0.databaseError = nil }
         } catch {
             state.withLock { $0.databaseError = error.message }
-            logger.warning("alerting database unavailable", metadata: ["problem": "\(error.message)"])
+            throttled.warning("alerting database unavailable", ["problem": "\(error.message)"])
         }
         // Evaluated outside the lock: matching takes time, and `/`, the metrics and the
         // delivery loop read this state meanwhile. This loop is the evaluator's only writer.
@@ -149,7 +151,7 @@ public final class AlertingService: Service, Sendable {
                 try await outbox.record(events, channels: catalog.rules.mapValues(\.channel))
                 state.withLock { $0.unsaved.removeFirst(min(events.count, $0.unsaved.count)) }
             } catch {
-                logger.warning("could not record alert transitions; will retry", metadata: ["problem": "\(error.message)"])
+                throttled.warning("could not record alert transitions; will retry", ["problem": "\(error.message)"])
             }
         } else if !leader {
             // Followers evaluate for their own metrics; the leader records and sends.
@@ -212,7 +214,7 @@ public final class AlertingService: Service, Sendable {
             do throws(PostgresError) {
                 try await deliverPending()
             } catch {
-                logger.warning("could not read the notification outbox", metadata: ["problem": "\(error.message)"])
+                throttled.warning("could not read the notification outbox", ["problem": "\(error.message)"])
             }
         }
     }
@@ -251,7 +253,7 @@ public final class AlertingService: Service, Sendable {
                     try await outbox.markFailed(row.id, error: reason)
                 }
             } catch {
-                logger.warning("could not update the outbox", metadata: ["problem": "\(error.message)"])
+                throttled.warning("could not update the outbox", ["problem": "\(error.message)"])
                 return
             }
             recordOutcome(outcome, channel: channel.name, event: row.event)

@@ -14,6 +14,7 @@ public final class CollectorRunner: Service, Sendable {
     public let health: CollectorHealth
     private let store: MetricStore
     private let logger: Logger
+    private let throttled: LogThrottle
     /// Called after each run is published (alerting evaluates the fresh snapshot).
     private let afterEachRun: @Sendable () -> Void
 
@@ -21,6 +22,7 @@ public final class CollectorRunner: Service, Sendable {
         self.collectors = collectors
         self.store = store
         self.logger = logger
+        throttled = LogThrottle(logger)
         self.afterEachRun = afterEachRun
         self.health = CollectorHealth(collectors: collectors.map(\.name))
     }
@@ -84,7 +86,7 @@ public final class CollectorRunner: Service, Sendable {
             families = collector.familiesWhenFailed()
         }
         for problem in problems {
-            logger.warning("collector run failed", metadata: ["collector": "\(collector.name)", "problem": "\(problem)"])
+            throttled.warning("collector run failed", ["collector": "\(collector.name)", "problem": "\(problem)"])
         }
         health.record(collector.name, duration: clock.now - started, problems: problems, at: .now)
         let conflicts = await store.publish([collector.name: families, Self.selfSource: health.families])
