@@ -70,6 +70,15 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        // Fuzz targets: a corpus replayer in normal builds, libFuzzer targets when built by
+        // scripts/fuzz.sh with -sanitize=fuzzer -DFUZZING.
+        .executableTarget(
+            name: "telltale-fuzz",
+            dependencies: ["Telltale", "TelltaleMetrics"],
+            path: "Fuzz/Sources",
+            swiftSettings: strict
+        ),
+
         .testTarget(name: "TelltaleMetricsTests", dependencies: ["TelltaleMetrics"],
                     resources: [.copy("Golden")], swiftSettings: strict),
         .testTarget(name: "TelltaleTests", dependencies: ["Telltale"], swiftSettings: strict),

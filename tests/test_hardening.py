@@ -368,6 +368,28 @@ def test_one_log_line_per_transition_while_the_database_is_down(h: Harness, serv
         services.start_pg()
 
 
+def test_non_finite_values_never_enter_running_totals(h: Harness) -> None:
+    """An Infinity row stuck an incremental counter at +Inf, or a histogram's _sum at NaN."""
+    h.sql("""
+        CREATE TABLE tt_events (id bigint, v double precision); ALTER TABLE tt_events OWNER TO telltale;
+        INSERT INTO tt_events VALUES (1, 2), (2, 'Infinity'), (3, 'NaN'), (4, '-Infinity'), (5, 3);
+    """)
+    incremental = {"sql": "SELECT id, 'x' AS k, v FROM tt_events WHERE id > $1::bigint ORDER BY id",
+                   "labels": ["k"], "values": ["v"], "mode": "incremental", "watermark": "id",
+                   "interval": "500ms", "timeout": "500ms"}
+    h.write_config(queries=[{"metric": "tt_amount", "type": "counter", **incremental},
+                            {"metric": "tt_size", "type": "histogram", "buckets": [1, 10], **incremental}])
+    tt = h._start(h.config_path, env=h.env)
+    h.started.append(tt)
+    table = wait_until(lambda: (lambda t: t if value(t, "tt_amount_total", k="x", target="main") == 5 else None)(samples(tt.metrics())),
+                       10, "the finite values counted", details=lambda: "\n" + "\n".join(
+                           l for l in tt.metrics().splitlines() if "tt_" in l or "error" in l) + tt.logs()[-2000:])
+    assert value(table, "tt_size_sum", k="x", target="main") == 5
+    assert value(table, "tt_size_count", k="x", target="main") == 2
+    for metric in ("tt_amount", "tt_size"):
+        assert value(table, "telltale_collector_errors_total", collector=f"sql:main:{metric}", reason="bad_value") >= 1
+
+
 # ------------------------------------------------------------------ hung backends
 
 

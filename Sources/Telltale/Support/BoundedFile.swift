@@ -10,6 +10,10 @@ enum BoundedFile {
     static let secretLimit = 64 << 10
 
     static func read(_ path: String, limit: Int) -> Result<String, FileProblem> {
+        readBytes(path, limit: limit).map { String(decoding: $0, as: UTF8.self) }
+    }
+
+    static func readBytes(_ path: String, limit: Int) -> Result<[UInt8], FileProblem> {
         let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)
         guard fd >= 0 else { return .failure(FileProblem("cannot open \(path): \(String(cString: strerror(errno)))")) }
         defer { close(fd) }
@@ -24,7 +28,7 @@ enum BoundedFile {
             let count = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
             if count < 0 && errno == EINTR { continue }
             if count < 0 { return .failure(FileProblem("cannot read \(path): \(String(cString: strerror(errno)))")) }
-            if count == 0 { return .success(String(decoding: bytes, as: UTF8.self)) }
+            if count == 0 { return .success(bytes) }
             bytes.append(contentsOf: chunk[0..<count])
         }
         return .failure(FileProblem("\(path) is larger than \(limit) bytes"))

@@ -1,0 +1,161 @@
+import Glibc
+import TelltaleMetrics
+@testable import Telltale
+
+/// Fuzz targets: each takes arbitrary bytes and must neither crash, nor hang, nor break an
+/// invariant (checked with `require`, which aborts so that libFuzzer keeps the input).
+///
+/// Built two ways (scripts/fuzz.sh):
+/// - normally, `telltale-fuzz TARGET FILE…` replays inputs: the committed corpora run as
+///   regression tests in every CI run;
+/// - with `-sanitize=fuzzer -DFUZZING`, libFuzzer drives `LLVMFuzzerTestOneInput` and the
+///   target comes from `TELLTALE_FUZZ_TARGET`.
+enum FuzzTargets {
+    static let all: [String: @Sendable ([UInt8]) -> Void] = [
+        "config": config, "exposition": exposition, "jsonpath": jsonPath, "matchers": matchers,
+        "negotiation": negotiation, "redaction": redaction,
+    ]
+
+    /// The configuration reader: any text is a configuration or a list of problems.
+    static func config(_ bytes: [UInt8]) {
+        _ = try? TelltaleConfig.parse(String(decoding: bytes, as: UTF8.self))
+    }
+
+    /// Both encoders with arbitrary label values and numbers: the output is valid UTF-8 and
+    /// every line is a comment, a sample or (OpenMetrics) the EOF marker.
+    static func exposition(_ bytes: [UInt8]) {
+        var input = Input(bytes)
+        var gauge = FamilyBuilder(MetricDescriptor("fuzz_gauge", .gauge, help: input.text(40)))
+        var counter = FamilyBuilder(MetricDescriptor("fuzz_events", .counter, help: "h"))
+        var histogram = FamilyBuilder(MetricDescriptor("fuzz_seconds", .histogram, help: "h", unit: "seconds"),
+                                      buckets: [0.1, 1, 10])
+        while !input.isEmpty {
+            let labels = Labels([("a", input.text(16)), ("b_c", input.text(8))])
+            gauge.set(input.double(), labels)
+            counter.add(abs(input.double()), labels)
+            histogram.observe(input.double(), labels)
+        }
+        for format in ExpositionFormat.allCases {
+            let output = ExpositionEncoder.encode([gauge.build(), counter.build(), histogram.build()], format: format)
+            let text = String(validating: output, as: UTF8.self)
+            require(text != nil, "\(format) output is not UTF-8")
+            for line in (text ?? "").split(separator: "\n") {
+                require(line.hasPrefix("#") || line.hasPrefix("fuzz_"), "\(format) line \(line.prefix(80))")
+            }
+        }
+    }
+
+    /// A path (first line) against a JSON document (the rest).
+    static func jsonPath(_ bytes: [UInt8]) {
+        let newline = bytes.firstIndex(of: 10) ?? bytes.count
+        guard let path = JSONPath(String(decoding: bytes[..<newline], as: UTF8.self)),
+              let document = JSONValue.parse(Array(bytes[min(newline + 1, bytes.count)...])) else { return }
+        for (labels, node) in path.select(document).prefix(10_000) {
+            _ = (labels, node.number, node.labelText)
+        }
+    }
+
+    /// Rule matchers: parsing, and matching a label value (the rest after the first line),
+    /// which must end within the regex budget or report it.
+    static func matchers(_ bytes: [UInt8]) {
+        let newline = bytes.firstIndex(of: 10) ?? bytes.count
+        guard case .success(let matchers) = LabelMatcher.parseList(String(decoding: bytes[..<newline], as: UTF8.self)) else {
+            return
+        }
+        let value = String(decoding: bytes[min(newline + 1, bytes.count)...], as: UTF8.self)
+        for matcher in matchers {
+            _ = try? matcher.matches(Labels([(matcher.name, value)]))
+        }
+    }
+
+    /// Accept and Accept-Encoding headers of any size and shape.
+    static func negotiation(_ bytes: [UInt8]) {
+        let header = String(decoding: bytes, as: UTF8.self)
+        _ = ContentNegotiation.format(accept: header)
+        _ = ContentNegotiation.acceptsGzip(header)
+    }
+
+    /// Redaction: a secret (first line) never survives in the text (the rest), whatever its
+    /// case or position relative to the cut.
+    static func redaction(_ bytes: [UInt8]) {
+        let newline = bytes.firstIndex(of: 10) ?? bytes.count
+        let secret = String(decoding: bytes[..<newline], as: UTF8.self)
+        let text = String(decoding: bytes[min(newline + 1, bytes.count)...], as: UTF8.self)
+        guard secret.utf8.count >= 8, secret.allSatisfy({ $0.isASCII && !$0.isWhitespace && $0 != "*" }) else { return }
+        let redacted = Redactor([secret]).redact(text + secret, clippedTo: 120)
+        require(!redacted.lowercased().contains(secret.lowercased()), "secret survived redaction")
+    }
+
+    static func require(_ condition: Bool, _ message: @autoclosure () -> String) {
+        if !condition {
+            printError("fuzz invariant broken: \(message())\n")
+            abort()
+        }
+    }
+}
+
+/// Writes straight to file descriptor 2: the C `stderr` global is not concurrency-safe in Swift 6.
+func printError(_ message: String) {
+    var bytes = Array(message.utf8)
+    _ = write(2, &bytes, bytes.count)
+}
+
+/// Reads typed values off the front of the fuzz input.
+struct Input {
+    private var bytes: ArraySlice<UInt8>
+
+    init(_ bytes: [UInt8]) { self.bytes = bytes[...] }
+
+    var isEmpty: Bool { bytes.isEmpty }
+
+    mutating func text(_ maxLength: Int) -> String {
+        let length = Int(bytes.popFirst() ?? 0) % (maxLength + 1)
+        let taken = bytes.prefix(length)
+        bytes = bytes.dropFirst(length)
+        return String(decoding: taken, as: UTF8.self)
+    }
+
+    mutating func double() -> Double {
+        var raw: UInt64 = 0
+        for _ in 0..<8 { raw = raw << 8 | UInt64(bytes.popFirst() ?? 0) }
+        return Double(bitPattern: raw)
+    }
+}
+
+#if FUZZING
+private let selected: @Sendable ([UInt8]) -> Void = {
+    let name = getenv("TELLTALE_FUZZ_TARGET").map { String(cString: $0) } ?? ""
+    guard let target = FuzzTargets.all[name] else {
+        printError("set TELLTALE_FUZZ_TARGET to one of: \(FuzzTargets.all.keys.sorted().joined(separator: ", "))\n")
+        exit(2)
+    }
+    return target
+}()
+
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
+    selected(data.map { Array(UnsafeBufferPointer(start: $0, count: size)) } ?? [])
+    return 0
+}
+#else
+/// `telltale-fuzz TARGET FILE_OR_DIRECTORY…`: runs every input once; exit 0 when none crashed.
+@main
+struct Replay {
+    static func main() {
+        let arguments = CommandLine.arguments.dropFirst()
+        guard let name = arguments.first, let target = FuzzTargets.all[name] else {
+            printError("usage: telltale-fuzz {\(FuzzTargets.all.keys.sorted().joined(separator: "|"))} FILE_OR_DIRECTORY…\n")
+            exit(2)
+        }
+        var count = 0
+        for path in arguments.dropFirst() {
+            for file in ProcFS.list(path).map({ $0.sorted().map { "\(path)/\($0)" } }) ?? [path] {
+                guard let input = try? BoundedFile.readBytes(file, limit: 1 << 20).get() else { continue }
+                target(input)
+                count += 1
+            }
+        }
+        print("\(name): \(count) inputs replayed")
+    }
+}
+#endif
