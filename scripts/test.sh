@@ -9,12 +9,17 @@
 #   5. scripts/build-release.sh        release build of telltale, as it ships
 #   6. pytest tests/                    end-to-end tests against the release binary
 #                                       (TELLTALE_BIN), with $RUN_DIR/env exported
+#   7. scripts/fuzz.sh --ci             replay the committed fuzz corpora, then fuzz
+#                                       each target briefly (libFuzzer, .build-fuzz)
+#   8. scripts/faults.sh --soak 30      kill -9 / SIGSTOP of the backends, fd exhaustion,
+#                                       slowloris, idle connections, a short soak
 #
 # A failing step 4 does not stop step 5/6: CI shows every failure in one run.
 # The exit code is non-zero if any step failed.
 #
 # Usage:  scripts/test.sh [PYTEST ARGS...]     e.g. scripts/test.sh -k healthz
 #   SKIP_SWIFT_TESTS=1   skip steps 3 and 4 (quick iteration on the e2e tests)
+#   SKIP_FUZZ=1          skip step 7
 #   SWIFT_TEST_ARGS      extra args for `swift test`, e.g. "--no-parallel"
 #   TELLTALE_STEP_TIMEOUT  seconds allowed for each of steps 4 and 6 (default 2400)
 #   TELLTALE_RUN_DIR, TELLTALE_PG_PORT, TELLTALE_REDIS_PORT: see scripts/services.sh
@@ -128,8 +133,16 @@ if run bash scripts/build-release.sh; then
         124) fail "pytest (timed out after ${STEP_TIMEOUT}s)" ;;
         *) fail "pytest (exit $rc)" ;;
     esac
+
+    section "scripts/faults.sh --soak 30"
+    run timeout -k 30 900 bash scripts/faults.sh --soak 30 || fail "scripts/faults.sh (exit $?)"
 else
     fail "scripts/build-release.sh"
+fi
+
+if [[ ${SKIP_FUZZ:-0} != 1 ]]; then
+    section "scripts/fuzz.sh --ci"
+    run timeout -k 30 1500 bash scripts/fuzz.sh --ci || fail "scripts/fuzz.sh (exit $?)"
 fi
 
 # Stop services now (not only in the trap) so the summary is the last thing printed.

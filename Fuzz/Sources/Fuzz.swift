@@ -137,6 +137,20 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     selected(data.map { Array(UnsafeBufferPointer(start: $0, count: size)) } ?? [])
     return 0
 }
+
+public typealias CArguments = UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?
+
+@_silgen_name("LLVMFuzzerRunDriver")
+func runFuzzerDriver(_ argc: UnsafeMutablePointer<Int32>, _ argv: UnsafeMutablePointer<CArguments>,
+                     _ callback: @convention(c) (UnsafePointer<UInt8>?, Int) -> Int32) -> Int32
+
+/// SwiftPM links an executable's entry point under this name; libFuzzer's driver takes over.
+@_cdecl("telltale_fuzz_main")
+public func fuzzMain(_ argc: Int32, _ argv: CArguments) -> Int32 {
+    var count = argc
+    var arguments = argv
+    return runFuzzerDriver(&count, &arguments) { data, size in fuzzOneInput(data, size) }
+}
 #else
 /// `telltale-fuzz TARGET FILE_OR_DIRECTORY…`: runs every input once; exit 0 when none crashed.
 @main
