@@ -16,7 +16,7 @@ public final class ProviderCollector: Collector {
         "telltale_provider_last_success_timestamp_seconds", .gauge, help: "Unix time of the last successful fetch.", unit: "seconds")
     static let errors = MetricDescriptor(
         "telltale_provider_errors", .counter,
-        help: "Failed fetches by reason: timeout, connect, tls, too_large, http_4xx, http_5xx, rate_limited, bad_json, missing_field, bad_value.")
+        help: "Failed fetches by reason: timeout, connect, tls, too_large, redirect, http_4xx, http_5xx, rate_limited, bad_json, missing_field, bad_value.")
     /// How long to back off after a 429 without a usable Retry-After.
     static let defaultRetryAfter = Duration.seconds(60)
 
