@@ -43,6 +43,8 @@ echo "[fuzz] building the libFuzzer targets (.build-fuzz)"
 swift build --scratch-path .build-fuzz --product telltale-fuzz \
     -Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING
 FUZZER=.build-fuzz/debug/telltale-fuzz
+# AddressSanitizer reports crashes itself; Swift's backtracer would only get in its way.
+export SWIFT_BACKTRACE=enable=no
 
 failed=()
 for target in "${TARGETS[@]}"; do

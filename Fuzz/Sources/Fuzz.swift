@@ -83,7 +83,13 @@ enum FuzzTargets {
         let text = String(decoding: bytes[min(newline + 1, bytes.count)...], as: UTF8.self)
         guard secret.utf8.count >= 8, secret.allSatisfy({ $0.isASCII && !$0.isWhitespace && $0 != "*" }) else { return }
         let redacted = Redactor([secret]).redact(text + secret, clippedTo: 120)
-        require(!redacted.lowercased().contains(secret.lowercased()), "secret survived redaction")
+        require(!Self.contains(Array(redacted.lowercased().utf8), Array(secret.lowercased().utf8)), "secret survived redaction")
+    }
+
+    /// Byte-wise, so that NUL bytes count like any other (Foundation's `contains` does not).
+    static func contains(_ haystack: [UInt8], _ needle: [UInt8]) -> Bool {
+        guard !needle.isEmpty, haystack.count >= needle.count else { return needle.isEmpty }
+        return (0...(haystack.count - needle.count)).contains { start in haystack[start..<start + needle.count].elementsEqual(needle) }
     }
 
     static func require(_ condition: Bool, _ message: @autoclosure () -> String) {
