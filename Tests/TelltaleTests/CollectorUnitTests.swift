@@ -51,7 +51,32 @@ import TelltaleMetrics
         return [.integer(wait), .array(waitEnd), .integer(0), .array([]), .integer(1), .integer(2), .integer(3), .integer(4),
                 .integer(5), .integer(6), pausedFlag, .integer(metaPaused), .integer(1),
                 .array([.string("7"), .string("0:123")]),
-                .array([.array([.string("1700000000000-0"), .array(["event", "completed", "jobId", "7"].map(RedisValue.string))])])]
+                .array([.array([.string("1700000000000-0"), .array(["event", "completed", "jobId", "7"].map(RedisValue.string))])]),
+                .integer(2)]
+    }
+
+    /// Regression: NOPERM, WRONGTYPE or MOVED read as zeros with the collector up.
+    @Test func anErrorReplyIsTheQueuesError() {
+        var withError = replies(wait: 9, waitTail: "41")
+        withError[6] = .error("NOPERM this user has no permissions to access one of the keys used as arguments")
+        #expect(counts(withError).error?.hasPrefix("NOPERM") == true)
+        #expect(counts(replies(wait: 9, waitTail: "41")).error == nil)
+        #expect(counts(Array(replies(wait: 9, waitTail: "41").prefix(10))).error != nil)
+    }
+
+    @Test func aQueueWithoutMetaOrIdIsGone() {
+        var obliterated = replies(wait: 0, waitTail: nil)
+        obliterated[15] = .integer(0)
+        #expect(!counts(obliterated).exists)
+        #expect(counts(replies(wait: 0, waitTail: nil)).exists)
+    }
+
+    /// Regression: a renamed AUTH put the password in the log through the quoted arguments.
+    @Test func errorRepliesNeverQuoteArguments() {
+        let reply = "ERR unknown command 'AUTH', with args beginning with: 'hunter2' "
+        #expect(!RedisReplyError.describe(reply).contains("hunter2"))
+        #expect(RedisReplyError.describe("NOAUTH Authentication required.").contains("queues.redis.password"))
+        #expect(RedisReplyError.code("MOVED 3999 127.0.0.1:6381") == "MOVED")
     }
 
     @Test func legacyMarkersAreNotCounted() {

@@ -148,17 +148,27 @@ public actor RedisClient {
         }
     }
 
-    /// AUTH and SELECT in one round trip. Redis never echoes the password in its replies.
+    /// AUTH, SELECT and INFO server in one round trip. A server that does not know AUTH (a
+    /// renamed command) quotes its arguments in the error: only the sanitised text is kept,
+    /// and the password is redacted besides.
     private static func logIn(_ connection: RedisConnection, _ settings: RedisSettings) throws(RedisError) {
         var commands = RedisCommands()
         if let password = settings.password {
             commands.append(["AUTH"] + (settings.username.map { [$0] } ?? []) + [password])
         }
         if settings.database != 0 { commands.append(["SELECT", String(settings.database)]) }
-        for reply in try connection.pipeline(commands) {
+        commands.append(["INFO", "server"])
+        let replies = try connection.pipeline(commands)
+        for reply in replies.dropLast() {
             if case .error(let message) = reply {
-                throw RedisError(kind: .connect, message: "login to \(settings) refused: \(message)")
+                let reason = Redactor(settings.password.map { [$0] } ?? []).redact(RedisReplyError.describe(message))
+                throw RedisError(kind: .connect, message: "login to \(settings) refused: \(reason)")
             }
+        }
+        // An ACL user may not be allowed INFO: then this check is skipped.
+        if replies.last?.string?.contains("redis_mode:sentinel") == true {
+            throw RedisError(kind: .connect, message: "\(settings.endpoint) is a Redis Sentinel, not a Redis server: "
+                                 + "point queues.redis at the server that holds the queues")
         }
     }
 }

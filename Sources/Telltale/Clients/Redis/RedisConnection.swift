@@ -38,6 +38,8 @@ public struct RedisError: Error, Sendable, CustomStringConvertible {
         case connect
         case connection
         case timeout
+        /// The server answered with an error reply.
+        case redisError = "redis_error"
     }
 
     public let kind: Kind

@@ -31,6 +31,8 @@ public final class QueueCollector: Collector {
         var attempts: FamilyBuilder
         var jobNames: Set<String> = []
         var dropped = 0.0
+        /// The queues of the last run, for `telltale_queue_up` 0 when a run fails as a whole.
+        var lastQueues: [QueueID] = []
     }
 
     private let state: Mutex<State>
@@ -50,7 +52,7 @@ public final class QueueCollector: Collector {
         do {
             return try await collectQueues()
         } catch let error as RedisError {
-            throw CollectionProblem(reason: error.kind.rawValue, error.message)
+            throw CollectionProblem(reason: error.kind.rawValue, Redactor(client.settings.password.map { [$0] } ?? []).redact(error.message))
         }
     }
 
@@ -65,7 +67,8 @@ public final class QueueCollector: Collector {
         }
         countCommands.append(["CLIENT", "LIST"])
         let countReplies = try await client.pipeline(countCommands)
-        let counts = zip(queues, countReplies.chunks(of: QueueCounts.commandCount)).map { QueueCounts(queue: $0, replies: $1) }
+        let all = zip(queues, countReplies.chunks(of: QueueCounts.commandCount)).map { QueueCounts(queue: $0, replies: $1) }
+        let (counts, failed, gone) = sorted(all)
         let finished = recordEvents(counts)
         // Round trip 2: head jobs' timestamps, active jobs' locks, finished jobs' hashes. The
         // families of the counts are built meanwhile.
@@ -73,9 +76,53 @@ public final class QueueCollector: Collector {
         async let pendingReplies = client.pipeline(followUp.commands)
         var families = countFamilies(counts, clientList: countReplies.last)
         let followReplies = try await pendingReplies
-        families += followUpFamilies(counts, followUp, followReplies)
-        families += accumulate(finished, followUp.finishedJobReplies(followReplies), present: Set(queues))
-        return CollectionResult(families: families)
+        var problems = QueueProblems()
+        for count in failed { problems.add(count.queue, count.error ?? "") }
+        var followUpFailed = Set<Int>()
+        for position in counts.indices {
+            if let error = followUp.error(at: position, followReplies) {
+                problems.add(counts[position].queue, error)
+                followUpFailed.insert(position)
+            }
+        }
+        families += followUpFamilies(counts, followUp, followReplies, skipping: followUpFailed)
+        families += accumulate(finished, followUp.finishedJobReplies(followReplies),
+                               present: Set(queues).subtracting(gone.map(\.queue)))
+        families.append(upFamily(counts, failed: failed.map(\.queue) + followUpFailed.map { counts[$0].queue }))
+        state.withLock { $0.lastQueues = counts.map(\.queue) + failed.map(\.queue) }
+        return CollectionResult(families: families, problems: problems.list)
+    }
+
+    /// Splits a run's queues into those read cleanly, those Redis answered with an error
+    /// (absent this run, `telltale_queue_up` 0), and discovered ones whose keys are all gone
+    /// (absent from now on, until discovery finds them again).
+    private func sorted(_ all: [QueueCounts]) -> (ok: [QueueCounts], failed: [QueueCounts], gone: [QueueCounts]) {
+        let explicit = Set(config.queues)
+        let gone = all.filter { $0.error == nil && !$0.exists && !explicit.contains($0.queue) }
+        if !gone.isEmpty {
+            let forgotten = Set(gone.map(\.queue))
+            state.withLock { state in
+                state.discovery.forget(forgotten)
+                for queue in forgotten { state.streamCursors[queue] = nil }
+            }
+        }
+        let failed = all.filter { $0.error != nil }
+        let ok = all.filter { $0.error == nil && ($0.exists || explicit.contains($0.queue)) }
+        return (ok, failed, gone)
+    }
+
+    /// `telltale_queue_up`: 1 for every queue read cleanly, 0 for those Redis answered with
+    /// an error; in label order, as every queue family.
+    private func upFamily(_ counts: [QueueCounts], failed: [QueueID]) -> MetricFamily {
+        let down = Set(failed)
+        let series = (counts.map(\.queue) + failed).sorted().map { Self.sample(down.contains($0) ? 0 : 1, $0.labels) }
+        return MetricFamily(QueueMetrics.up, series: series)
+    }
+
+    /// After a run that failed as a whole (Redis unreachable): every queue of the last run at 0.
+    public func familiesWhenFailed() -> [MetricFamily] {
+        let queues = state.withLock { $0.lastQueues }
+        return [MetricFamily(QueueMetrics.up, series: queues.sorted().map { Self.sample(0, $0.labels) })]
     }
 
     /// Explicit queues plus discovered ones, sorted, capped at `max_queues`.
@@ -116,10 +163,11 @@ public final class QueueCollector: Collector {
     }
 
     /// The families that need the follow-up round trip too.
-    private func followUpFamilies(_ counts: [QueueCounts], _ followUp: FollowUp, _ replies: [RedisValue]) -> [MetricFamily] {
+    private func followUpFamilies(_ counts: [QueueCounts], _ followUp: FollowUp, _ replies: [RedisValue],
+                                  skipping failed: Set<Int>) -> [MetricFamily] {
         var oldest: [Series] = [], unlocked: [Series] = []
         let nowMs = UnixTime.now.seconds * 1000
-        for (position, count) in counts.enumerated() {
+        for (position, count) in counts.enumerated() where !failed.contains(position) {
             let labels = count.queue.labels
             let headTimestamp = followUp.headTimestamp(at: position, replies)
             oldest.append(Self.sample(headTimestamp.map { max(0, (nowMs - $0) / 1000) } ?? 0, labels))
@@ -225,6 +273,32 @@ public final class QueueCollector: Collector {
         let base64 = Data(queue.name.utf8).base64EncodedString()
         let roots = ["\(queue.prefix):\(base64)", "\(queue.prefix):\(queue.name)"]
         return names.filter { name in roots.contains { name == $0 || name.hasPrefix($0 + ":w:") } }.count
+    }
+}
+
+/// Redis error replies of one run, one problem per error code with a count, so that an ACL
+/// that covers none of a thousand queues makes one log line, naming the first queue.
+private struct QueueProblems {
+    private var first: [String: (queue: QueueID, message: String, count: Int)] = [:]
+    private var order: [String] = []
+
+    mutating func add(_ queue: QueueID, _ reply: String) {
+        let code = RedisReplyError.code(reply)
+        if let existing = first[code] {
+            first[code] = (existing.queue, existing.message, existing.count + 1)
+        } else {
+            first[code] = (queue, RedisReplyError.describe(reply), 1)
+            order.append(code)
+        }
+    }
+
+    var list: [CollectionProblem] {
+        order.compactMap { code in
+            first[code].map { entry in
+                let more = entry.count > 1 ? " (and \(entry.count - 1) more queues)" : ""
+                return CollectionProblem(reason: "redis_error", "queue \(entry.queue.prefix):\(entry.queue.name): \(entry.message)\(more)")
+            }
+        }
     }
 }
 

@@ -21,6 +21,9 @@ struct QueueDiscovery: Sendable {
         while let prefix = pendingPrefixes.first, ContinuousClock.now < deadline {
             let pattern = Self.globEscaped(prefix) + ":*:[im][de]*"
             let reply = try await client.pipeline(RedisCommands([["SCAN", cursor, "MATCH", pattern, "COUNT", String(config.scanCount)]]))
+            if case .error(let message) = reply.first {
+                throw RedisError(kind: .redisError, message: "SCAN for queues: " + RedisReplyError.describe(message))
+            }
             let parts = reply.first?.array ?? []
             guard parts.count == 2, let next = parts[0].string else {
                 throw RedisError(kind: .connection, message: "unexpected SCAN reply")
@@ -37,6 +40,12 @@ struct QueueDiscovery: Sendable {
         } else {
             known.formUnion(found)
         }
+    }
+
+    /// Drops queues whose keys are all gone (obliterated) until a pass finds them again.
+    mutating func forget(_ queues: Set<QueueID>) {
+        known.subtract(queues)
+        found.subtract(queues)
     }
 
     /// `bull:emails:id` or `bull:emails:meta` → queue `emails` of prefix `bull`.

@@ -5,6 +5,9 @@ enum QueueMetrics {
     static let jobs = MetricDescriptor(
         "telltale_queue_jobs", .gauge, help: "Jobs by state, as BullMQ's getJobCounts() reports them.")
     static let paused = MetricDescriptor("telltale_queue_paused", .gauge, help: "1 if the queue is paused.")
+    static let up = MetricDescriptor(
+        "telltale_queue_up", .gauge,
+        help: "1 when the queue was read cleanly, 0 when Redis answered its commands with an error (its series are then absent).")
     static let oldestWaiting = MetricDescriptor(
         "telltale_queue_oldest_waiting_seconds", .gauge, help: "Age of the job at the head of the waiting list (0 when none waits).",
         unit: "seconds")

@@ -1,6 +1,6 @@
 /// One queue's answers from the counts round trip.
 struct QueueCounts {
-    static let commandCount = 15
+    static let commandCount = 16
     /// How many active jobs are checked for a lock; more would make the follow-up unbounded.
     static let activeSample = 1000
     static let eventsPerRead = 10_000
@@ -16,6 +16,12 @@ struct QueueCounts {
     /// The events stream's entries after the cursor, or its last entry when there was no
     /// cursor yet; none where the queue has no stream (Bull).
     let events: [StreamEntry]
+    /// The first error reply to any of the queue's commands (NOPERM, WRONGTYPE, MOVED…):
+    /// then none of its numbers can be trusted.
+    let error: String?
+    /// Whether the queue's `meta` or `id` key exists, as discovery requires: an obliterated
+    /// queue has neither.
+    let exists: Bool
 
     private static let activeEnd = String(activeSample - 1)
     private static let eventsCount = String(eventsPerRead)
@@ -52,6 +58,7 @@ struct QueueCounts {
         } else {
             commands.append("XREVRANGE", key: key, "events", "+", "-", "COUNT", "1")
         }
+        commands.append("EXISTS", keys: key, ["meta", "id"], keySuffix: "")
     }
 
     init(queue: QueueID, replies: ArraySlice<RedisValue>) {
@@ -75,6 +82,9 @@ struct QueueCounts {
         headJobID = waitingHead ?? pausedHead
         activeJobIDs = (reply.count > 13 ? reply[13].array : []).compactMap(\.string).filter { !$0.hasPrefix("0:") }
         events = (reply.count > 14 ? reply[14].array : []).compactMap(StreamEntry.init)
+        error = reply.lazy.compactMap { if case .error(let message) = $0 { message } else { nil } }.first
+            ?? (reply.count < Self.commandCount ? "missing replies" : nil)
+        exists = number(15) > 0
     }
 
     /// BullMQ 4 left `0:<timestamp>` marker entries at the tail of wait/paused; getJobCounts
@@ -149,6 +159,14 @@ struct FollowUp {
             commands.append("HMGET", key: job.queue.keyPrefix, job.id, "processedOn", "finishedOn", "timestamp", "atm", "attemptsMade", "name")
         }
         finishedRange = start..<commands.count
+    }
+
+    /// An error reply among the queue's follow-up commands (its head job, its locks).
+    func error(at position: Int, _ replies: [RedisValue]) -> String? {
+        for index in [headIndex[position], lockChecks[position]?.index] {
+            if let index, index < replies.count, case .error(let message) = replies[index] { return message }
+        }
+        return nil
     }
 
     func headTimestamp(at position: Int, _ replies: [RedisValue]) -> Double? {
