@@ -892,10 +892,11 @@ def test_basic_auth_without_username_does_not_report_password_as_unknown(run_cli
     assert "password: unknown key" not in r.stderr, r.stderr
 
 
-def test_sigterm_exits_even_when_a_collector_run_is_stuck(start_telltale, tmp_path):
-    """A collector run stuck in a blocking call (here the process collector opening a watched
-    pid_file that is a FIFO with no writer, as a hung NFS mount would block) is reported as
-    timed out, the server keeps answering, and SIGTERM still ends telltale at once."""
+def test_a_fifo_pid_file_blocks_nothing_and_sigterm_exits_at_once(start_telltale, tmp_path):
+    """A watched pid_file that is a FIFO with no writer used to block the process collector
+    in open() (as a hung NFS mount would). Files named by configuration are now opened
+    without blocking and must be regular files: the run succeeds, the watched process reads
+    as not running, and SIGTERM ends telltale at once."""
     fifo = tmp_path / "stuck.pid"
     os.mkfifo(fifo)
     tt = start_telltale(f"""\
@@ -908,8 +909,9 @@ collectors:
         pid_file: {fifo}
   host: {{interval: 1s, timeout: 1s}}
 """)
-    wait_ready(tt)  # ready once the stuck run has timed out
-    assert value(tt.metrics(), "telltale_collector_up", collector="process") == 0
+    wait_ready(tt)
+    assert value(tt.metrics(), "telltale_collector_up", collector="process") == 1
+    assert value(tt.metrics(), "telltale_process_up", name="stuck") == 0
     started = time.monotonic()
     tt.proc.send_signal(signal.SIGTERM)
     try:

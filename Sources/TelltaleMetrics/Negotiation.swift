@@ -35,8 +35,15 @@ public enum ContentNegotiation {
         var quality = 1.0
     }
 
+    /// Only this much of a header is read, and at most `maxRanges` of its elements: a client
+    /// may send 80 KB of `Accept`, and parsing all of it would cost the event loop
+    /// milliseconds per request. Real clients send a few hundred bytes.
+    static let maxHeaderBytes = 2048
+    static let maxRanges = 32
+
     static func mediaRanges(_ header: String) -> [MediaRange] {
-        header.split(separator: ",").compactMap { element in
+        let bounded = header.utf8.count > maxHeaderBytes ? String(decoding: header.utf8.prefix(maxHeaderBytes), as: UTF8.self) : header
+        return bounded.split(separator: ",", maxSplits: maxRanges, omittingEmptySubsequences: true).prefix(maxRanges).compactMap { element in
             let parts = element.split(separator: ";").map { $0.trimming(" \t").lowercased() }
             guard let type = parts.first, !type.isEmpty else { return nil }
             var range = MediaRange(type: type)

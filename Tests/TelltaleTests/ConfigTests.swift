@@ -107,5 +107,11 @@ import Testing
         #expect(ListenAddress("[::1]:9000")?.host == "::1")
         #expect(ListenAddress("host:0") == nil)
         #expect(ListenAddress("host") == nil)
+        // Regression: these passed check-config, then serve failed with a raw socket error.
+        for bad in ["[::1:9839", "::1:9839", "[::1]]:9839", "bad_host:1", "-x:1", "[]:1", "[not-v6]:1"] {
+            #expect(ListenAddress(bad) == nil, "\(bad)")
+        }
+        #expect(ListenAddress("localhost:80")?.host == "localhost")
+        #expect(ListenAddress("10.1.2.3:80")?.host == "10.1.2.3")
     }
 }

@@ -8,6 +8,7 @@ public struct TelltaleApp: Sendable {
     public let store = MetricStore()
     public let runner: CollectorRunner
     public let alerting: AlertingService?
+    private let connections = ConnectionStats()
     private let logger: Logger
 
     public init(config: TelltaleConfig, logger: Logger) {
@@ -15,8 +16,9 @@ public struct TelltaleApp: Sendable {
         self.logger = logger
         let alerting = config.alerting.enabled ? AlertingService(config: config.alerting, store: store, logger: logger) : nil
         self.alerting = alerting
+        let connections = connections
         runner = CollectorRunner(collectors: Self.collectors(config), store: store, logger: logger,
-                                 afterEachRun: { alerting?.collectionFinished() })
+                                 afterEachRun: { alerting?.collectionFinished() }, moreSelfFamilies: { connections.families })
     }
 
     /// The enabled collectors, in the order the status page lists them.
@@ -62,9 +64,13 @@ public struct TelltaleApp: Sendable {
         let router = HTTPServer.router(metrics: metrics, health: runner.health, alerting: alerting)
         let listen = config.server.listen
         let logger = logger
+        let (limits, connections) = (config.server.limits, connections)
         let app = Application(
             router: router,
-            server: .http1(configuration: .init(additionalChannelHandlers: [MetricsFastPath(endpoint: metrics)])),
+            // The guard first, so that it sees the fast path's requests and responses too.
+            server: .http1(configuration: .init(additionalChannelHandlers: [
+                ConnectionGuard(limits: limits, stats: connections), MetricsFastPath(endpoint: metrics),
+            ])),
             configuration: .init(address: .hostname(listen.host, port: listen.port), serverName: "telltale"),
             services: [runner] + (alerting.map { [$0] } ?? []),
             onServerRunning: { _ in

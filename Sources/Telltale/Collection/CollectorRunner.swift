@@ -18,7 +18,12 @@ public final class CollectorRunner: Service, Sendable {
     /// Called after each run is published (alerting evaluates the fresh snapshot).
     private let afterEachRun: @Sendable () -> Void
 
-    public init(collectors: [any Collector], store: MetricStore, logger: Logger, afterEachRun: @escaping @Sendable () -> Void = {}) {
+    /// More self-metrics published with the collectors' (the HTTP server's connections).
+    private let moreSelfFamilies: @Sendable () -> [MetricFamily]
+
+    public init(collectors: [any Collector], store: MetricStore, logger: Logger, afterEachRun: @escaping @Sendable () -> Void = {},
+                moreSelfFamilies: @escaping @Sendable () -> [MetricFamily] = { [] }) {
+        self.moreSelfFamilies = moreSelfFamilies
         self.collectors = collectors
         self.store = store
         self.logger = logger
@@ -28,7 +33,7 @@ public final class CollectorRunner: Service, Sendable {
     }
 
     public func run() async throws {
-        await store.publish([Self.selfSource: health.families])
+        await store.publish([Self.selfSource: selfFamilies])
         guard !collectors.isEmpty else {
             // Nothing to run, but returning early would read as this service failing.
             try await gracefulShutdown()
@@ -45,7 +50,7 @@ public final class CollectorRunner: Service, Sendable {
 
     /// Runs every collector once, concurrently; true when all of them succeeded.
     public func runOnce() async -> Bool {
-        await store.publish([Self.selfSource: health.families])
+        await store.publish([Self.selfSource: selfFamilies])
         return await withTaskGroup(of: Bool.self) { group in
             for collector in collectors {
                 group.addTask { await self.runAndPublish(collector) }
@@ -53,6 +58,8 @@ public final class CollectorRunner: Service, Sendable {
             return await group.reduce(true) { $0 && $1 }
         }
     }
+
+    private var selfFamilies: [MetricFamily] { health.families + moreSelfFamilies() }
 
     private func loop(_ collector: any Collector) async {
         let clock = ContinuousClock()
@@ -89,7 +96,7 @@ public final class CollectorRunner: Service, Sendable {
             throttled.warning("collector run failed", ["collector": "\(collector.name)", "problem": "\(problem)"])
         }
         health.record(collector.name, duration: clock.now - started, problems: problems, at: .now)
-        let conflicts = await store.publish([collector.name: families, Self.selfSource: health.families])
+        let conflicts = await store.publish([collector.name: families, Self.selfSource: selfFamilies])
         health.settle(collector.name, succeeded: problems.isEmpty)
         afterEachRun()
         for conflict in conflicts where conflict.source == collector.name {

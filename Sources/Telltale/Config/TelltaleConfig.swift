@@ -1,3 +1,4 @@
+import Glibc
 import Logging
 import Yams
 
@@ -7,14 +8,38 @@ public struct ListenAddress: Sendable, Equatable, CustomStringConvertible {
     public let host: String
     public let port: Int
 
-    /// Parses `HOST:PORT`, `:PORT` (all interfaces) or `[IPv6]:PORT`.
+    /// Parses `HOST:PORT`, `:PORT` (all interfaces) or `[IPv6]:PORT`, accepting exactly what
+    /// `serve` can bind: an IPv4 literal, a bracketed IPv6 literal or a DNS name. Anything
+    /// else (`[::1:9839`, a bare IPv6 address) must fail `check-config`, not `serve`.
     public init?(_ text: String) {
         guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
               (1...65535).contains(port) else { return nil }
-        var host = String(text[..<colon])
-        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        self.host = host.isEmpty ? "0.0.0.0" : host
+        let written = String(text[..<colon])
+        let host: String
+        if written.hasPrefix("[") || written.hasSuffix("]") {
+            guard written.hasPrefix("["), written.hasSuffix("]"), written.count > 2 else { return nil }
+            host = String(written.dropFirst().dropLast())
+            guard Self.isAddress(host, family: AF_INET6) else { return nil }
+        } else {
+            host = written.isEmpty ? "0.0.0.0" : written
+            guard Self.isAddress(host, family: AF_INET) || Self.isHostName(host) else { return nil }
+        }
+        self.host = host
         self.port = port
+    }
+
+    private static func isAddress(_ text: String, family: Int32) -> Bool {
+        var storage = in6_addr()
+        return inet_pton(family, text, &storage) == 1
+    }
+
+    /// Letters, digits and hyphens in dot-separated labels of 1 to 63 characters.
+    private static func isHostName(_ text: String) -> Bool {
+        let labels = text.split(separator: ".", omittingEmptySubsequences: false)
+        return text.utf8.count <= 253 && labels.allSatisfy { label in
+            (1...63).contains(label.count) && label.first != "-" && label.last != "-"
+                && label.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") }
+        }
     }
 
     public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
@@ -36,6 +61,7 @@ public enum HTTPAuth: Sendable, Equatable, CustomStringConvertible {
 public struct ServerConfig: Sendable, Equatable {
     public var listen = ListenAddress(":\(ListenAddress.defaultPort)")!
     public var auth: HTTPAuth?
+    public var limits = ConnectionLimits()
 }
 
 public struct ProcessCollectorConfig: Sendable, Equatable {
@@ -165,6 +191,9 @@ extension ServerConfig {
             self.auth = HTTPAuth.read(auth)
             auth.finish()
         }
+        if let cap = map.int("max_connections", in: 1...1_000_000) { limits.maxConnections = cap }
+        if let timeout = map.duration("idle_timeout") { limits.idleTimeout = timeout }
+        if let timeout = map.duration("header_timeout") { limits.headerTimeout = timeout }
         map.finish()
     }
 }

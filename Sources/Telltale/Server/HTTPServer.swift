@@ -8,7 +8,8 @@ enum HTTPServer {
     static func router(metrics: MetricsEndpoint, health: CollectorHealth, alerting: AlertingService?)
         -> Router<BasicRequestContext>
     {
-        let router = Router()
+        // HEAD answers every GET route with the GET response's headers and no body.
+        let router = Router(options: .autoGenerateHeadEndpoints)
 
         // Normally answered by `MetricsFastPath` before the router sees it; this route takes the
         // requests the fast path passes on (pipelined behind another request, `Connection: close`).
@@ -20,11 +21,12 @@ enum HTTPServer {
             PlainResponse.text(.ok, "ok\n").response
         }
 
-        router.get("readyz") { _, _ in
+        router.get("readyz") { request, _ in
             let waiting = health.pending
-            return waiting.isEmpty
-                ? PlainResponse.text(.ok, "ready\n").response
-                : PlainResponse.text(.serviceUnavailable, "waiting for first run of: \(waiting.joined(separator: ", "))\n").response
+            if waiting.isEmpty { return PlainResponse.text(.ok, "ready\n").response }
+            // Collector names only for whoever may see `/`: they describe the deployment.
+            let names = metrics.guardian.deny(request.headers) == nil ? ": " + waiting.joined(separator: ", ") : ""
+            return PlainResponse.text(.serviceUnavailable, "waiting for first run of collectors\(names)\n").response
         }
 
         router.get("/") { request, _ -> Response in
@@ -45,6 +47,12 @@ struct PlainResponse {
 
     static func text(_ status: HTTPResponse.Status, _ text: String) -> PlainResponse {
         PlainResponse(status: status, headers: [.contentType: "text/plain; charset=utf-8"], body: [ByteBuffer(string: text)])
+    }
+
+    /// A HEAD answer: the same headers, the GET body's length, no body.
+    mutating func omitBody() {
+        headers[.contentLength] = String(body.reduce(0) { $0 + $1.readableBytes })
+        body = []
     }
 
     var response: Response {

@@ -43,7 +43,9 @@ final class MetricsFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         case .end where answering != nil:
             let request = answering!
             answering = nil
-            respond(context: context, endpoint.answer(request.headerFields))
+            var response = endpoint.answer(request.headerFields)
+            if request.method == .head { response.omitBody() }
+            respond(context: context, response)
         case .body, .end:
             context.fireChannelRead(data)
         }
@@ -56,7 +58,7 @@ final class MetricsFastPath: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func respond(context: ChannelHandlerContext, _ plain: PlainResponse) {
         var headers = plain.headers
-        headers[.contentLength] = String(plain.body.reduce(0) { $0 + $1.readableBytes })
+        headers[.contentLength] = headers[.contentLength] ?? String(plain.body.reduce(0) { $0 + $1.readableBytes })
         headers[.date] = HTTPDate.now()
         headers[.server] = "telltale"
         context.write(wrapOutboundOut(.head(HTTPResponse(status: plain.status, headerFields: headers))), promise: nil)
@@ -64,10 +66,10 @@ final class MetricsFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
     }
 
-    /// `GET /metrics` (a query string or trailing slash allowed, as the router allows them)
-    /// on a connection that stays open.
+    /// `GET` or `HEAD /metrics` (a query string or trailing slash allowed, as the router
+    /// allows them) on a connection that stays open.
     static func isPlainMetricsRequest(_ request: HTTPRequest) -> Bool {
-        guard request.method == .get, let path = request.path else { return false }
+        guard request.method == .get || request.method == .head, let path = request.path else { return false }
         let route = path.prefix { $0 != "?" }
         guard route == "/metrics" || route == "/metrics/" else { return false }
         return !(request.headerFields[.connection]?.lowercased().contains("close") ?? false)
