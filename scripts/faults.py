@@ -246,14 +246,15 @@ def slowloris(tt: Telltale) -> str:
     closed = 0
     times: list[float] = []
     try:
-        for index in range(len(request)):
+        # A byte every 0.25 s for 5 s: the header timeout (2 s) must cut them all off.
+        for index in range(20):
             for s in sockets:
                 try:
                     s.send(request[index:index + 1])
                 except OSError:
                     pass
-            times += scrape_times(tt, 0.5)
-            time.sleep(0.5)
+            times += scrape_times(tt, 0.2)
+            time.sleep(0.05)
         for s in sockets:
             s.settimeout(3)
             try:
@@ -272,18 +273,24 @@ def idle_flood(tt: Telltale) -> str:
     session = requests.Session()
     assert session.get(tt.url + "/metrics", timeout=5).status_code == 200  # established before the flood
     sockets = []
+    times = []
+
+    def scrape() -> None:
+        started = time.monotonic()
+        assert session.get(tt.url + "/metrics", timeout=5).status_code == 200
+        times.append(time.monotonic() - started)
+
     try:
-        for _ in range(2000):
+        # The scraper keeps scraping (within the idle timeout) while the connections pile up.
+        for count in range(2000):
             try:
                 sockets.append(socket.create_connection(("127.0.0.1", tt.port), timeout=2))
             except OSError:
                 break
-        time.sleep(1)
-        times = []
+            if count % 100 == 0:
+                scrape()
         for _ in range(50):
-            started = time.monotonic()
-            assert session.get(tt.url + "/metrics", timeout=5).status_code == 200
-            times.append(time.monotonic() - started)
+            scrape()
         for s in sockets:
             s.close()
         wait(lambda: tt.get("/healthz").status_code == 200, 20, "fresh connections served again")
