@@ -76,7 +76,7 @@ let package = Package(
         // scripts/fuzz.sh with -sanitize=fuzzer -DFUZZING.
         .executableTarget(
             name: "telltale-fuzz",
-            dependencies: ["Telltale", "TelltaleMetrics"],
+            dependencies: ["Telltale", "TelltaleMetrics", "CHiredis"],
             path: "Fuzz/Sources",
             swiftSettings: strict
         ),

@@ -82,6 +82,22 @@ def test_a_slow_request_head_is_cut_off(start_telltale):
     assert requests.get(tt.url + "/metrics", timeout=5).status_code == 200
 
 
+def test_a_body_announced_and_never_sent_is_cut_off(start_telltale):
+    """Review finding: a complete head with `Content-Length: 1` and no body stopped every
+    timer, so a few hundred such sockets held every slot under the cap for ever."""
+    tt = start_telltale(f"server: {{max_connections: 4, header_timeout: 1s, idle_timeout: 30s}}\n{NO_COLLECTORS}")
+    port = int(tt.url.rsplit(":", 1)[1])
+    held = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(4)]
+    try:
+        for sock in held:
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n")
+        assert all(closed_by_server(sock, 10) for sock in held), "a request without its body held its connection"
+    finally:
+        for sock in held:
+            sock.close()
+    wait_until(lambda: requests.get(tt.url + "/metrics", timeout=2).status_code == 200, 10, "scrapes served again")
+
+
 def test_head_answers_every_get_route(start_telltale):
     tt = start_telltale(NO_COLLECTORS)
     wait_until(lambda: requests.get(tt.url + "/readyz", timeout=2).status_code == 200, 10, "ready")

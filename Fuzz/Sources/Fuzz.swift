@@ -1,3 +1,4 @@
+import CHiredis
 import Glibc
 import TelltaleMetrics
 @testable import Telltale
@@ -13,7 +14,7 @@ import TelltaleMetrics
 enum FuzzTargets {
     static let all: [String: @Sendable ([UInt8]) -> Void] = [
         "config": config, "exposition": exposition, "jsonpath": jsonPath, "matchers": matchers,
-        "negotiation": negotiation, "redaction": redaction,
+        "negotiation": negotiation, "redaction": redaction, "redis": redisReplies,
     ]
 
     /// The configuration reader: any text is a configuration or a list of problems.
@@ -68,6 +69,28 @@ enum FuzzTargets {
         }
     }
 
+    /// Redis replies as a server (or anything on its port) might send them, through hiredis'
+    /// reply reader and the conversion to `RedisValue`; then through the queue reads.
+    static func redisReplies(_ bytes: [UInt8]) {
+        guard let reader = redisReaderCreate() else { return }
+        defer { redisReaderFree(reader) }
+        let fed = bytes.withUnsafeBufferPointer { buffer in
+            buffer.withMemoryRebound(to: CChar.self) { redisReaderFeed(reader, $0.baseAddress, buffer.count) }
+        }
+        guard fed == REDIS_OK else { return }
+        var values: [RedisValue] = []
+        while values.count < 10_000 {
+            var raw: UnsafeMutableRawPointer?
+            guard redisReaderGetReply(reader, &raw) == REDIS_OK, let raw else { break }
+            values.append(RedisConnection.value(raw.assumingMemoryBound(to: redisReply.self)))
+            freeReplyObject(raw)
+        }
+        for chunk in values.chunks(of: QueueCounts.commandCount) {
+            let counts = QueueCounts(queue: QueueID(prefix: "bull", name: "fuzz"), replies: chunk)
+            _ = (counts.error.map(RedisReplyError.describe), counts.states, counts.events.count)
+        }
+    }
+
     /// Accept and Accept-Encoding headers of any size and shape.
     static func negotiation(_ bytes: [UInt8]) {
         let header = String(decoding: bytes, as: UTF8.self)
@@ -75,15 +98,28 @@ enum FuzzTargets {
         _ = ContentNegotiation.acceptsGzip(header)
     }
 
-    /// Redaction: a secret (first line) never survives in the text (the rest), whatever its
-    /// case or position relative to the cut.
+    /// Redaction: clipping redacts first (the result equals redacting the whole text, then
+    /// clipping, wherever the secret sits relative to the cut), and no secret survives in
+    /// either case or in its percent-encoded form.
     static func redaction(_ bytes: [UInt8]) {
         let newline = bytes.firstIndex(of: 10) ?? bytes.count
         let secret = String(decoding: bytes[..<newline], as: UTF8.self)
         let text = String(decoding: bytes[min(newline + 1, bytes.count)...], as: UTF8.self)
         guard secret.utf8.count >= 8, secret.allSatisfy({ $0.isASCII && !$0.isWhitespace && $0 != "*" }) else { return }
-        let redacted = Redactor([secret]).redact(text + secret, clippedTo: 120)
-        require(!Self.contains(Array(redacted.lowercased().utf8), Array(secret.lowercased().utf8)), "secret survived redaction")
+        let redactor = Redactor([secret])
+        let encoded = secret.utf8.map { byte -> String in
+            let unreserved = (48...57).contains(byte) || (65...90).contains(byte) || (97...122).contains(byte)
+                || [45, 46, 95, 126].contains(byte)
+            return unreserved ? String(UnicodeScalar(byte)) : "%" + String(byte, radix: 16, uppercase: true).leftPadded(2)
+        }.joined()
+        for echoed in [text + secret, text + secret.uppercased(), text + encoded.lowercased()] {
+            let clipped = redactor.redact(echoed, clippedTo: 120)
+            require(clipped == redactor.redact(echoed).clipped(120), "clipping before redacting")
+            let whole = Array(redactor.redact(echoed).lowercased().utf8)
+            for form in [secret, encoded] {
+                require(!Self.contains(whole, Array(form.lowercased().utf8)), "secret survived redaction")
+            }
+        }
     }
 
     /// Byte-wise, so that NUL bytes count like any other (Foundation's `contains` does not).
@@ -98,6 +134,10 @@ enum FuzzTargets {
             abort()
         }
     }
+}
+
+extension String {
+    func leftPadded(_ width: Int) -> String { String(repeating: "0", count: max(0, width - count)) + self }
 }
 
 /// Writes straight to file descriptor 2: the C `stderr` global is not concurrency-safe in Swift 6.
@@ -170,10 +210,19 @@ struct Replay {
         var count = 0
         for path in arguments.dropFirst() {
             for file in ProcFS.list(path).map({ $0.sorted().map { "\(path)/\($0)" } }) ?? [path] {
-                guard let input = try? BoundedFile.readBytes(file, limit: 1 << 20).get() else { continue }
-                target(input)
-                count += 1
+                switch BoundedFile.readBytes(file, limit: 1 << 20) {
+                case .success(let input):
+                    target(input)
+                    count += 1
+                case .failure(let problem):
+                    printError("\(problem)\n")
+                    exit(1)
+                }
             }
+        }
+        guard count > 0 else {
+            printError("\(name): no inputs (a corpus must not be empty)\n")
+            exit(1)
         }
         print("\(name): \(count) inputs replayed")
     }

@@ -64,6 +64,15 @@ import TelltaleMetrics
         #expect(counts(Array(replies(wait: 9, waitTail: "41").prefix(10))).error != nil)
     }
 
+    /// Regression: LLEN answering Int64.min (with a legacy marker at the tail) trapped.
+    @Test func hostileIntegersAreClampedNotTrapped() {
+        var hostile = replies(wait: 0, waitTail: "0:1700000000000")
+        hostile[0] = .integer(.min)
+        #expect(counts(hostile).states[0] == 0)
+        hostile[4] = .integer(.min)
+        #expect(counts(hostile).states.allSatisfy { $0 >= 0 })
+    }
+
     @Test func aQueueWithoutMetaOrIdIsGone() {
         var obliterated = replies(wait: 0, waitTail: nil)
         obliterated[15] = .integer(0)

@@ -17,11 +17,15 @@ enum AlertMetrics {
         "telltale_notification_channel_failing", .gauge, help: "1 when a channel's receiver refused the last notification for good (4xx).")
     static let leader = MetricDescriptor(
         "telltale_alerting_leader", .gauge, help: "1 on the replica that holds the advisory lock and sends notifications.")
+    static let unrecorded = MetricDescriptor(
+        "telltale_alert_transitions_unrecorded", .gauge,
+        help: "Transitions the leader evaluated but could not yet write to the outbox (retried at every evaluation).")
     static let databaseUp = MetricDescriptor(
         "telltale_alerting_database_up", .gauge, help: "Whether the alerting database answered the last reload.")
 
     static func families(catalog: RuleCatalog, evaluator: Evaluator, leader: Bool, databaseUp: Bool,
-                         notifications: FamilyBuilder, queueDepths: [String: Int], failing: Set<String>) -> [MetricFamily] {
+                         notifications: FamilyBuilder, queueDepths: [String: Int], failing: Set<String>,
+                         unrecordedCount: Int) -> [MetricFamily] {
         var stateFamily = FamilyBuilder(state)
         var thresholds = FamilyBuilder(threshold)
         var firingCount = 0
@@ -49,7 +53,9 @@ enum AlertMetrics {
         leaderFamily.set(leader ? 1 : 0)
         var database = FamilyBuilder(Self.databaseUp)
         database.set(databaseUp ? 1 : 0)
-        return [stateFamily, thresholds, firingFamily, errors, notifications, depth, failingFamily, leaderFamily, database]
+        var pending = FamilyBuilder(Self.unrecorded)
+        pending.set(Double(unrecordedCount))
+        return [stateFamily, thresholds, firingFamily, errors, notifications, depth, failingFamily, leaderFamily, database, pending]
             .map { $0.build() }
     }
 }

@@ -142,15 +142,24 @@ struct AlertRule: Sendable {
     /// Throws when a matcher's regex ran out of budget: the rule cannot be evaluated.
     func series(in snapshot: MetricSnapshot) throws(BoundedRegex.BudgetExceeded) -> [(labels: Labels, value: Double)] {
         var found: [(Labels, Double)] = []
+        let started = ContinuousClock.now
         for family in snapshot.families {
             let sampleNames: [String: (SeriesValue) -> Double?] = Self.sampleReaders(family)
             guard let read = sampleNames[metric] else { continue }
-            for series in family.series where try matchesAll(series.labels) {
-                if let value = read(series.value) { found.append((series.labels, value)) }
+            for (index, series) in family.series.enumerated() {
+                // Checked now and then: each match is bounded, but a thousand series are not.
+                if index % 64 == 63, !matchers.isEmpty, ContinuousClock.now - started > Self.matchingBudget {
+                    throw BoundedRegex.BudgetExceeded(pattern: matchers.map(\.description).joined(separator: ","))
+                }
+                guard try matchesAll(series.labels), let value = read(series.value) else { continue }
+                found.append((series.labels, value))
             }
         }
         return found
     }
+
+    /// How long matching a rule's series may take in one evaluation.
+    static let matchingBudget = Duration.milliseconds(100)
 
     private func matchesAll(_ labels: Labels) throws(BoundedRegex.BudgetExceeded) -> Bool {
         for matcher in matchers where try !matcher.matches(labels) { return false }

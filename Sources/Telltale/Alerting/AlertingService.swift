@@ -285,7 +285,8 @@ public final class AlertingService: Service, Sendable {
         let families = state.withLock { state in
             AlertMetrics.families(catalog: state.catalog, evaluator: state.evaluator, leader: state.leader,
                                   databaseUp: state.databaseError == nil, notifications: state.notifications,
-                                  queueDepths: state.queueDepths, failing: state.failingChannels)
+                                  queueDepths: state.queueDepths, failing: state.failingChannels,
+                                  unrecordedCount: state.unsaved.count)
         }
         await store.publish(["alerting": families])
     }

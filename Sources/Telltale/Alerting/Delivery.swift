@@ -32,9 +32,7 @@ struct Deliverer: Sendable {
         do {
             response = try await http.send(channel.request(for: event, idempotencyKey: key, timeout: timeout))
         } catch {
-            let reason = Redactor([channel.url]).redact("\(error.kind.rawValue): \(error.message)", clippedTo: Self.maxReasonLength)
-            // A redirect is an answer: the receiver moved, and re-sending will not change that.
-            return error.kind == .redirect ? .permanent(reason) : .transient(reason)
+            return .transient(Redactor([channel.url]).redact("\(error.kind.rawValue): \(error.message)", clippedTo: Self.maxReasonLength))
         }
         switch response.status {
         case 200..<300:
@@ -44,6 +42,7 @@ struct Deliverer: Sendable {
         case 408, 500...:
             return .transient("HTTP \(response.status)")
         case 300..<400:
+            // An answer all the same: the receiver moved, and sending again will not change that.
             return .permanent("HTTP \(response.status): a redirect is not a delivery")
         default:
             return .permanent("HTTP \(response.status)")

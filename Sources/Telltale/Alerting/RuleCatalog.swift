@@ -1,4 +1,5 @@
 import Glibc
+import Synchronization
 import TelltaleMetrics
 
 /// The rules and channels in force, as read from the database. Every row is validated on
@@ -32,10 +33,11 @@ struct RuleLoader: Sendable {
         let timeouts = settings.timeouts
         var catalog = RuleCatalog()
         let channelRows = try await client.query(Self.channelsSQL, timeouts: timeouts)
-        // Channel URLs may come from files: read on threads that may block, never here.
+        // Channel URLs may come from files: read on threads that may block, never here, and
+        // never waited for long (a hung mount): the previous channels stay in force meanwhile.
         let secrets = ChannelSecrets(settings)
-        let (channels, channelErrors) = (try? await BlockingIO.run { readChannels(channelRows, previous, secrets) })
-            ?? (previous.channels, previous.channelErrors)  // only while shutting down
+        let (channels, channelErrors) = await secrets.read { readChannels(channelRows, previous, secrets) }
+            ?? (previous.channels, previous.channelErrors)
         catalog.channels = channels
         catalog.channelErrors = channelErrors
         var rows = try await client.query(Self.rulesSQL, timeouts: timeouts).rows.map(RuleRow.init(telltale:))
@@ -100,6 +102,22 @@ struct ChannelSecrets: Sendable {
     init(_ settings: AlertingConfig) {
         envPrefix = settings.channelEnvPrefix
         directory = settings.channelFileDirectory
+    }
+
+    /// How long a reload waits for the channel files.
+    static let readLimit = Duration.seconds(5)
+    /// Whether a read of channel files is still running (stuck, if it outlived `readLimit`):
+    /// no other starts meanwhile, so a hung mount holds one thread, not one per reload.
+    private static let reading = Atomic<Bool>(false)
+
+    /// Runs `work` (which reads channel files) on a blocking thread; nil when another read is
+    /// still running or this one did not finish within `readLimit`.
+    func read<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T? {
+        guard Self.reading.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else { return nil }
+        return await BlockingIO.run(within: Self.readLimit) {
+            defer { Self.reading.store(false, ordering: .releasing) }
+            return work()
+        }
     }
 
     /// The URL, or why it is not available. Reads a file: call on a thread that may block.

@@ -1,3 +1,4 @@
+import CYaml
 import Glibc
 import Yams
 
@@ -205,68 +206,60 @@ func parseDuration(_ text: String) -> Duration? {
 
 /// Bounds the cost of YAML aliases. An alias is a reference: a few of them nested expand to
 /// an exponential tree (the "billion laughs"), and one used as a mapping key made the YAML
-/// library hash the whole tree at 100 % CPU. With at most `limit` aliases the expanded
-/// document is at most about 3^(limit/3) times the text. Counted on the text before
-/// parsing; an asterisk inside a quoted scalar or a comment is not an alias.
+/// library hash the whole expanded tree at 100 % CPU. Before the document is composed, its
+/// events are read with libyaml (linear in the text) and the nodes the aliases would add
+/// are counted exactly: more than `limit` is an error.
 enum YAMLAliases {
-    static let limit = 32
+    static let limit = 10_000
 
     static func problem(_ text: String) -> String? {
-        let count = count(text)
-        return count > limit ? "the YAML uses \(count) aliases (*name); at most \(limit) are allowed" : nil
+        guard let added = nodesAddedByAliases(text), added > limit else { return nil }
+        return "YAML aliases (*name) would add \(added) nodes; at most \(limit) are allowed"
     }
 
-    static func count(_ text: String) -> Int {
-        var count = 0
-        var quote: UInt8?
-        var inComment = false
-        var escapedQuote = false
-        var previous: UInt8 = UInt8(ascii: "\n")
+    /// Nodes the aliases stand for beyond themselves, or nil when the text is not valid YAML
+    /// (the composer reports that, with its position).
+    static func nodesAddedByAliases(_ text: String) -> Int? {
+        var parser = yaml_parser_t()
+        guard yaml_parser_initialize(&parser) == 1 else { return nil }
+        defer { yaml_parser_delete(&parser) }
         let bytes = Array(text.utf8)
-        for (index, byte) in bytes.enumerated() {
-            defer { previous = byte }
-            if escapedQuote {
-                escapedQuote = false
-                continue
-            }
-            if byte == UInt8(ascii: "\n") {
-                inComment = false
-                quote = nil  // a quoted scalar spanning lines is rare in a config: resynchronise
-                continue
-            }
-            if inComment { continue }
-            if let open = quote {
-                // '' inside a single-quoted scalar is a quote, \" inside a double-quoted one.
-                if open == UInt8(ascii: "'") && byte == open && index + 1 < bytes.count && bytes[index + 1] == open {
-                    escapedQuote = true
-                } else if open == UInt8(ascii: "\"") && byte == UInt8(ascii: "\\") {
-                    escapedQuote = true
-                } else if byte == open {
-                    quote = nil
+        return bytes.withUnsafeBufferPointer { buffer -> Int? in
+            yaml_parser_set_input_string(&parser, buffer.baseAddress, buffer.count)
+            var sizes: [String: Int] = [:]
+            var open: [(anchor: String?, size: Int)] = [(nil, 0)]
+            var added = 0
+            while true {
+                var event = yaml_event_t()
+                guard yaml_parser_parse(&parser, &event) == 1 else { return nil }
+                defer { yaml_event_delete(&event) }
+                var node: (anchor: String?, size: Int)?
+                switch event.type {
+                case YAML_STREAM_END_EVENT:
+                    return added
+                case YAML_SCALAR_EVENT:
+                    node = (anchorName(event.data.scalar.anchor), 1)
+                case YAML_ALIAS_EVENT:
+                    let size = anchorName(event.data.alias.anchor).flatMap { sizes[$0] } ?? 1
+                    added = min(added + size - 1, Int.max / 2)
+                    node = (nil, size)
+                case YAML_SEQUENCE_START_EVENT:
+                    open.append((anchorName(event.data.sequence_start.anchor), 1))
+                case YAML_MAPPING_START_EVENT:
+                    open.append((anchorName(event.data.mapping_start.anchor), 1))
+                case YAML_SEQUENCE_END_EVENT, YAML_MAPPING_END_EVENT:
+                    node = open.count > 1 ? open.removeLast() : nil
+                default:
+                    break
                 }
-                continue
-            }
-            if byte == UInt8(ascii: "#") && isSpace(previous) {
-                inComment = true
-            } else if (byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "'")) && isTokenStart(previous) {
-                quote = byte
-            } else if byte == UInt8(ascii: "*") && isTokenStart(previous) && index + 1 < bytes.count
-                && isAnchorCharacter(bytes[index + 1]) {
-                count += 1
+                guard let node else { continue }
+                if let anchor = node.anchor { sizes[anchor] = node.size }
+                open[open.count - 1].size = min(open[open.count - 1].size + node.size, Int.max / 2)
             }
         }
-        return count
     }
 
-    private static func isSpace(_ byte: UInt8) -> Bool { byte == 32 || byte == 9 || byte == 10 || byte == 13 }
-
-    private static func isTokenStart(_ byte: UInt8) -> Bool {
-        isSpace(byte) || [UInt8(ascii: "["), UInt8(ascii: "{"), UInt8(ascii: ","), UInt8(ascii: ":"), UInt8(ascii: "-"),
-                          UInt8(ascii: "?")].contains(byte)
-    }
-
-    private static func isAnchorCharacter(_ byte: UInt8) -> Bool {
-        !isSpace(byte) && ![UInt8(ascii: "["), UInt8(ascii: "]"), UInt8(ascii: "{"), UInt8(ascii: "}"), UInt8(ascii: ",")]
-            .contains(byte)
+    private static func anchorName(_ pointer: UnsafeMutablePointer<yaml_char_t>?) -> String? {
+        pointer.map { String(cString: $0) }
     }
 }

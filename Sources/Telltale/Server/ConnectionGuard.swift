@@ -12,7 +12,8 @@ public struct ConnectionLimits: Sendable, Equatable {
     public var maxConnections = 512
     /// A kept-alive connection with no request for this long is closed.
     public var idleTimeout = Duration.seconds(120)
-    /// A request head must be complete this long after its first byte (against slowloris).
+    /// A request, head and body, must be complete this long after its first byte (against
+    /// slowloris, and a body announced and never sent).
     public var headerTimeout = Duration.seconds(10)
 }
 
@@ -104,10 +105,21 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if case .head = unwrapInboundIn(data) {
+        switch unwrapInboundIn(data) {
+        case .head:
             betweenRequests = false
             inFlight += 1
-            cancelTimers()
+            idleTimer?.cancel()
+            idleTimer = nil
+            // A head without a first byte seen (pipelined behind the last request) gets its timer now.
+            if headerTimer == nil { headerTimer = schedule(context, after: limits.headerTimeout, reason: .headerTimeout) }
+        case .end:
+            // The request is complete only now: a body announced and never sent must not hold
+            // the connection (and a slot under the cap) for ever.
+            headerTimer?.cancel()
+            headerTimer = nil
+        case .body:
+            break
         }
         context.fireChannelRead(data)
     }

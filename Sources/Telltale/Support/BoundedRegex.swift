@@ -24,7 +24,9 @@ final class BoundedRegex: @unchecked Sendable {
         var description: String { "regular expression \"\(pattern.clipped(80))\" exceeded its match budget" }
     }
 
-    /// Backtracking steps one match may take: microseconds to a few milliseconds.
+    /// Backtracking steps one match may take: a few milliseconds at most. A rule's matching
+    /// also has a time budget per evaluation (`AlertRule.matchingBudget`), since a pattern can
+    /// cost milliseconds per value without reaching this limit.
     static let matchLimit: UInt32 = 100_000
     static let depthLimit: UInt32 = 2_000
     static let maxPatternLength = 4096
@@ -74,14 +76,16 @@ final class BoundedRegex: @unchecked Sendable {
         defer { pcre2_match_data_free_8(data) }
         var subject = subject
         let result = subject.withUTF8 { bytes -> Int32 in
-            let length = min(bytes.count, Self.maxSubjectLength)
+            var length = min(bytes.count, Self.maxSubjectLength)
+            // Cut at a character boundary: half a UTF-8 sequence is an error to PCRE2.
+            while length < bytes.count, length > 0, bytes[length] & 0xC0 == 0x80 { length -= 1 }
             if let base = bytes.baseAddress { return pcre2_match_8(code, base, length, 0, 0, data, matchContext) }
             var nothing: UInt8 = 0
             return pcre2_match_8(code, &nothing, 0, 0, 0, data, matchContext)
         }
         if result >= 0 { return true }
         if result == PCRE2_ERROR_NOMATCH || result == PCRE2_ERROR_PARTIAL { return false }
-        // Budget exhausted, or a subject cut inside a UTF-8 sequence: either way, no answer.
+        // The budget is exhausted (or PCRE2 failed otherwise): no answer.
         throw BudgetExceeded(pattern: pattern)
     }
 

@@ -23,13 +23,35 @@ struct Redactor: Sendable {
     /// `text` with every secret replaced by `***`.
     func redact(_ text: String) -> String {
         guard !needles.isEmpty else { return text }
+        return String(decoding: redacted(Array(text.utf8), stoppingAfter: .max).output, as: UTF8.self)
+    }
+
+    /// Redacts, then clips to `limit` characters: the same as `redact(text).clipped(limit)`,
+    /// but only as much of the text is scanned as the clipped result needs, so the cost is
+    /// bounded by the limit, not by the text. (Clipping first would leave all but the last
+    /// characters of a secret that straddles the cut.)
+    func redact(_ text: String, clippedTo limit: Int) -> String {
         let original = Array(text.utf8)
-        let folded = Self.folded(original)
+        var budget = 4 * (limit + 2)
+        while true {
+            let (output, finished) = redacted(original, stoppingAfter: budget)
+            let result = String(decoding: output, as: UTF8.self)
+            // One more character than kept, and one that may be cut in half, to be sure the
+            // kept ones are exactly those of the whole.
+            if finished || result.count > limit + 1 { return result.clipped(limit) }
+            budget *= 2
+        }
+    }
+
+    /// Scans left to right, replacing each secret found; stops once the output holds
+    /// `stoppingAfter` bytes. Returns whether the whole text was scanned.
+    private func redacted(_ original: [UInt8], stoppingAfter budget: Int) -> (output: [UInt8], finished: Bool) {
         var output: [UInt8] = []
-        output.reserveCapacity(original.count)
+        output.reserveCapacity(min(original.count, budget))
         var index = 0
         while index < original.count {
-            if let needle = needles.first(where: { Self.starts(folded, at: index, with: $0) }) {
+            if output.count >= budget { return (output, false) }
+            if let needle = needles.first(where: { Self.starts(original, at: index, with: $0) }) {
                 output.append(contentsOf: Self.mask.utf8)
                 index += needle.count
             } else {
@@ -37,26 +59,20 @@ struct Redactor: Sendable {
                 index += 1
             }
         }
-        return String(decoding: output, as: UTF8.self)
+        return (output, true)
     }
 
-    /// Redacts, then clips to `limit` characters. Only a window a little longer than the
-    /// limit is searched, so the cost is bounded, yet a secret that straddles the cut is
-    /// still removed whole: clipping first would leave all of it but the last characters.
-    func redact(_ text: String, clippedTo limit: Int) -> String {
-        let window = limit + (needles.first?.count ?? 0) + 1
-        let head = text.utf8.count > window * 4 ? String(decoding: text.utf8.prefix(window * 4), as: UTF8.self) : text
-        return redact(String(head.prefix(window))).clipped(limit)
-    }
-
+    /// Whether `needle` (folded) stands at `start` of `haystack`, compared without ASCII case.
     private static func starts(_ haystack: [UInt8], at start: Int, with needle: [UInt8]) -> Bool {
-        guard start + needle.count <= haystack.count, haystack[start] == needle[0] else { return false }
-        for offset in 1..<needle.count where haystack[start + offset] != needle[offset] { return false }
+        guard start + needle.count <= haystack.count else { return false }
+        for offset in 0..<needle.count where fold(haystack[start + offset]) != needle[offset] { return false }
         return true
     }
 
+    private static func fold(_ byte: UInt8) -> UInt8 { (65...90).contains(byte) ? byte + 32 : byte }
+
     private static func folded(_ bytes: [UInt8]) -> [UInt8] {
-        bytes.map { (65...90).contains($0) ? $0 + 32 : $0 }
+        bytes.map(fold)
     }
 
     /// Every byte outside RFC 3986's unreserved set as `%XX`.

@@ -11,9 +11,10 @@ public struct OutboundRequest: Sendable {
     public var totalTimeout = Duration.seconds(10)
     public var maxBodyBytes = 10 << 20
     public var caFile: String?
-    /// Redirects of GET requests are followed only within the same origin (scheme, host and
-    /// port): headers may carry credentials, and libcurl would send them to any host.
-    /// Other methods never follow: a notification re-sent without its body is a lost one.
+    /// Redirects of GET and HEAD requests are followed only within the same origin (scheme,
+    /// host and port): headers may carry credentials, and libcurl would send them to any
+    /// host. Other methods never follow: a notification re-sent without its body is a lost
+    /// one. A redirect not followed is returned as the response, for the caller to judge.
     public var followsRedirects = true
 
     public init(url: String) { self.url = url }
@@ -32,8 +33,6 @@ public struct OutboundHTTPError: Error, Sendable, CustomStringConvertible {
         case timeout, connect, tls
         /// The body exceeded the configured cap and was abandoned.
         case tooLarge = "too_large"
-        /// A redirect that was not followed (to another origin, or of a request that never follows).
-        case redirect
         case other = "http_error"
     }
 
@@ -65,21 +64,21 @@ final class CurlTransfer {
         curl_easy_cleanup(handle)
     }
 
-    /// Performs the request, following same-origin redirects of a GET up to `maxRedirects`.
+    /// Performs the request, following same-origin redirects of a GET or HEAD up to
+    /// `maxRedirects`, all within the request's total timeout; any other redirect is returned.
     func perform(_ request: OutboundRequest) throws(OutboundHTTPError) -> OutboundResponse {
         var url = request.url
-        for _ in 0...Self.maxRedirects {
-            let response = try perform(request, url: url)
-            guard (300..<400).contains(response.status), response.status != 304 else { return response }
-            guard request.followsRedirects, request.method == "GET" || request.method == "HEAD" else {
-                throw OutboundHTTPError(kind: .redirect, message: "HTTP \(response.status): redirects are not followed for \(request.method)")
-            }
-            guard let next = redirectTarget(), Self.origin(next) == Self.origin(request.url) else {
-                throw OutboundHTTPError(kind: .redirect, message: "HTTP \(response.status): redirect to another origin not followed")
-            }
+        let deadline = ContinuousClock.now + request.totalTimeout
+        for hop in 0...Self.maxRedirects {
+            let remaining = deadline - ContinuousClock.now
+            guard remaining > .zero else { throw OutboundHTTPError(kind: .timeout, message: "timed out following redirects") }
+            let response = try perform(request, url: url, timeout: remaining)
+            guard (300..<400).contains(response.status), response.status != 304, hop < Self.maxRedirects,
+                  request.followsRedirects, request.method == "GET" || request.method == "HEAD",
+                  let next = redirectTarget(), Self.origin(next) == Self.origin(request.url) else { return response }
             url = next
         }
-        throw OutboundHTTPError(kind: .redirect, message: "more than \(Self.maxRedirects) redirects")
+        throw OutboundHTTPError(kind: .other, message: "unreachable")
     }
 
     private func redirectTarget() -> String? {
@@ -101,7 +100,7 @@ final class CurlTransfer {
         return "\(scheme)://\(host)" + (hasPort ? "" : (scheme == "https" ? ":443" : ":80"))
     }
 
-    private func perform(_ request: OutboundRequest, url: String) throws(OutboundHTTPError) -> OutboundResponse {
+    private func perform(_ request: OutboundRequest, url: String, timeout: Duration) throws(OutboundHTTPError) -> OutboundResponse {
         let sink = ResponseSink(cap: request.maxBodyBytes)
         let context = Unmanaged.passUnretained(sink).toOpaque()
         var errorBuffer = [CChar](repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
@@ -122,7 +121,8 @@ final class CurlTransfer {
                                     setLong(CURLOPT_SSL_VERIFYHOST, 2)
                                     if request.caFile != nil { setPointer(CURLOPT_CAINFO, caFile) }
                                     setLong(CURLOPT_CONNECTTIMEOUT_MS, Int(request.connectTimeout.milliseconds))
-                                    setLong(CURLOPT_TIMEOUT_MS, Int(request.totalTimeout.milliseconds))
+                                    setLong(CURLOPT_TIMEOUT_MS, Int(timeout.milliseconds))
+                                    setLong(CURLOPT_NOBODY, request.method == "HEAD" ? 1 : 0)
                                     setPointer(CURLOPT_ACCEPT_ENCODING, "")  // any encoding libcurl decodes
                                     setPointer(CURLOPT_ERRORBUFFER, errors.baseAddress)
                                     setHeaders(request.headers)
@@ -159,7 +159,10 @@ final class CurlTransfer {
         _ = telltale_curl_setopt_pointer(handle, option, value)
     }
 
+    /// Sets the request's headers, once per hop: the list is built afresh, not appended to.
     private func setHeaders(_ headers: [String]) {
+        curl_slist_free_all(headerList)
+        headerList = nil
         for header in headers { headerList = curl_slist_append(headerList, header) }
         if let headerList { setPointer(CURLOPT_HTTPHEADER, headerList) }
     }

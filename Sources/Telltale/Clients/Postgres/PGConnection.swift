@@ -32,7 +32,9 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible {
 /// down, which is safe from any thread and wakes a libpq call blocked on it.
 final class PGConnection: @unchecked Sendable {
     private let handle: OpaquePointer
-    /// The connection's socket, fixed for its life; closed by `PQfinish` only.
+    /// A duplicate of the connection's socket, ours until `deinit`: libpq closes its own
+    /// descriptor on errors, and its number may then be reused by any other connection, so
+    /// `abort()` must never shut down a descriptor number it does not own.
     private let socket: Int32
     private let aborted = Atomic<Bool>(false)
     private let redact: @Sendable (String) -> String
@@ -55,12 +57,13 @@ final class PGConnection: @unchecked Sendable {
             throw PostgresError(kind: .connect, message: message, sqlState: nil)
         }
         handle = connection
-        socket = PQsocket(connection)
+        socket = fcntl(PQsocket(connection), F_DUPFD_CLOEXEC, 0)
         self.redact = redact
     }
 
     deinit {
         PQfinish(handle)
+        if socket >= 0 { close(socket) }
     }
 
     var isBroken: Bool { aborted.load(ordering: .acquiring) || PQstatus(handle) != CONNECTION_OK }

@@ -1,4 +1,5 @@
 import NIOPosix
+import Synchronization
 
 /// Server-side limits for one statement.
 public struct QueryTimeouts: Sendable, Equatable {
@@ -56,7 +57,8 @@ public actor PostgresClient {
 
     /// Runs several `;`-separated statements in one round trip; one result per statement.
     public func batch(_ sql: String, timeouts: QueryTimeouts) async throws(PostgresError) -> [PGResult] {
-        try await withConnection(timeouts) { connection throws(PostgresError) in
+        let statements = sql.split(separator: ";", omittingEmptySubsequences: true).count
+        return try await withConnection(timeouts, statements: statements) { connection throws(PostgresError) in
             try connection.executeBatch(sql)
         }
     }
@@ -66,7 +68,8 @@ public actor PostgresClient {
     public func transaction(_ statements: [(sql: String, parameters: [String?])], timeouts: QueryTimeouts)
         async throws(PostgresError) -> [PGResult]
     {
-        try await withConnection(timeouts) { connection throws(PostgresError) in
+        // BEGIN and COMMIT are statements too.
+        try await withConnection(timeouts, statements: statements.count + 2) { connection throws(PostgresError) in
             _ = try connection.execute("BEGIN READ WRITE")
             var results: [PGResult] = []
             do throws(PostgresError) {
@@ -101,20 +104,20 @@ public actor PostgresClient {
     public private(set) var generation = 0
 
     private func withConnection<T: Sendable>(
-        _ timeouts: QueryTimeouts, _ work: @escaping @Sendable (PGConnection) throws(PostgresError) -> T
+        _ timeouts: QueryTimeouts, statements: Int = 1, _ work: @escaping @Sendable (PGConnection) throws(PostgresError) -> T
     ) async throws(PostgresError) -> T {
         await gate.acquire()
         defer { gate.release() }
         let connection = try await connected(timeouts)
         do {
             if sessionTimeouts != timeouts {
-                _ = try await blocking(on: connection, deadline: timeouts) { connection throws(PostgresError) in
+                _ = try await blocking(on: connection, deadline: timeouts, statements: 2) { connection throws(PostgresError) in
                     try connection.executeBatch(
                         "SET statement_timeout = \(timeouts.statement.milliseconds); SET lock_timeout = \(timeouts.lock.milliseconds)")
                 }
                 sessionTimeouts = timeouts
             }
-            return try await blocking(on: connection, deadline: timeouts, work)
+            return try await blocking(on: connection, deadline: timeouts, statements: statements, work)
         } catch {
             if connection.isBroken {
                 self.connection = nil
@@ -124,20 +127,26 @@ public actor PostgresClient {
         }
     }
 
-    /// Runs `work` on the client's thread; closes the connection if the work outlives the
-    /// statement timeout by `abortGrace`, so a hung server holds that thread no longer.
+    /// Runs `work` (`statements` statements) on the client's thread; closes the connection
+    /// if the work outlives each statement's timeout plus `abortGrace`, so a hung server holds
+    /// that thread no longer.
     private func blocking<T: Sendable>(
-        on connection: PGConnection, deadline timeouts: QueryTimeouts,
+        on connection: PGConnection, deadline timeouts: QueryTimeouts, statements: Int,
         _ work: @escaping @Sendable (PGConnection) throws(PostgresError) -> T
     ) async throws(PostgresError) -> T {
-        let limit = timeouts.statement + Self.abortGrace
+        let limit = timeouts.statement * max(1, statements) + Self.abortGrace
+        let race = WorkDeadline()
         let watchdog = Task {
             try await Task.sleep(for: limit)
-            connection.abort()
+            if race.expire() { connection.abort() }
         }
         defer { watchdog.cancel() }
         do {
-            return try await thread.runIfActive { () throws(PostgresError) -> T in try work(connection) }
+            return try await thread.runIfActive { () throws(PostgresError) -> T in
+                // Once the work is over, a watchdog firing late must not close the connection.
+                defer { race.finish() }
+                return try work(connection)
+            }
         } catch let error as PostgresError {
             guard connection.wasAborted else { throw error }
             throw PostgresError(kind: .connection, message: "no answer within \(limit); connection closed", sqlState: nil)
@@ -162,7 +171,7 @@ public actor PostgresClient {
                 try PGConnection(dsn: dsn, connectTimeout: seconds, redact: redact)
             }
             // ISO dates in UTC so timestamps parse the same whatever the server's defaults.
-            _ = try await blocking(on: fresh, deadline: timeouts) { connection throws(PostgresError) in
+            _ = try await blocking(on: fresh, deadline: timeouts, statements: 5) { connection throws(PostgresError) in
                 try connection.executeBatch(
                     "SET default_transaction_read_only = on; SET DateStyle = 'ISO'; SET TimeZone = 'UTC'; "
                         + "SET idle_in_transaction_session_timeout = 60000; SET client_min_messages = warning")
@@ -171,10 +180,28 @@ public actor PostgresClient {
             generation += 1
             backoff.succeeded()
             return fresh
+        } catch is CancellationError {
+            // The caller gave up (its run timed out): no attempt was made, so no backoff.
+            throw PostgresError(kind: .connect, message: "cancelled before connecting", sqlState: nil)
         } catch {
             backoff.failed((error as? PostgresError)?.message ?? "\(error)")
             throw PostgresError(kind: .connect, message: backoff.lastError, sqlState: nil)
         }
+    }
+}
+
+/// Decides, once, whether a statement finished or its watchdog fired first.
+private final class WorkDeadline: Sendable {
+    private let state = Atomic<Int>(0)  // 0 running, 1 finished, 2 expired
+
+    /// The work ended; a watchdog firing from now on does nothing.
+    func finish() {
+        _ = state.compareExchange(expected: 0, desired: 1, ordering: .acquiringAndReleasing)
+    }
+
+    /// The watchdog fired: true when the work had not finished, so the connection must close.
+    func expire() -> Bool {
+        state.compareExchange(expected: 0, desired: 2, ordering: .acquiringAndReleasing).exchanged
     }
 }
 

@@ -120,7 +120,8 @@ final class RedisConnection: @unchecked Sendable {
         }
     }
 
-    private static func value(_ reply: UnsafeMutablePointer<redisReply>) -> RedisValue {
+    /// A hiredis reply as a `RedisValue` (also used by the reply fuzz target).
+    static func value(_ reply: UnsafeMutablePointer<redisReply>) -> RedisValue {
         let node = reply.pointee
         func text() -> String {
             guard let pointer = node.str else { return "" }

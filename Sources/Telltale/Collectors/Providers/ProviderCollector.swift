@@ -96,6 +96,9 @@ public final class ProviderCollector: Collector {
             let wait = RetryAfter.parse(response) ?? Self.defaultRetryAfter
             state.withLock { $0.retryAt = .now + wait }
             return .failure(CollectionProblem(reason: "rate_limited", "HTTP 429, retrying after \(wait)"))
+        case 300..<400:
+            // Followed only within the same origin: the API keys must not go elsewhere.
+            return .failure(CollectionProblem(reason: "redirect", "HTTP \(response.status): redirect not followed (to another origin, or more than 3)"))
         default:
             let reason = response.status >= 500 ? "http_5xx" : "http_4xx"
             return .failure(CollectionProblem(reason: reason, "HTTP \(response.status)\(errorDetail(response.body))"))

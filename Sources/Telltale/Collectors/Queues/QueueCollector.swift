@@ -220,7 +220,8 @@ public final class QueueCollector: Collector {
     private func accumulate(_ finished: [FinishedJob], _ replies: ArraySlice<RedisValue>, present: Set<QueueID>) -> [MetricFamily] {
         state.withLock { state in
             for (job, reply) in zip(finished, replies) {
-                let fields = reply.array.map { $0.string.flatMap(Double.init) }
+                // Only finite times: an `inf` in a job hash would stick a histogram's _sum at NaN.
+                let fields = reply.array.map { $0.string.flatMap(Double.init).flatMap { $0.isFinite ? $0 : nil } }
                 let hashName = reply.array.count == 6 ? reply.array[5].string : nil
                 let processedOn = fields.count == 6 ? fields[0] ?? job.activeMs : job.activeMs
                 let finishedOn = fields.count == 6 ? fields[1] ?? job.eventMs : job.eventMs

@@ -63,7 +63,9 @@ struct QueueCounts {
 
     init(queue: QueueID, replies: ArraySlice<RedisValue>) {
         let reply = Array(replies)
-        func number(_ index: Int) -> Int64 { index < reply.count ? reply[index].integer ?? 0 : 0 }
+        // Counts: a negative number from a hostile or broken server is clamped, not trusted
+        // (Int64.min would overflow the arithmetic below).
+        func number(_ index: Int) -> Int64 { max(0, index < reply.count ? reply[index].integer ?? 0 : 0) }
         func text(_ index: Int) -> String? { index < reply.count ? reply[index].string : nil }
         func lastTwo(_ index: Int) -> (tail: String?, beforeTail: String?) {
             let entries = index < reply.count ? reply[index].array.compactMap(\.string) : []
@@ -170,13 +172,13 @@ struct FollowUp {
     }
 
     func headTimestamp(at position: Int, _ replies: [RedisValue]) -> Double? {
-        headIndex[position].flatMap { $0 < replies.count ? replies[$0].string.flatMap(Double.init) : nil }
+        headIndex[position].flatMap { $0 < replies.count ? replies[$0].string.flatMap(Double.init).flatMap { $0.isFinite ? $0 : nil } : nil }
     }
 
     func unlockedActive(at position: Int, _ replies: [RedisValue]) -> Int {
         guard let check = lockChecks[position], check.index < replies.count,
               let locked = replies[check.index].integer else { return 0 }
-        return max(0, check.checked - Int(locked))
+        return check.checked - min(max(0, Int(locked)), check.checked)
     }
 
     /// One HMGET reply per finished job, in their order.
