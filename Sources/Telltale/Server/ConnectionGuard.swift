@@ -57,10 +57,13 @@ public final class ConnectionStats: Sendable {
 /// Enforces `ConnectionLimits` on one connection, on its event loop, without blocking it.
 ///
 /// It sits first among the handlers after HTTP decoding, before `MetricsFastPath`, so it sees
-/// every request head and every response end, the fast path's included. Two companions go
-/// further towards the socket: one notices a request's first byte (the head timer starts
+/// every request and every response end, the fast path's included. Two companions go
+/// further towards the socket: one notices a request's first byte (the request timer starts
 /// there), one reads the HTTP version, which the HTTP types lose (an HTTP/1.0 request without
 /// keep-alive must have its connection closed after the response).
+///
+/// Requests only note the time; one repeating check per connection compares it with the
+/// limits, so a scrape costs two clock reads rather than timers scheduled and cancelled.
 final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
@@ -70,11 +73,15 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     private let limits: ConnectionLimits
     private let stats: ConnectionStats
     private var counted = false
-    /// Between requests: no head is being read or answered.
-    private var betweenRequests = true
-    private var inFlight = 0
-    private var idleTimer: Scheduled<Void>?
-    private var headerTimer: Scheduled<Void>?
+    /// Requests whose head arrived and whose end did not yet.
+    private var incomplete = 0
+    /// Requests not yet answered to the end.
+    private var unanswered = 0
+    /// Since when a request is being read (its first byte), if one is.
+    private var readingSince: NIODeadline?
+    /// Since when the connection has had nothing to do, if it has nothing to do.
+    private var idleSince: NIODeadline? = .now()
+    private var check: RepeatedTask?
 
     init(limits: ConnectionLimits, stats: ConnectionStats) {
         self.limits = limits
@@ -89,15 +96,21 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         let pipeline = context.pipeline.syncOperations
-        try? pipeline.addHandler(FirstByteWatcher(guard: self, context: context), position: .first)
+        try? pipeline.addHandler(FirstByteWatcher(guard: self), position: .first)
         if let codec = try? pipeline.handler(type: HTTP1ToHTTPServerCodec.self) {
             try? pipeline.addHandler(HTTP10Close(), position: .before(codec))
         }
-        scheduleIdle(context)
+        // Checked at a quarter of the shorter limit: a connection is closed at most that late.
+        let period = TimeAmount(max(.milliseconds(100), min(limits.headerTimeout, limits.idleTimeout) / 4))
+        let bound = NIOLoopBound((guard: self, context: context), eventLoop: context.eventLoop)
+        check = context.eventLoop.scheduleRepeatedTask(initialDelay: period, delay: period) { _ in
+            bound.value.guard.enforce(bound.value.context)
+        }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        cancelTimers()
+        check?.cancel()
+        check = nil
         if counted {
             counted = false
             stats.current.subtract(1, ordering: .relaxed)
@@ -107,17 +120,15 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head:
-            betweenRequests = false
-            inFlight += 1
-            idleTimer?.cancel()
-            idleTimer = nil
-            // A head without a first byte seen (pipelined behind the last request) gets its timer now.
-            if headerTimer == nil { headerTimer = schedule(context, after: limits.headerTimeout, reason: .headerTimeout) }
+            incomplete += 1
+            unanswered += 1
+            idleSince = nil
+            if readingSince == nil { readingSince = .now() }  // pipelined: no first byte was noticed
         case .end:
-            // The request is complete only now: a body announced and never sent must not hold
-            // the connection (and a slot under the cap) for ever.
-            headerTimer?.cancel()
-            headerTimer = nil
+            // Complete only now: a body announced and never sent must not hold the connection
+            // (and a slot under the cap) for ever.
+            incomplete = max(0, incomplete - 1)
+            if incomplete == 0 { readingSince = nil }
         case .body:
             break
         }
@@ -126,42 +137,32 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         if case .end = unwrapOutboundIn(data) {
-            inFlight = max(0, inFlight - 1)
-            if inFlight == 0 {
-                betweenRequests = true
-                scheduleIdle(context)
-            }
+            unanswered = max(0, unanswered - 1)
+            if unanswered == 0 && readingSince == nil { idleSince = .now() }
         }
         context.write(data, promise: promise)
     }
 
-    /// The first byte of a request arrived: its head must be complete within the header timeout.
-    fileprivate func bytesArrived(_ context: ChannelHandlerContext) {
-        guard betweenRequests, headerTimer == nil else { return }
-        idleTimer?.cancel()
-        idleTimer = nil
-        headerTimer = schedule(context, after: limits.headerTimeout, reason: .headerTimeout)
+    /// Request bytes arrived: a request started, unless one is being read already.
+    fileprivate func bytesArrived() {
+        idleSince = nil
+        if readingSince == nil && incomplete == 0 && unanswered == 0 { readingSince = .now() }
     }
 
-    private func scheduleIdle(_ context: ChannelHandlerContext) {
-        cancelTimers()
-        idleTimer = schedule(context, after: limits.idleTimeout, reason: .idleTimeout)
-    }
-
-    private func schedule(_ context: ChannelHandlerContext, after delay: Duration, reason: ConnectionStats.Reason) -> Scheduled<Void> {
-        let stats = stats
-        let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        return context.eventLoop.scheduleTask(in: TimeAmount(delay)) {
-            stats.closed(reason)
-            bound.value.close(promise: nil)
+    private func enforce(_ context: ChannelHandlerContext) {
+        let now = NIODeadline.now()
+        if let readingSince, now - readingSince > TimeAmount(limits.headerTimeout) {
+            close(context, .headerTimeout)
+        } else if let idleSince, now - idleSince > TimeAmount(limits.idleTimeout) {
+            close(context, .idleTimeout)
         }
     }
 
-    private func cancelTimers() {
-        idleTimer?.cancel()
-        headerTimer?.cancel()
-        idleTimer = nil
-        headerTimer = nil
+    private func close(_ context: ChannelHandlerContext, _ reason: ConnectionStats.Reason) {
+        check?.cancel()
+        check = nil
+        stats.closed(reason)
+        context.close(promise: nil)
     }
 }
 
@@ -171,15 +172,13 @@ private final class FirstByteWatcher: ChannelInboundHandler, RemovableChannelHan
     typealias InboundOut = ByteBuffer
 
     private weak var connectionGuard: ConnectionGuard?
-    private let guardContext: ChannelHandlerContext
 
-    init(guard connectionGuard: ConnectionGuard, context: ChannelHandlerContext) {
+    init(guard connectionGuard: ConnectionGuard) {
         self.connectionGuard = connectionGuard
-        guardContext = context
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        connectionGuard?.bytesArrived(guardContext)
+        connectionGuard?.bytesArrived()
         context.fireChannelRead(data)
     }
 }
