@@ -41,6 +41,8 @@ from typing import Callable
 import requests
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+from helpers import closed_by_server, descendants  # noqa: E402  (shared with the tests)
 
 
 def env_file() -> dict[str, str]:
@@ -137,33 +139,6 @@ def percentiles(times: list[float]) -> str:
 def assert_fast(times: list[float]) -> None:
     ordered = sorted(times)
     assert ordered[-1] < 1.0 and ordered[int(len(ordered) * 0.9)] < 0.1, percentiles(times)
-
-
-def closed_by_server(sock: socket.socket, within: float) -> bool:
-    sock.settimeout(within)
-    try:
-        return sock.recv(1) == b""
-    except ConnectionResetError:
-        return True
-    except (TimeoutError, socket.timeout):
-        return False
-
-
-def descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                parent = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            except OSError:
-                continue
-            children.setdefault(parent, []).append(int(entry))
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        todo.extend(children.get(current, []))
-    return found
 
 
 def postgres_pid() -> int:

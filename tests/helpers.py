@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -266,3 +267,35 @@ def run_psql(psql: str, dsn: str, sql: str, timeout: float = 30, appname: str | 
     r = subprocess.run(psql_argv(psql, dsn), input=sql, capture_output=True, text=True, timeout=timeout, env=env)
     assert r.returncode == 0, f"psql failed ({r.returncode}):\n{sql}\n{r.stderr}"
     return r.stdout.strip()
+
+
+# ------------------------------------------------------------------------ faults
+
+
+def closed_by_server(sock: socket.socket, within: float) -> bool:
+    """Whether the server closes ``sock`` (EOF or reset) within ``within`` seconds."""
+    sock.settimeout(within)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except (TimeoutError, socket.timeout):
+        return False
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it (PostgreSQL's postmaster and its backends, say)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(children.get(current, []))
+    return found

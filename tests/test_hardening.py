@@ -28,7 +28,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fakes"))
 
-from helpers import samples, series, timed_scrape, value, wait_until  # noqa: E402
+from helpers import descendants, samples, series, timed_scrape, value, wait_until  # noqa: E402
 from test_alerting import Harness, h, rx, sql_literal, status_row  # noqa: E402,F401  (fixtures)
 
 NO_DEFAULT_COLLECTORS = "collectors: {host: {enabled: false}, process: {enabled: false}}"
@@ -391,25 +391,6 @@ def test_non_finite_values_never_enter_running_totals(h: Harness) -> None:
 
 
 # ------------------------------------------------------------------ hung backends
-
-
-def descendants(pid: int) -> list[int]:
-    """pid and every process below it."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            parent = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(parent, []).append(int(entry))
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        todo.extend(children.get(current, []))
-    return found
 
 
 @contextmanager
