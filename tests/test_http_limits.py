@@ -10,22 +10,12 @@ import socket
 import threading
 import time
 
+import pytest
 import requests
 
-from helpers import samples, value, wait_until
+from helpers import closed_by_server, samples, value, wait_until
 
 NO_COLLECTORS = "collectors: {host: {enabled: false}, process: {enabled: true, interval: 1s, timeout: 1s}}"
-
-
-def closed_by_server(sock: socket.socket, within: float) -> bool:
-    """Whether the server closes `sock` (EOF or reset) within `within` seconds."""
-    sock.settimeout(within)
-    try:
-        return sock.recv(1) == b""
-    except ConnectionResetError:
-        return True
-    except (TimeoutError, socket.timeout):
-        return False
 
 
 def test_over_the_connection_cap_new_connections_are_refused_and_established_ones_go_on(start_telltale):
@@ -116,21 +106,53 @@ def test_head_answers_every_get_route(start_telltale):
         connection.close()
 
 
+def read_response(sock: socket.socket, head_only: bool = False) -> tuple[str, dict[str, str], bytes]:
+    """One response framed by Content-Length: status line, headers (lower-case names), body."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed before a complete head: {data[:200]!r}"
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    status, *lines = head.decode().split("\r\n")
+    headers = {name.strip().lower(): value.strip() for name, value in (line.split(":", 1) for line in lines)}
+    while not head_only and len(body) < int(headers["content-length"]):
+        chunk = sock.recv(65536)
+        assert chunk, "closed before the whole body"
+        body += chunk
+    return status, headers, body
+
+
 def test_http_1_0_without_keep_alive_is_answered_and_closed(start_telltale):
+    """Through the event-loop fast path (/metrics) and the router (the others) alike."""
     tt = start_telltale(NO_COLLECTORS)
     port = int(tt.url.rsplit(":", 1)[1])
-    for path in ("/metrics", "/healthz"):
+    for method, path in (("GET", "/metrics"), ("GET", "/healthz"), ("HEAD", "/metrics"), ("GET", "/nowhere")):
         with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-            sock.sendall(f"GET {path} HTTP/1.0\r\n\r\n".encode())
-            received = b""
-            sock.settimeout(5)
-            while True:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                received += chunk
-            assert received.startswith(b"HTTP/1.") and b" 200 " in received.split(b"\r\n", 1)[0], received[:200]
-            assert b"transfer-encoding: chunked" not in received.lower()
+            sock.sendall(f"{method} {path} HTTP/1.0\r\n\r\n".encode())
+            status, headers, body = read_response(sock, head_only=method == "HEAD")
+            assert status.startswith("HTTP/1.0 "), (path, status)
+            assert int(status.split()[1]) == (404 if path == "/nowhere" else 200), (path, status)
+            assert headers.get("connection") == "close" and "transfer-encoding" not in headers, (path, headers)
+            assert method == "GET" or (body == b"" and int(headers["content-length"]) > 0), (path, headers, body)
+            assert closed_by_server(sock, 5), f"{method} {path}: the connection stayed open after an HTTP/1.0 response"
+
+
+def test_http_1_0_with_keep_alive_keeps_the_connection(start_telltale):
+    tt = start_telltale(NO_COLLECTORS)
+    port = int(tt.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        for path in ("/metrics", "/healthz", "/metrics"):
+            sock.sendall(f"GET {path} HTTP/1.0\r\nConnection: keep-alive\r\n\r\n".encode())
+            status, headers, body = read_response(sock)
+            assert status.startswith("HTTP/1.0 200"), (path, status)
+            assert headers.get("connection") == "keep-alive", (path, headers)
+            assert body
+        # The last request of the connection, without keep-alive, closes it.
+        sock.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+        status, headers, body = read_response(sock)
+        assert body == b"ok\n" and headers.get("connection") == "close"
+        assert closed_by_server(sock, 5)
 
 
 def test_a_huge_accept_header_is_cheap_and_correct(start_telltale):
@@ -144,13 +166,24 @@ def test_a_huge_accept_header_is_cheap_and_correct(start_telltale):
     assert time.monotonic() - started < 10
 
 
-def test_listen_is_checked_as_serve_binds_it(run_cli, tmp_path):
+@pytest.mark.parametrize("listen", ["[::1:9839", "::1:9839", "[]:9839", "[not-v6]:9839", "bad_host:9839",
+                                    "999.1.1.1:9839", "1.2.3:9839", "-dash:9839", "localhost:0"])
+def test_listen_is_checked_as_serve_binds_it(run_cli, tmp_path, listen):
+    """These passed check-config, then serve failed with a raw socket error."""
     config = tmp_path / "listen.yml"
-    config.write_text('server: {listen: "[::1:9839"}\n')
+    config.write_text(f'server: {{listen: "{listen}"}}\n')
     r = run_cli(["check-config", "--config", config])
-    assert r.returncode == 2 and "server.listen" in r.stderr, r.stderr
-    r = run_cli(["serve", "--listen", "[::1:9839"], timeout=20)
-    assert r.returncode == 2 and "--listen" in r.stderr, r.stderr
+    assert r.returncode == 2 and "server.listen: expected" in r.stderr and listen in r.stderr, r.stderr
+    r = run_cli(["serve", f"--listen={listen}"], timeout=20)  # one argument: "-dash…" is no option
+    assert r.returncode == 2 and "--listen: expected" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1:9839", "[::1]:9839", ":9839", "localhost:9839", "metrics-1.example.com:9839"])
+def test_listen_accepts_what_serve_binds(run_cli, tmp_path, listen):
+    config = tmp_path / "listen.yml"
+    config.write_text(f'server: {{listen: "{listen}"}}\n')
+    r = run_cli(["check-config", "--config", config])
+    assert r.returncode == 0, r.stderr
 
 
 def test_readyz_names_collectors_only_with_credentials(start_telltale):

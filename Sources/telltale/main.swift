@@ -52,11 +52,12 @@ struct Serve: AsyncParsableCommand {
         mallopt(M_MMAP_THRESHOLD, 128 * 1024)
         var config = try options.load()
         if let listen {
-            guard let address = ListenAddress(listen) else {
-                printError("--listen: expected HOST:PORT with a port from 1 to 65535, got \"\(listen)\"")
+            do {
+                config.server.listen = try ListenAddress.parse(listen)
+            } catch {
+                printError("--listen: \(error.description)")
                 throw ExitCode(ConfigOptions.invalidConfigExitCode)
             }
-            config.server.listen = address
         }
         let logger = makeLogger(config.logLevel)
         try await TelltaleApp(config: config, logger: logger).serve()

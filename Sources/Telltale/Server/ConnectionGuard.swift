@@ -98,7 +98,7 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         let pipeline = context.pipeline.syncOperations
         try? pipeline.addHandler(FirstByteWatcher(guard: self), position: .first)
         if let codec = try? pipeline.handler(type: HTTP1ToHTTPServerCodec.self) {
-            try? pipeline.addHandler(HTTP10Close(), position: .before(codec))
+            try? pipeline.addHandler(HTTP10Semantics(), position: .before(codec))
         }
         // Checked at a quarter of the shorter limit: a connection is closed at most that late.
         let period = TimeAmount(max(.milliseconds(100), min(limits.headerTimeout, limits.idleTimeout) / 4))
@@ -183,19 +183,55 @@ private final class FirstByteWatcher: ChannelInboundHandler, RemovableChannelHan
     }
 }
 
-/// An HTTP/1.0 request without `Connection: keep-alive` means one request per connection:
-/// it gets `Connection: close`, so that both the fast path and Hummingbird close after the
-/// response (the HTTP types that follow cannot tell the versions apart).
-private final class HTTP10Close: ChannelInboundHandler, RemovableChannelHandler {
+/// HTTP/1.0 semantics, which the version-less HTTP types after the codec cannot keep.
+///
+/// A request that does not keep the connection alive (HTTP/1.0 without `Connection:
+/// keep-alive`, or any `Connection: close`) reaches the fast path and Hummingbird with
+/// exactly `Connection: close`, which both of them honour by closing after the response.
+/// Each response goes out with its request's version (an HTTP/1.0 client is never sent a
+/// chunked body) and a `Connection` header saying what the server does: `close`, or for
+/// HTTP/1.0 `keep-alive`, without which such a client would not reuse the connection.
+private final class HTTP10Semantics: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias InboundOut = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    /// The requests not answered yet, in order: pipelined responses follow them.
+    private var unanswered = CircularBuffer<(version: HTTPVersion, keepAlive: Bool)>()
+    /// The response being written needs the connection closed after it (see `write`).
+    private var closeAfterResponse = false
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard case .head(var head) = unwrapInboundIn(data), !head.isKeepAlive else {
+        guard case .head(var head) = unwrapInboundIn(data) else {
             context.fireChannelRead(data)
             return
         }
-        head.headers.replaceOrAdd(name: "connection", value: "close")
+        unanswered.append((head.version, head.isKeepAlive))
+        if !head.isKeepAlive { head.headers.replaceOrAdd(name: "connection", value: "close") }
         context.fireChannelRead(wrapInboundOut(.head(head)))
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        switch unwrapOutboundIn(data) {
+        // A 1xx response is not the answer; a 400 for bytes that never made a head has no request.
+        case .head(var head) where head.status.code >= 200 && !unanswered.isEmpty:
+            let request = unanswered.removeFirst()
+            head.version = request.version
+            if !request.keepAlive {
+                head.headers.replaceOrAdd(name: "connection", value: "close")
+            } else if request.version == .http1_0 {
+                // HTTP/1.0 has no chunking: without a length only closing ends the body.
+                closeAfterResponse = !head.headers.contains(name: "content-length")
+                head.headers.replaceOrAdd(name: "connection", value: closeAfterResponse ? "close" : "keep-alive")
+            }
+            context.write(wrapOutboundOut(.head(head)), promise: promise)
+        case .end where closeAfterResponse:
+            closeAfterResponse = false
+            context.writeAndFlush(data, promise: promise)
+            context.close(promise: nil)
+        default:
+            context.write(data, promise: promise)
+        }
     }
 }
