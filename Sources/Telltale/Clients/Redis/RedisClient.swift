@@ -150,7 +150,9 @@ public actor RedisClient {
 
     /// AUTH, SELECT and INFO server in one round trip. A server that does not know AUTH (a
     /// renamed command) quotes its arguments in the error: only the sanitised text is kept,
-    /// and the password is redacted besides.
+    /// and the password is redacted besides. INFO tells a Sentinel apart (it knows AUTH and
+    /// INFO but no SELECT and no data command), and, without a password, NOAUTH to INFO
+    /// tells that the server wants one before any data command is sent.
     private static func logIn(_ connection: RedisConnection, _ settings: RedisSettings) throws(RedisError) {
         var commands = RedisCommands()
         if let password = settings.password {
@@ -159,16 +161,18 @@ public actor RedisClient {
         if settings.database != 0 { commands.append(["SELECT", String(settings.database)]) }
         commands.append(["INFO", "server"])
         let replies = try connection.pipeline(commands)
-        for reply in replies.dropLast() {
-            if case .error(let message) = reply {
-                let reason = Redactor(settings.password.map { [$0] } ?? []).redact(RedisReplyError.describe(message))
-                throw RedisError(kind: .connect, message: "login to \(settings) refused: \(reason)")
-            }
-        }
         // An ACL user may not be allowed INFO: then this check is skipped.
         if replies.last?.string?.contains("redis_mode:sentinel") == true {
             throw RedisError(kind: .connect, message: "\(settings.endpoint) is a Redis Sentinel, not a Redis server: "
                                  + "point queues.redis at the server that holds the queues")
+        }
+        let redactor = Redactor(settings.password.map { [$0] } ?? [])
+        for (index, reply) in replies.enumerated() {
+            guard case .error(let message) = reply else { continue }
+            // INFO itself may be refused to an ACL user; only NOAUTH there is a login problem.
+            if index == replies.count - 1 && RedisReplyError.code(message) != "NOAUTH" { continue }
+            throw RedisError(kind: .connect,
+                             message: "login to \(settings) refused: \(RedisReplyError.describe(message, redacting: redactor))")
         }
     }
 }

@@ -1,36 +1,79 @@
+import TelltaleMetrics
+
 /// What Telltale says about a Redis error reply.
 ///
 /// Redis quotes a rejected command's arguments in some errors ("ERR unknown command 'AUTH',
 /// with args beginning with: 'the-password'"): that part is cut before the text goes
-/// anywhere. Errors that have one usual cause get a message that names it.
+/// anywhere, and the password is redacted besides (before clipping, so that no part of it
+/// is left). Errors that have one usual cause get a message that names it.
 enum RedisReplyError {
     static let maxLength = 200
 
+    private static let quotedArguments = Array("with args beginning with".utf8)
+
     /// The error without any quoted arguments, clipped.
     static func sanitized(_ reply: String) -> String {
-        var text = Substring(reply)
-        if let quoted = text.range(of: ", with args beginning with") { text = text[..<quoted.lowerBound] }
-        return String(text).trimming(" \r\n").clipped(maxLength)
+        sanitized(reply, redacting: Redactor([]))
+    }
+
+    /// The error without any quoted arguments, redacted, then clipped.
+    static func sanitized(_ reply: String, redacting redactor: Redactor) -> String {
+        // Error replies are short: a byte-wise, case-insensitive search needs no Foundation.
+        let bytes = Array(reply.utf8)
+        var end = bytes.count
+        if bytes.count >= quotedArguments.count {
+            for start in 0...(bytes.count - quotedArguments.count) where matchesQuotedArguments(bytes, at: start) {
+                end = start
+                break
+            }
+        }
+        let text = String(decoding: bytes[..<end], as: UTF8.self).trimming(" ,\r\n\t")
+        return redactor.redact(text, clippedTo: maxLength)
+    }
+
+    private static func matchesQuotedArguments(_ bytes: [UInt8], at start: Int) -> Bool {
+        for (offset, expected) in quotedArguments.enumerated() {
+            let byte = bytes[start + offset]
+            if ((65...90).contains(byte) ? byte + 32 : byte) != expected { return false }
+        }
+        return true
     }
 
     /// The error code: the reply's first word (`NOPERM`, `WRONGTYPE`, `MOVED`, `ERR`…).
     static func code(_ reply: String) -> String {
-        String(reply.prefix { $0 != " " }.prefix(32))
+        String(reply.prefix { $0 != " " && $0 != "\r" && $0 != "\n" }.prefix(32))
     }
 
-    /// A message for the log and `/`.
+    /// A message for the log and `/`: never the command's arguments.
     static func describe(_ reply: String) -> String {
-        let text = sanitized(reply)
+        describe(reply, redacting: Redactor([]))
+    }
+
+    /// A message for the log and `/`: never the command's arguments, never the password.
+    static func describe(_ reply: String, redacting redactor: Redactor) -> String {
         switch code(reply) {
         case "NOAUTH":
-            return "Redis requires authentication (NOAUTH): set queues.redis.password, or a password in the URL"
+            return "Redis requires authentication (NOAUTH): set queues.redis.password or a password in the URL"
         case "WRONGPASS":
             return "Redis refused the username or password (WRONGPASS)"
         default:
-            if text.contains("unknown command") {
-                return text + " (is this a Redis Sentinel's port? point queues.redis at the Redis server itself)"
+            let text = sanitized(reply, redacting: redactor)
+            guard let command = unknownCommand(text) else { return text }
+            if command == "auth" {
+                return text + " (this Redis does not accept AUTH: renamed or disabled)"
             }
-            return text
+            // Sentinel knows none of the data commands (SELECT, SCAN, LLEN…).
+            return text + " (is this a Redis Sentinel's port? point queues.redis at the Redis server itself)"
         }
+    }
+
+    /// `auth` for "ERR unknown command 'AUTH'" (or with backquotes, as Redis 6 writes it),
+    /// lower-cased; "" when no name is quoted; nil for any other error.
+    static func unknownCommand(_ text: String) -> String? {
+        let lowered = text.lowercased()
+        guard let marker = lowered.firstRange(of: "unknown command") else { return nil }
+        let rest = lowered[marker.upperBound...].drop { $0 == " " }
+        guard let quote = rest.first, quote == "'" || quote == "`" else { return "" }
+        return String(rest.dropFirst().prefix { $0 != quote })
     }
 }

@@ -9,11 +9,18 @@ import TelltaleMetrics
 /// second round trip reads what the first pointed at: the head job, active jobs' locks and
 /// the hashes of newly finished jobs. Completed and failed totals come from the events
 /// stream, which BullMQ writes even for jobs removed on completion.
+///
+/// An error reply to any of a queue's commands is that queue's error, never a zero: its
+/// gauges are absent that run, `telltale_queue_up` is 0 and the run reports `redis_error`.
 public final class QueueCollector: Collector {
     public let name = "queues"
     public let schedule: Schedule
     let config: QueueCollectorConfig
     let client: RedisClient
+    /// The password, out of every message (Redis may echo a command's arguments).
+    let redactor: Redactor
+    /// The queues listed in the configuration: collected whether or not they exist.
+    private let explicitQueues: Set<QueueID>
 
     /// Events kept per queue between runs to time jobs whose hashes were already removed.
     static let trackedJobsCap = 100_000
@@ -31,8 +38,9 @@ public final class QueueCollector: Collector {
         var attempts: FamilyBuilder
         var jobNames: Set<String> = []
         var dropped = 0.0
-        /// The queues of the last run, for `telltale_queue_up` 0 when a run fails as a whole.
-        var lastQueues: [QueueID] = []
+        /// The queues of the last run (at first, the listed ones), sorted, for
+        /// `telltale_queue_up` 0 when a run fails as a whole.
+        var lastQueues: [QueueID]
     }
 
     private let state: Mutex<State>
@@ -41,18 +49,21 @@ public final class QueueCollector: Collector {
         self.config = config
         self.schedule = config.schedule
         self.client = RedisClient(settings: config.redis)
+        redactor = Redactor(config.redis.password.map { [$0] } ?? [])
+        explicitQueues = Set(config.queues)
         state = Mutex(State(
             completed: FamilyBuilder(QueueMetrics.completed), failed: FamilyBuilder(QueueMetrics.failed),
             duration: FamilyBuilder(QueueMetrics.duration, buckets: config.durationBuckets),
             wait: FamilyBuilder(QueueMetrics.wait, buckets: config.waitBuckets),
-            attempts: FamilyBuilder(QueueMetrics.attempts, buckets: QueueMetrics.attemptBuckets)))
+            attempts: FamilyBuilder(QueueMetrics.attempts, buckets: QueueMetrics.attemptBuckets),
+            lastQueues: Array(Set(config.queues).sorted().prefix(config.maxQueues))))
     }
 
     public func collect() async throws -> CollectionResult {
         do {
             return try await collectQueues()
         } catch let error as RedisError {
-            throw CollectionProblem(reason: error.kind.rawValue, Redactor(client.settings.password.map { [$0] } ?? []).redact(error.message))
+            throw CollectionProblem(reason: error.kind.rawValue, redactor.redact(error.message))
         }
     }
 
@@ -68,7 +79,19 @@ public final class QueueCollector: Collector {
         countCommands.append(["CLIENT", "LIST"])
         let countReplies = try await client.pipeline(countCommands)
         let all = zip(queues, countReplies.chunks(of: QueueCounts.commandCount)).map { QueueCounts(queue: $0, replies: $1) }
-        let (counts, failed, gone) = sorted(all)
+        let readings = all.map(reading)
+        var counts: [QueueCounts] = [], failed: [QueueCounts] = [], gone: Set<QueueID> = []
+        counts.reserveCapacity(all.count)
+        for (count, reading) in zip(all, readings) {
+            switch reading {
+            case .clean: counts.append(count)
+            case .failed: failed.append(count)
+            case .gone: gone.insert(count.queue)
+            }
+        }
+        if !gone.isEmpty { forget(gone) }
+        // Only queues read cleanly feed the events: a failed queue's cursor stays where it
+        // was, and its events are read once it answers again.
         let finished = recordEvents(counts)
         // Round trip 2: head jobs' timestamps, active jobs' locks, finished jobs' hashes. The
         // families of the counts are built meanwhile.
@@ -76,53 +99,88 @@ public final class QueueCollector: Collector {
         async let pendingReplies = client.pipeline(followUp.commands)
         var families = countFamilies(counts, clientList: countReplies.last)
         let followReplies = try await pendingReplies
-        var problems = QueueProblems()
+        // A queue with an error reply in the follow-up is down too: none of its gauges.
+        let followUpErrors = followUp.errors(followReplies)
+        var problems = QueueProblems(redactor: redactor)
         for count in failed { problems.add(count.queue, count.error ?? "") }
-        var followUpFailed = Set<Int>()
-        for position in counts.indices {
-            if let error = followUp.error(at: position, followReplies) {
-                problems.add(counts[position].queue, error)
-                followUpFailed.insert(position)
-            }
+        for (count, error) in zip(counts, followUpErrors) {
+            if let error { problems.add(count.queue, error) }
         }
-        families += followUpFamilies(counts, followUp, followReplies, skipping: followUpFailed)
+        if followUpErrors.contains(where: { $0 != nil }) {
+            // Rare: the gauges of the counts were built before the follow-up answered.
+            let down = Set(zip(counts, followUpErrors).compactMap { $1 == nil ? nil : $0.queue })
+            families = families.map { Self.without(down, $0) }
+        }
+        families += followUpFamilies(counts, followUp, followReplies, errors: followUpErrors)
         families += accumulate(finished, followUp.finishedJobReplies(followReplies),
-                               present: Set(queues).subtracting(gone.map(\.queue)))
-        families.append(upFamily(counts, failed: failed.map(\.queue) + followUpFailed.map { counts[$0].queue }))
-        state.withLock { $0.lastQueues = counts.map(\.queue) + failed.map(\.queue) }
+                               clean: zip(counts, followUpErrors).compactMap { $1 == nil ? $0.queue : nil },
+                               present: Set(queues).subtracting(gone))
+        let (up, present) = upFamily(all, readings, followUpErrors)
+        families.append(up)
+        state.withLock { $0.lastQueues = present }
         return CollectionResult(families: families, problems: problems.list)
     }
 
-    /// Splits a run's queues into those read cleanly, those Redis answered with an error
-    /// (absent this run, `telltale_queue_up` 0), and discovered ones whose keys are all gone
-    /// (absent from now on, until discovery finds them again).
-    private func sorted(_ all: [QueueCounts]) -> (ok: [QueueCounts], failed: [QueueCounts], gone: [QueueCounts]) {
-        let explicit = Set(config.queues)
-        let gone = all.filter { $0.error == nil && !$0.exists && !explicit.contains($0.queue) }
-        if !gone.isEmpty {
-            let forgotten = Set(gone.map(\.queue))
-            state.withLock { state in
-                state.discovery.forget(forgotten)
-                for queue in forgotten { state.streamCursors[queue] = nil }
-            }
+    /// How a queue of a run reads.
+    enum Reading {
+        /// Every reply as expected.
+        case clean
+        /// Redis answered one of its commands with an error (NOPERM, WRONGTYPE, MOVED…):
+        /// absent this run, `telltale_queue_up` 0.
+        case failed
+        /// Discovered, and now without `meta`, `id` or any job (obliterated): absent from now
+        /// on, until discovery finds it again. Listed queues are never gone.
+        case gone
+    }
+
+    private func reading(_ count: QueueCounts) -> Reading {
+        if count.error != nil { return .failed }
+        // `exists` is true for nearly every queue: the set is consulted only for the others.
+        if !count.exists && !count.hasJobs && !explicitQueues.contains(count.queue) { return .gone }
+        return .clean
+    }
+
+    /// Obliterated queues: out of discovery (until a pass finds them again) and of the cursors.
+    private func forget(_ gone: Set<QueueID>) {
+        state.withLock { state in
+            state.discovery.forget(gone)
+            for queue in gone { state.streamCursors[queue] = nil }
         }
-        let failed = all.filter { $0.error != nil }
-        let ok = all.filter { $0.error == nil && ($0.exists || explicit.contains($0.queue)) }
-        return (ok, failed, gone)
+    }
+
+    /// A queue family without the series of `queues`.
+    private static func without(_ queues: Set<QueueID>, _ family: MetricFamily) -> MetricFamily {
+        guard family.name.hasPrefix("telltale_queue_") else { return family }
+        return MetricFamily(family.descriptor, series: family.series.filter { series in
+            !queues.contains(QueueID(prefix: series.labels["prefix"] ?? "", name: series.labels["queue"] ?? ""))
+        })
     }
 
     /// `telltale_queue_up`: 1 for every queue read cleanly, 0 for those Redis answered with
-    /// an error; in label order, as every queue family.
-    private func upFamily(_ counts: [QueueCounts], failed: [QueueID]) -> MetricFamily {
-        let down = Set(failed)
-        let series = (counts.map(\.queue) + failed).sorted().map { Self.sample(down.contains($0) ? 0 : 1, $0.labels) }
-        return MetricFamily(QueueMetrics.up, series: series)
+    /// an error, in label order as every queue family (queues come sorted); and those queues.
+    private func upFamily(_ all: [QueueCounts], _ readings: [Reading], _ followUpErrors: [String?])
+        -> (MetricFamily, [QueueID]) {
+        var series: [Series] = [], queues: [QueueID] = []
+        series.reserveCapacity(all.count)
+        queues.reserveCapacity(all.count)
+        var position = 0
+        for (count, reading) in zip(all, readings) {
+            switch reading {
+            case .gone: continue
+            case .failed: series.append(Self.sample(0, count.queue.labels))
+            case .clean:
+                series.append(Self.sample(followUpErrors[position] == nil ? 1 : 0, count.queue.labels))
+                position += 1
+            }
+            queues.append(count.queue)
+        }
+        return (MetricFamily(QueueMetrics.up, series: series), queues)
     }
 
     /// After a run that failed as a whole (Redis unreachable): every queue of the last run at 0.
     public func familiesWhenFailed() -> [MetricFamily] {
         let queues = state.withLock { $0.lastQueues }
-        return [MetricFamily(QueueMetrics.up, series: queues.sorted().map { Self.sample(0, $0.labels) })]
+        return [MetricFamily(QueueMetrics.up, series: queues.map { Self.sample(0, $0.labels) })]
     }
 
     /// Explicit queues plus discovered ones, sorted, capped at `max_queues`.
@@ -164,10 +222,10 @@ public final class QueueCollector: Collector {
 
     /// The families that need the follow-up round trip too.
     private func followUpFamilies(_ counts: [QueueCounts], _ followUp: FollowUp, _ replies: [RedisValue],
-                                  skipping failed: Set<Int>) -> [MetricFamily] {
+                                  errors: [String?]) -> [MetricFamily] {
         var oldest: [Series] = [], unlocked: [Series] = []
         let nowMs = UnixTime.now.seconds * 1000
-        for (position, count) in counts.enumerated() where !failed.contains(position) {
+        for (position, count) in counts.enumerated() where errors[position] == nil {
             let labels = count.queue.labels
             let headTimestamp = followUp.headTimestamp(at: position, replies)
             oldest.append(Self.sample(headTimestamp.map { max(0, (nowMs - $0) / 1000) } ?? 0, labels))
@@ -186,7 +244,7 @@ public final class QueueCollector: Collector {
     private func recordEvents(_ counts: [QueueCounts]) -> [FinishedJob] {
         state.withLock { state in
             var finished: [FinishedJob] = []
-            for count in counts {
+            for (position, count) in counts.enumerated() {
                 let (queue, entries) = (count.queue, count.events)
                 guard state.streamCursors[queue] != nil else {
                     // First read: start at the stream's end, so earlier history is not counted (or at
@@ -200,7 +258,7 @@ public final class QueueCollector: Collector {
                     case "added": state.addedAt[jobKey] = (entry.ms, entry.fields["name"] ?? "")
                     case "active": state.activeSince[jobKey] = entry.ms
                     case "completed", "failed":
-                        finished.append(FinishedJob(queue: queue, id: entry.jobId, failed: entry.event == "failed", eventMs: entry.ms,
+                        finished.append(FinishedJob(queue: queue, position: position, id: entry.jobId, failed: entry.event == "failed", eventMs: entry.ms,
                                                     activeMs: state.activeSince.removeValue(forKey: jobKey),
                                                     added: state.addedAt.removeValue(forKey: jobKey)))
                     default: break
@@ -216,8 +274,11 @@ public final class QueueCollector: Collector {
     }
 
     /// Adds finished jobs to the counters and histograms; their own hashes give exact times,
-    /// stream timestamps stand in for jobs already removed.
-    private func accumulate(_ finished: [FinishedJob], _ replies: ArraySlice<RedisValue>, present: Set<QueueID>) -> [MetricFamily] {
+    /// stream timestamps stand in for jobs already removed (and for a hash read with an error
+    /// reply, which is never read as numbers). Queues read cleanly get zero totals before their
+    /// first finished job; queues down this run keep what they have; the others are dropped.
+    private func accumulate(_ finished: [FinishedJob], _ replies: ArraySlice<RedisValue>, clean: [QueueID],
+                            present: Set<QueueID>) -> [MetricFamily] {
         state.withLock { state in
             for (job, reply) in zip(finished, replies) {
                 // Only finite times: an `inf` in a job hash would stick a histogram's _sum at NaN.
@@ -236,7 +297,7 @@ public final class QueueCollector: Collector {
                 if let processedOn, let timestamp { state.wait.observe(max(0, processedOn - timestamp) / 1000, job.queue.labels) }
                 if let attempts { state.attempts.observe(attempts, job.queue.labels) }
             }
-            for queue in present {
+            for queue in clean {
                 state.completed.touchCounter(queue.labels, unlessNamed: config.jobNames)
                 state.failed.touchCounter(queue.labels, unlessNamed: config.jobNames)
             }
@@ -278,17 +339,23 @@ public final class QueueCollector: Collector {
 }
 
 /// Redis error replies of one run, one problem per error code with a count, so that an ACL
-/// that covers none of a thousand queues makes one log line, naming the first queue.
-private struct QueueProblems {
+/// that covers none of a thousand queues makes one log line, naming the first queue. The
+/// messages never quote a command's arguments and never hold the password.
+struct QueueProblems {
+    let redactor: Redactor
     private var first: [String: (queue: QueueID, message: String, count: Int)] = [:]
     private var order: [String] = []
+
+    init(redactor: Redactor) {
+        self.redactor = redactor
+    }
 
     mutating func add(_ queue: QueueID, _ reply: String) {
         let code = RedisReplyError.code(reply)
         if let existing = first[code] {
             first[code] = (existing.queue, existing.message, existing.count + 1)
         } else {
-            first[code] = (queue, RedisReplyError.describe(reply), 1)
+            first[code] = (queue, RedisReplyError.describe(reply, redacting: redactor), 1)
             order.append(code)
         }
     }
@@ -297,7 +364,8 @@ private struct QueueProblems {
         order.compactMap { code in
             first[code].map { entry in
                 let more = entry.count > 1 ? " (and \(entry.count - 1) more queues)" : ""
-                return CollectionProblem(reason: "redis_error", "queue \(entry.queue.prefix):\(entry.queue.name): \(entry.message)\(more)")
+                let queue = "\(entry.queue.prefix):\(entry.queue.name)"
+                return CollectionProblem(reason: "redis_error", redactor.redact("queue \(queue): \(entry.message)\(more)"))
             }
         }
     }

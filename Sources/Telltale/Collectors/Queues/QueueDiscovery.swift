@@ -22,7 +22,9 @@ struct QueueDiscovery: Sendable {
             let pattern = Self.globEscaped(prefix) + ":*:[im][de]*"
             let reply = try await client.pipeline(RedisCommands([["SCAN", cursor, "MATCH", pattern, "COUNT", String(config.scanCount)]]))
             if case .error(let message) = reply.first {
-                throw RedisError(kind: .redisError, message: "SCAN for queues: " + RedisReplyError.describe(message))
+                // NOAUTH, NOPERM, a Sentinel's unknown command…: a clear message, not "unexpected reply".
+                let redactor = Redactor(config.redis.password.map { [$0] } ?? [])
+                throw RedisError(kind: .redisError, message: "SCAN for queues: " + RedisReplyError.describe(message, redacting: redactor))
             }
             let parts = reply.first?.array ?? []
             guard parts.count == 2, let next = parts[0].string else {

@@ -51,13 +51,14 @@ struct QueueCounts {
         commands.append("EXISTS", key: key, "meta-paused")
         commands.append("ZCOUNT", key: key, "delayed", "-inf", overdueBound)
         commands.append("LRANGE", key: key, "active", "0", activeEnd)
-        // No TYPE check first: a missing stream reads as empty, a key of another type as an
-        // error reply, and both mean no events.
+        // No TYPE check first: a missing stream reads as empty; a key of another type is an
+        // error reply (WRONGTYPE), the queue's error as any other.
         if let eventsCursor {
             commands.append("XRANGE", key: key, "events", "(" + eventsCursor, "+", "COUNT", eventsCount)
         } else {
             commands.append("XREVRANGE", key: key, "events", "+", "-", "COUNT", "1")
         }
+        // Discovery found the queue by one of these: with neither (and no job) it was obliterated.
         commands.append("EXISTS", keys: key, ["meta", "id"], keySuffix: "")
     }
 
@@ -88,6 +89,9 @@ struct QueueCounts {
             ?? (reply.count < Self.commandCount ? "missing replies" : nil)
         exists = number(15) > 0
     }
+
+    /// Whether any state counts a job.
+    var hasJobs: Bool { states.contains { $0 != 0 } }
 
     /// BullMQ 4 left `0:<timestamp>` marker entries at the tail of wait/paused; getJobCounts
     /// does not count them, and they are not jobs.
@@ -124,6 +128,8 @@ struct StreamEntry {
 /// A job whose completed or failed event was read this run.
 struct FinishedJob {
     let queue: QueueID
+    /// The queue's position among the run's cleanly read queues.
+    let position: Int
     let id: String
     let failed: Bool
     let eventMs: Double
@@ -140,6 +146,9 @@ struct FollowUp {
     /// By position in the counts: where the number of existing locks is, and of how many.
     private var lockChecks: [(index: Int, checked: Int)?] = []
     private var finishedRange = 0..<0
+    /// By position in the counts: the HMGETs of the queue's finished jobs (contiguous, as
+    /// finished jobs come queue by queue).
+    private var finishedByQueue: [Range<Int>] = []
 
     init(counts: [QueueCounts], finished: [FinishedJob]) {
         headIndex.reserveCapacity(counts.count)
@@ -157,18 +166,29 @@ struct FollowUp {
             }())
         }
         let start = commands.count
+        finishedByQueue = Array(repeating: start..<start, count: counts.count)
         for job in finished {
+            let index = commands.count
             commands.append("HMGET", key: job.queue.keyPrefix, job.id, "processedOn", "finishedOn", "timestamp", "atm", "attemptsMade", "name")
+            let range = finishedByQueue[job.position]
+            finishedByQueue[job.position] = range.isEmpty ? index..<index + 1 : range.lowerBound..<index + 1
         }
         finishedRange = start..<commands.count
     }
 
-    /// An error reply among the queue's follow-up commands (its head job, its locks).
-    func error(at position: Int, _ replies: [RedisValue]) -> String? {
-        for index in [headIndex[position], lockChecks[position]?.index] {
-            if let index, index < replies.count, case .error(let message) = replies[index] { return message }
+    /// The first error reply among each queue's follow-up commands (its head job, its locks,
+    /// its finished jobs' hashes), by position in the counts; nil for a queue read cleanly.
+    func errors(_ replies: [RedisValue]) -> [String?] {
+        func error(_ index: Int?) -> String? {
+            guard let index else { return nil }
+            guard index < replies.count else { return "missing replies" }
+            if case .error(let message) = replies[index] { return message }
+            return nil
         }
-        return nil
+        return headIndex.indices.map { position in
+            error(headIndex[position]) ?? error(lockChecks[position]?.index)
+                ?? finishedByQueue[position].lazy.compactMap { error($0) }.first
+        }
     }
 
     func headTimestamp(at position: Int, _ replies: [RedisValue]) -> Double? {
