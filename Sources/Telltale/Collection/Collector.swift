@@ -57,3 +57,35 @@ public struct CollectionProblem: Error, Sendable, CustomStringConvertible {
 
     public var description: String { "\(reason): \(message)" }
 }
+
+/// The problems of one run, one per key with a count, so that a million bad rows (or a
+/// thousand queues an ACL does not cover) make one line naming the first of them.
+struct ProblemTally {
+    /// What the count of the further ones is of, after "and N more" (`queues`, say).
+    private let more: String
+    private var first: [String: (reason: String, message: String, count: Int)] = [:]
+    private var order: [String] = []
+
+    init(countingMore more: String = "") {
+        self.more = more
+    }
+
+    /// Counts a problem; `message` is made only for the first of its key.
+    mutating func add(_ key: String, reason: String, _ message: @autoclosure () -> String) {
+        if let existing = first[key] {
+            first[key]?.count = existing.count + 1
+        } else {
+            first[key] = (reason, message(), 1)
+            order.append(key)
+        }
+    }
+
+    var list: [CollectionProblem] {
+        order.compactMap { key in
+            first[key].map { entry in
+                let suffix = entry.count > 1 ? " (and \(entry.count - 1) more\(more.isEmpty ? "" : " " + more))" : ""
+                return CollectionProblem(reason: entry.reason, entry.message + suffix)
+            }
+        }
+    }
+}

@@ -210,25 +210,13 @@ struct Watermark: Sendable {
     }
 }
 
-/// Problems of one run, one per reason with a count, so a million bad rows make one line.
+/// Row problems of one run, one per reason.
 private struct RowProblems {
-    private var first: [String: (message: String, count: Int)] = [:]
-    private var order: [String] = []
+    private var tally = ProblemTally()
 
-    mutating func add(_ reason: String, _ message: String) {
-        if let existing = first[reason] {
-            first[reason] = (existing.message, existing.count + 1)
-        } else {
-            first[reason] = (message, 1)
-            order.append(reason)
-        }
+    mutating func add(_ reason: String, _ message: @autoclosure () -> String) {
+        tally.add(reason, reason: reason, message())
     }
 
-    var list: [CollectionProblem] {
-        order.compactMap { reason in
-            first[reason].map { entry in
-                CollectionProblem(reason: reason, entry.count > 1 ? "\(entry.message) (and \(entry.count - 1) more)" : entry.message)
-            }
-        }
-    }
+    var list: [CollectionProblem] { tally.list }
 }

@@ -343,32 +343,18 @@ public final class QueueCollector: Collector {
 /// messages never quote a command's arguments and never hold the password.
 struct QueueProblems {
     let redactor: Redactor
-    private var first: [String: (queue: QueueID, message: String, count: Int)] = [:]
-    private var order: [String] = []
+    private var tally = ProblemTally(countingMore: "queues")
 
     init(redactor: Redactor) {
         self.redactor = redactor
     }
 
     mutating func add(_ queue: QueueID, _ reply: String) {
-        let code = RedisReplyError.code(reply)
-        if let existing = first[code] {
-            first[code] = (existing.queue, existing.message, existing.count + 1)
-        } else {
-            first[code] = (queue, RedisReplyError.describe(reply, redacting: redactor), 1)
-            order.append(code)
-        }
+        tally.add(RedisReplyError.code(reply), reason: "redis_error",
+                  redactor.redact("queue \(queue.prefix):\(queue.name): \(RedisReplyError.describe(reply, redacting: redactor))"))
     }
 
-    var list: [CollectionProblem] {
-        order.compactMap { code in
-            first[code].map { entry in
-                let more = entry.count > 1 ? " (and \(entry.count - 1) more queues)" : ""
-                let queue = "\(entry.queue.prefix):\(entry.queue.name)"
-                return CollectionProblem(reason: "redis_error", redactor.redact("queue \(queue): \(entry.message)\(more)"))
-            }
-        }
-    }
+    var list: [CollectionProblem] { tally.list }
 }
 
 extension FamilyBuilder {
