@@ -381,7 +381,8 @@ def test_non_finite_values_never_enter_running_totals(h: Harness) -> None:
                             {"metric": "tt_size", "type": "histogram", "buckets": [1, 10], **incremental}])
     tt = h._start(h.config_path, env=h.env)
     h.started.append(tt)
-    table = wait_until(lambda: (lambda t: t if value(t, "tt_amount_total", k="x", target="main") == 5 else None)(samples(tt.metrics())),
+    table = wait_until(lambda: (lambda t: t if value(t, "tt_amount_total", k="x", target="main") == 5
+                                               and value(t, "tt_size_count", k="x", target="main") == 2 else None)(samples(tt.metrics())),
                        30, "the finite values counted", details=lambda: "\n" + "\n".join(
                            l for l in tt.metrics().splitlines() if "tt_" in l or "error" in l) + tt.logs()[-2000:])
     assert value(table, "tt_size_sum", k="x", target="main") == 5
