@@ -37,26 +37,61 @@ let package = Package(
         // Metric model and exposition encoders: pure, no I/O.
         .target(name: "TelltaleMetrics", swiftSettings: strict),
 
-        // Configuration, collectors, store, alerting and the HTTP server.
+        // The layers below, each a target so that the compiler refuses a back-edge:
+        // core → clients → collectors → alerting → server → app → CLI.
+
+        // Collector protocol, scheduler, store, configuration reader and support helpers.
         .target(
-            name: "Telltale",
+            name: "TelltaleCore",
             dependencies: [
                 "TelltaleMetrics",
                 "CZlib",
-                "CLibPQ",
-                "CHiredis",
-                "CCurl",
                 "CPCRE2",
                 "CGlibcExtras",
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
-                .product(name: "NIOHTTPTypesHTTP1", package: "swift-nio-extras"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "CompressNIO", package: "compress-nio"),
+            ],
+            swiftSettings: strict
+        ),
+
+        // The owners of the C handles: libpq, hiredis and libcurl.
+        .target(
+            name: "TelltaleClients",
+            dependencies: ["TelltaleCore", "CLibPQ", "CHiredis", "CCurl"],
+            swiftSettings: strict
+        ),
+
+        // One folder per source: its configuration section, collectors and registration.
+        .target(name: "TelltaleCollectors", dependencies: ["TelltaleClients"], swiftSettings: strict),
+
+        // Rules, evaluation, leadership, the outbox and delivery.
+        .target(name: "TelltaleAlerting", dependencies: ["TelltaleClients"], swiftSettings: strict),
+
+        // HTTP endpoints, connection limits and the status page.
+        .target(
+            name: "TelltaleServer",
+            dependencies: [
+                "TelltaleAlerting",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
+                .product(name: "NIOHTTPTypesHTTP1", package: "swift-nio-extras"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+
+        // The whole configuration and the wiring of collectors, store, alerting and server.
+        .target(
+            name: "Telltale",
+            dependencies: [
+                "TelltaleCollectors",
+                "TelltaleServer",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict
         ),
@@ -66,6 +101,9 @@ let package = Package(
             name: "telltale",
             dependencies: [
                 "Telltale",
+                "TelltaleAlerting",
+                "TelltaleCore",
+                "TelltaleServer",
                 "CGlibcExtras",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -76,13 +114,16 @@ let package = Package(
         // scripts/fuzz.sh with -sanitize=fuzzer -DFUZZING.
         .executableTarget(
             name: "telltale-fuzz",
-            dependencies: ["Telltale", "TelltaleMetrics", "CHiredis"],
+            dependencies: ["Telltale", "TelltaleAlerting", "TelltaleClients", "TelltaleCollectors", "TelltaleCore", "CHiredis"],
             path: "Fuzz/Sources",
             swiftSettings: strict
         ),
 
         .testTarget(name: "TelltaleMetricsTests", dependencies: ["TelltaleMetrics"],
                     resources: [.copy("Golden")], swiftSettings: strict),
-        .testTarget(name: "TelltaleTests", dependencies: ["Telltale"], swiftSettings: strict),
+        .testTarget(
+            name: "TelltaleTests",
+            dependencies: ["Telltale", "TelltaleAlerting", "TelltaleClients", "TelltaleCollectors", "TelltaleCore", "TelltaleServer"],
+            swiftSettings: strict),
     ]
 )

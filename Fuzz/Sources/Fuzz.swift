@@ -2,6 +2,11 @@ import CHiredis
 import Glibc
 import TelltaleMetrics
 @testable import Telltale
+@testable import TelltaleAlerting
+@testable import TelltaleClients
+@testable import TelltaleCollectors
+@testable import TelltaleCore
+@testable import TelltaleServer
 
 /// Fuzz targets: each takes arbitrary bytes and must neither crash, nor hang, nor break an
 /// invariant (checked with `require`, which aborts so that libFuzzer keeps the input).

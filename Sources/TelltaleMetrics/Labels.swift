@@ -61,3 +61,10 @@ public struct Labels: Hashable, Comparable, Sendable, ExpressibleByDictionaryLit
         return lhs.labels.count < rhs.labels.count
     }
 }
+
+extension Labels {
+    /// This set plus every label of `other` (which wins on a clash).
+    public func merging(_ other: Labels) -> Labels {
+        Labels(labels.map { ($0.name, $0.value) } + other.labels.map { ($0.name, $0.value) })
+    }
+}

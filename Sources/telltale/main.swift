@@ -3,6 +3,9 @@ import CGlibcExtras
 import Glibc
 import Logging
 import Telltale
+import TelltaleAlerting
+import TelltaleCore
+import TelltaleServer
 
 /// `telltale`: a thin front end over TelltaleApp.
 @main

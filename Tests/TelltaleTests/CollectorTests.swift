@@ -1,7 +1,12 @@
 import Logging
-import Testing
 import TelltaleMetrics
+import Testing
 @testable import Telltale
+@testable import TelltaleAlerting
+@testable import TelltaleClients
+@testable import TelltaleCollectors
+@testable import TelltaleCore
+@testable import TelltaleServer
 
 /// A collector whose run takes as long as asked, to exercise the runner's timeout.
 struct SleepyCollector: Collector {

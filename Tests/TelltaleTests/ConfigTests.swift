@@ -1,6 +1,11 @@
 import Foundation
 import Testing
 @testable import Telltale
+@testable import TelltaleAlerting
+@testable import TelltaleClients
+@testable import TelltaleCollectors
+@testable import TelltaleCore
+@testable import TelltaleServer
 
 @Suite struct ConfigTests {
     @Test func emptyFileGivesDefaults() throws {

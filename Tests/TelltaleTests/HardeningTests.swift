@@ -1,6 +1,11 @@
 import Glibc
 import Testing
 @testable import Telltale
+@testable import TelltaleAlerting
+@testable import TelltaleClients
+@testable import TelltaleCollectors
+@testable import TelltaleCore
+@testable import TelltaleServer
 
 /// Regressions of the hardening issue that need no running services.
 @Suite struct BoundedFileTests {

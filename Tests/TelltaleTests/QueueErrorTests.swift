@@ -1,9 +1,14 @@
 import Foundation
 import Glibc
 import Synchronization
-import Testing
 import TelltaleMetrics
+import Testing
 @testable import Telltale
+@testable import TelltaleAlerting
+@testable import TelltaleClients
+@testable import TelltaleCollectors
+@testable import TelltaleCore
+@testable import TelltaleServer
 
 /// Regressions of the hardening issue for job queues: a Redis error reply is that queue's
 /// error (never a healthy zero), login problems say what is wrong, no error quotes a

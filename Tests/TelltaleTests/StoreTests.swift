@@ -1,9 +1,14 @@
 import CompressNIO
 import Foundation
 import NIOCore
-import Testing
 import TelltaleMetrics
+import Testing
 @testable import Telltale
+@testable import TelltaleAlerting
+@testable import TelltaleClients
+@testable import TelltaleCollectors
+@testable import TelltaleCore
+@testable import TelltaleServer
 
 @Suite struct StoreTests {
     func gauge(_ name: String, _ value: Double) -> MetricFamily {

@@ -1,0 +1,162 @@
+import Foundation
+import TelltaleClients
+import TelltaleCore
+import TelltaleMetrics
+
+/// A chat destination. The URL is a secret: it never appears in logs, errors or `/`.
+struct Channel: Sendable {
+    enum Kind: String, Sendable, CaseIterable {
+        case slack, discord, teams, webhook
+    }
+
+    let name: String
+    let kind: Kind
+    let url: String
+    let enabled: Bool
+
+    /// The request that delivers an event, within the platform's documented size limits.
+    func request(for event: AlertEvent, idempotencyKey: String, timeout: Duration) -> OutboundRequest {
+        var request = OutboundRequest(url: kind == .discord ? Self.waitingURL(url) : url)
+        request.method = "POST"
+        request.followsRedirects = false
+        request.totalTimeout = timeout
+        request.connectTimeout = min(timeout, .seconds(5))
+        request.maxBodyBytes = 64 << 10
+        request.headers = ["Content-Type: application/json", "Idempotency-Key: \(idempotencyKey)"]
+        request.body = Array(Self.json(payload(event, idempotencyKey: idempotencyKey)).utf8)
+        return request
+    }
+
+    /// Discord answers with the created message (and meaningful errors) only with `?wait=true`.
+    private static func waitingURL(_ url: String) -> String {
+        url.contains("wait=") ? url : url + (url.contains("?") ? "&" : "?") + "wait=true"
+    }
+
+    func payload(_ event: AlertEvent, idempotencyKey: String) -> [String: Any] {
+        switch kind {
+        case .slack: SlackMessage.payload(event)
+        case .discord: DiscordMessage.payload(event)
+        case .teams: TeamsMessage.payload(event)
+        case .webhook: WebhookMessage.payload(event, receiver: name, key: idempotencyKey)
+        }
+    }
+
+    static func json(_ object: [String: Any]) -> String {
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    /// Red for firing, green for resolved, blue for a test.
+    static func colour(_ status: AlertEvent.Status) -> (hex: String, decimal: Int) {
+        switch status {
+        case .firing: ("#E01E5A", 0xE01E5A)
+        case .resolved: ("#2EB67D", 0x2EB67D)
+        case .test: ("#36C5F0", 0x36C5F0)
+        }
+    }
+}
+
+/// Slack incoming webhook: a message with one attachment, whose colour bar shows the state.
+enum SlackMessage {
+    static func payload(_ event: AlertEvent) -> [String: Any] {
+        var fields: [[String: Any]] = [
+            ["title": "Value", "value": event.valueText, "short": true],
+            ["title": "Threshold", "value": event.conditionText.clipped(300), "short": true],
+            ["title": "Environment", "value": event.environment, "short": true],
+            ["title": "Severity", "value": event.severity, "short": true],
+        ]
+        if !event.labels.isEmpty { fields.append(["title": "Labels", "value": event.labelsText.clipped(2000), "short": false]) }
+        var attachment: [String: Any] = [
+            "color": Channel.colour(event.status).hex,
+            "title": event.title.clipped(250),
+            "text": (event.description ?? "").clipped(3000),
+            "fields": fields,
+            "footer": "Telltale",
+            "ts": Checked.int64(event.status == .resolved ? event.endsAt ?? event.startsAt : event.startsAt) ?? 0,
+        ]
+        if let link = event.link { attachment["title_link"] = link }
+        return ["text": event.title.clipped(3000), "attachments": [attachment]]
+    }
+}
+
+/// Discord webhook: one embed (title ≤ 256, description ≤ 4096, field values ≤ 1024).
+enum DiscordMessage {
+    static func payload(_ event: AlertEvent) -> [String: Any] {
+        var fields: [[String: Any]] = [
+            ["name": "Value", "value": event.valueText.clipped(1024), "inline": true],
+            ["name": "Threshold", "value": event.conditionText.clipped(1024), "inline": true],
+            ["name": "Environment", "value": event.environment.clipped(1024), "inline": true],
+            ["name": "Severity", "value": event.severity.clipped(1024), "inline": true],
+        ]
+        if !event.labels.isEmpty { fields.append(["name": "Labels", "value": event.labelsText.clipped(1024), "inline": false]) }
+        var embed: [String: Any] = [
+            "title": event.title.clipped(256),
+            "description": (event.description ?? event.conditionText).clipped(2048),
+            "color": Channel.colour(event.status).decimal,
+            "fields": fields,
+            "timestamp": Date(timeIntervalSince1970: event.endsAt ?? event.startsAt).formatted(.iso8601),
+            "footer": ["text": "Telltale"],
+        ]
+        if let link = event.link { embed["url"] = link }
+        return ["username": "Telltale", "embeds": [embed]]
+    }
+}
+
+/// Microsoft Teams Workflows: a message carrying an Adaptive Card (kept far below 28 KB).
+enum TeamsMessage {
+    static func payload(_ event: AlertEvent) -> [String: Any] {
+        var facts: [[String: Any]] = [
+            ["title": "Value", "value": event.valueText],
+            ["title": "Threshold", "value": event.conditionText.clipped(500)],
+            ["title": "Environment", "value": event.environment],
+            ["title": "Severity", "value": event.severity],
+        ]
+        if !event.labels.isEmpty { facts.append(["title": "Labels", "value": event.labelsText.clipped(4000)]) }
+        var body: [[String: Any]] = [
+            ["type": "TextBlock", "text": event.title.clipped(500), "weight": "Bolder", "size": "Medium", "wrap": true,
+             "color": event.status == .firing ? "Attention" : "Good"],
+        ]
+        if let description = event.description {
+            body.append(["type": "TextBlock", "text": description.clipped(4000), "wrap": true])
+        }
+        body.append(["type": "FactSet", "facts": facts])
+        var card: [String: Any] = [
+            "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+            "type": "AdaptiveCard", "version": "1.4", "body": body,
+        ]
+        if let link = event.link { card["actions"] = [["type": "Action.OpenUrl", "title": "Open Telltale", "url": link]] }
+        return ["type": "message",
+                "attachments": [["contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": NSNull(), "content": card]]]
+    }
+}
+
+/// A generic JSON webhook, shaped like Alertmanager's webhook payload (version 4) so that
+/// receivers written for Alertmanager can read it.
+enum WebhookMessage {
+    static func payload(_ event: AlertEvent, receiver: String, key: String) -> [String: Any] {
+        var labels = event.labels
+        labels["alertname"] = event.rule
+        labels["severity"] = event.severity
+        labels["environment"] = event.environment
+        var annotations: [String: String] = [
+            "summary": event.title, "value": event.valueText, "threshold": event.conditionText,
+        ]
+        if let description = event.description { annotations["description"] = description }
+        let status = event.status == .resolved ? "resolved" : "firing"
+        let alert: [String: Any] = [
+            "status": status, "labels": labels, "annotations": annotations,
+            "startsAt": iso(event.startsAt), "endsAt": event.endsAt.map(iso) ?? "0001-01-01T00:00:00Z",
+            "generatorURL": event.link ?? "", "fingerprint": key,
+        ]
+        return [
+            "version": "4", "status": status, "receiver": receiver,
+            "groupKey": "\(event.rule)|\(event.seriesKey)", "groupLabels": ["alertname": event.rule],
+            "commonLabels": labels, "commonAnnotations": annotations, "externalURL": event.link ?? "",
+            "alerts": [alert], "truncatedAlerts": 0, "idempotencyKey": key,
+        ]
+    }
+
+    private static func iso(_ seconds: Double) -> String {
+        Date(timeIntervalSince1970: seconds).formatted(.iso8601)
+    }
+}

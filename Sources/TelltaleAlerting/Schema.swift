@@ -1,0 +1,118 @@
+import TelltaleClients
+import TelltaleCore
+import TelltaleMetrics
+
+/// The tables Telltale owns, created by `telltale migrate`. Each migration runs once, in a
+/// transaction, and is recorded in `telltale_schema_migrations`; running migrate again is a no-op.
+enum AlertSchema {
+    static let migrations: [(version: Int, statements: [String])] = [
+        (1, [
+            """
+            CREATE TABLE IF NOT EXISTS telltale_channels (
+                name        text PRIMARY KEY,
+                kind        text NOT NULL,                -- slack, discord, teams, webhook
+                url_env     text,                         -- environment variable holding the URL (a secret)
+                url_file    text,                         -- or a file holding it
+                enabled     boolean NOT NULL DEFAULT true,
+                updated_at  timestamptz NOT NULL DEFAULT now()
+            )
+            """,
+            """
+            CREATE TABLE IF NOT EXISTS telltale_alert_rules (
+                id                   bigserial PRIMARY KEY,
+                name                 text NOT NULL UNIQUE,
+                environment          text NOT NULL DEFAULT 'production',
+                metric               text NOT NULL,        -- family name, e.g. telltale_queue_jobs
+                matchers             text NOT NULL DEFAULT '',  -- e.g. queue="emails",state=~"wait.*"
+                comparison           text NOT NULL,        -- >, >=, <, <=, ==, !=
+                threshold            double precision NOT NULL,
+                clear_threshold      double precision,     -- hysteresis: resolve only past this value
+                for_seconds          double precision NOT NULL DEFAULT 0,
+                keep_firing_seconds  double precision NOT NULL DEFAULT 0,
+                severity             text NOT NULL DEFAULT 'warning',
+                channel              text,
+                description          text,
+                enabled              boolean NOT NULL DEFAULT true,
+                updated_at           timestamptz NOT NULL DEFAULT now(),
+                updated_by           text
+            )
+            """,
+            """
+            CREATE TABLE IF NOT EXISTS telltale_alert_state (
+                rule          text NOT NULL,
+                series        text NOT NULL,               -- the series' labels, canonical text
+                state         text NOT NULL,               -- firing (inactive series have no row)
+                since         timestamptz NOT NULL,
+                value         double precision,
+                updated_at    timestamptz NOT NULL DEFAULT now(),
+                PRIMARY KEY (rule, series)
+            )
+            """,
+            """
+            CREATE TABLE IF NOT EXISTS telltale_notifications (
+                id               bigserial PRIMARY KEY,
+                idempotency_key  text NOT NULL UNIQUE,     -- one row per transition and channel
+                channel          text NOT NULL,
+                rule             text NOT NULL,
+                series           text NOT NULL,
+                status           text NOT NULL,            -- firing, resolved
+                event            text NOT NULL,            -- the transition as JSON, rendered per platform when sent
+                created_at       timestamptz NOT NULL DEFAULT now(),
+                attempts         integer NOT NULL DEFAULT 0,
+                next_attempt_at  timestamptz NOT NULL DEFAULT now(),
+                delivered_at     timestamptz,
+                failed_at        timestamptz,
+                last_error       text
+            )
+            """,
+            """
+            CREATE INDEX IF NOT EXISTS telltale_notifications_pending
+                ON telltale_notifications (channel, id) WHERE delivered_at IS NULL AND failed_at IS NULL
+            """,
+            // Edits to rules and channels wake every Telltale through LISTEN telltale_rules.
+            """
+            CREATE OR REPLACE FUNCTION telltale_notify_rules() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN PERFORM pg_notify('telltale_rules', TG_TABLE_NAME); RETURN NULL; END $$
+            """,
+            "DROP TRIGGER IF EXISTS telltale_rules_changed ON telltale_alert_rules",
+            """
+            CREATE TRIGGER telltale_rules_changed AFTER INSERT OR UPDATE OR DELETE ON telltale_alert_rules
+                FOR EACH STATEMENT EXECUTE FUNCTION telltale_notify_rules()
+            """,
+            "DROP TRIGGER IF EXISTS telltale_channels_changed ON telltale_channels",
+            """
+            CREATE TRIGGER telltale_channels_changed AFTER INSERT OR UPDATE OR DELETE ON telltale_channels
+                FOR EACH STATEMENT EXECUTE FUNCTION telltale_notify_rules()
+            """,
+        ]),
+    ]
+
+    static let createVersionTable = """
+        CREATE TABLE IF NOT EXISTS telltale_schema_migrations (
+            version     integer PRIMARY KEY,
+            applied_at  timestamptz NOT NULL DEFAULT now()
+        )
+        """
+
+    /// Applies the migrations not applied yet; returns the versions applied now.
+    static func migrate(_ client: PostgresClient, timeouts: QueryTimeouts) async throws(PostgresError) -> [Int] {
+        _ = try await client.transaction([(createVersionTable, [])], timeouts: timeouts)
+        var applied: [Int] = []
+        for migration in migrations {
+            // The lock serialises concurrent migrate runs; the check inside makes each idempotent.
+            let statements: [(sql: String, parameters: [String?])] =
+                [("LOCK TABLE telltale_schema_migrations IN EXCLUSIVE MODE", [])]
+            let done = try await client.transaction(
+                statements + [("SELECT 1 FROM telltale_schema_migrations WHERE version = $1", [String(migration.version)])],
+                timeouts: timeouts)
+            guard done.last?.rows.isEmpty ?? false else { continue }
+            _ = try await client.transaction(
+                statements + migration.statements.map { ($0, []) }
+                    + [("INSERT INTO telltale_schema_migrations (version) VALUES ($1) ON CONFLICT DO NOTHING",
+                        [String(migration.version)])],
+                timeouts: timeouts)
+            applied.append(migration.version)
+        }
+        return applied
+    }
+}

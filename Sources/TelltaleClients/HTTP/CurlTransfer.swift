@@ -1,0 +1,226 @@
+import CCurl
+import TelltaleCore
+import TelltaleMetrics
+
+/// One outbound HTTP request.
+public struct OutboundRequest: Sendable {
+    public var method = "GET"
+    public var url: String
+    /// `Name: value` lines. Values may be secrets: they are never logged.
+    public var headers: [String] = []
+    public var body: [UInt8]?
+    public var connectTimeout = Duration.seconds(5)
+    public var totalTimeout = Duration.seconds(10)
+    public var maxBodyBytes = 10 << 20
+    public var caFile: String?
+    /// Redirects of GET and HEAD requests are followed only within the same origin (scheme,
+    /// host and port): headers may carry credentials, and libcurl would send them to any
+    /// host. Other methods never follow: a notification re-sent without its body is a lost
+    /// one. A redirect not followed is returned as the response, for the caller to judge.
+    public var followsRedirects = true
+
+    public init(url: String) { self.url = url }
+}
+
+public struct OutboundResponse: Sendable {
+    public let status: Int
+    /// Header names lowercased; of the final response after redirects.
+    public let headers: [String: String]
+    public let body: [UInt8]
+}
+
+/// A failed exchange (an HTTP error status is a response, not this).
+public struct OutboundHTTPError: Error, Sendable, CustomStringConvertible {
+    public enum Kind: String, Sendable {
+        case timeout, connect, tls
+        /// The body exceeded the configured cap and was abandoned.
+        case tooLarge = "too_large"
+        case other = "http_error"
+    }
+
+    public let kind: Kind
+    public let message: String
+    public var description: String { message }
+}
+
+/// Owns one curl easy handle and its header list; both freed exactly once, in `deinit`.
+/// Used by one thread at a time (a transfer is created, performed and dropped on one thread).
+package final class CurlTransfer {
+    private static let globalInit: Void = { curl_global_init(Int(CURL_GLOBAL_DEFAULT)) }()
+    package static let userAgent = "telltale/\(TelltaleVersion.current)"
+    package static let maxRedirects = 3
+
+    private let handle: UnsafeMutableRawPointer
+    private var headerList: UnsafeMutablePointer<curl_slist>?
+
+    package init() throws(OutboundHTTPError) {
+        _ = Self.globalInit
+        guard let handle = curl_easy_init() else {
+            throw OutboundHTTPError(kind: .other, message: "libcurl could not create a handle")
+        }
+        self.handle = handle
+    }
+
+    deinit {
+        curl_slist_free_all(headerList)
+        curl_easy_cleanup(handle)
+    }
+
+    /// Performs the request, following same-origin redirects of a GET or HEAD up to
+    /// `maxRedirects`, all within the request's total timeout; any other redirect is returned.
+    package func perform(_ request: OutboundRequest) throws(OutboundHTTPError) -> OutboundResponse {
+        var url = request.url
+        let deadline = ContinuousClock.now + request.totalTimeout
+        for hop in 0...Self.maxRedirects {
+            let remaining = deadline - ContinuousClock.now
+            guard remaining > .zero else { throw OutboundHTTPError(kind: .timeout, message: "timed out following redirects") }
+            let response = try perform(request, url: url, timeout: remaining)
+            guard (300..<400).contains(response.status), response.status != 304, hop < Self.maxRedirects,
+                  request.followsRedirects, request.method == "GET" || request.method == "HEAD",
+                  let next = redirectTarget(), Self.origin(next) == Self.origin(request.url) else { return response }
+            url = next
+        }
+        throw OutboundHTTPError(kind: .other, message: "unreachable")
+    }
+
+    private func redirectTarget() -> String? {
+        var target: UnsafeMutablePointer<CChar>?
+        guard telltale_curl_getinfo_string(handle, CURLINFO_REDIRECT_URL, &target) == CURLE_OK, let target else { return nil }
+        return String(cString: target)
+    }
+
+    /// `scheme://host:port` of an absolute URL, lower-cased, with the scheme's default port.
+    package static func origin(_ url: String) -> String? {
+        guard let separator = url.range(of: "://") else { return nil }
+        let scheme = url[..<separator.lowerBound].lowercased()
+        var authority = url[separator.upperBound...].prefix { !"/?#".contains($0) }
+        if let at = authority.lastIndex(of: "@") { authority = authority[authority.index(after: at)...] }
+        let host = authority.lowercased()
+        let portDigits = host.lastIndex(of: ":").map { host[host.index(after: $0)...] } ?? ""
+        let hasPort = !portDigits.isEmpty && portDigits.allSatisfy(\.isASCII) && portDigits.allSatisfy(\.isNumber)
+            && !(host.hasPrefix("[") && !host.hasSuffix("]" + portDigits))
+        return "\(scheme)://\(host)" + (hasPort ? "" : (scheme == "https" ? ":443" : ":80"))
+    }
+
+    private func perform(_ request: OutboundRequest, url: String, timeout: Duration) throws(OutboundHTTPError) -> OutboundResponse {
+        let sink = ResponseSink(cap: request.maxBodyBytes)
+        let context = Unmanaged.passUnretained(sink).toOpaque()
+        var errorBuffer = [CChar](repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
+        let code: CURLcode = url.withCString { url in
+            request.method.withCString { method in
+                Self.userAgent.withCString { agent in
+                    "http,https".withCString { protocols in
+                        (request.caFile ?? "").withCString { caFile in
+                            errorBuffer.withUnsafeMutableBufferPointer { errors in
+                                withBody(request.body) { body, length in
+                                    setLong(CURLOPT_NOSIGNAL, 1)  // signals are not safe in threads
+                                    setPointer(CURLOPT_URL, url)
+                                    setPointer(CURLOPT_CUSTOMREQUEST, method)
+                                    setPointer(CURLOPT_USERAGENT, agent)
+                                    setPointer(CURLOPT_PROTOCOLS_STR, protocols)
+                                    setLong(CURLOPT_FOLLOWLOCATION, 0)  // see perform(_:)
+                                    setLong(CURLOPT_SSL_VERIFYPEER, 1)
+                                    setLong(CURLOPT_SSL_VERIFYHOST, 2)
+                                    if request.caFile != nil { setPointer(CURLOPT_CAINFO, caFile) }
+                                    setLong(CURLOPT_CONNECTTIMEOUT_MS, Int(request.connectTimeout.milliseconds))
+                                    setLong(CURLOPT_TIMEOUT_MS, Int(timeout.milliseconds))
+                                    setLong(CURLOPT_NOBODY, request.method == "HEAD" ? 1 : 0)
+                                    setPointer(CURLOPT_ACCEPT_ENCODING, "")  // any encoding libcurl decodes
+                                    setPointer(CURLOPT_ERRORBUFFER, errors.baseAddress)
+                                    setHeaders(request.headers)
+                                    if let body {
+                                        setPointer(CURLOPT_POSTFIELDS, body)
+                                        _ = telltale_curl_setopt_offset(handle, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(length))
+                                    }
+                                    _ = telltale_curl_setopt_callback(handle, CURLOPT_WRITEFUNCTION, ResponseSink.writeBody)
+                                    setPointer(CURLOPT_WRITEDATA, context)
+                                    _ = telltale_curl_setopt_callback(handle, CURLOPT_HEADERFUNCTION, ResponseSink.writeHeader)
+                                    setPointer(CURLOPT_HEADERDATA, context)
+                                    // Proxies come from http_proxy / https_proxy / no_proxy, as libcurl reads them.
+                                    return curl_easy_perform(handle)
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        guard code == CURLE_OK else {
+            throw Self.error(code, detail: String(decoding: errorBuffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self), tooLarge: sink.exceeded)
+        }
+        var status = 0
+        _ = telltale_curl_getinfo_long(handle, CURLINFO_RESPONSE_CODE, &status)
+        return OutboundResponse(status: status, headers: sink.headers, body: sink.body)
+    }
+
+    private func setLong(_ option: CURLoption, _ value: Int) {
+        _ = telltale_curl_setopt_long(handle, option, value)
+    }
+
+    private func setPointer(_ option: CURLoption, _ value: UnsafeRawPointer?) {
+        _ = telltale_curl_setopt_pointer(handle, option, value)
+    }
+
+    /// Sets the request's headers, once per hop: the list is built afresh, not appended to.
+    private func setHeaders(_ headers: [String]) {
+        curl_slist_free_all(headerList)
+        headerList = nil
+        for header in headers { headerList = curl_slist_append(headerList, header) }
+        if let headerList { setPointer(CURLOPT_HTTPHEADER, headerList) }
+    }
+
+    private static func error(_ code: CURLcode, detail: String, tooLarge: Bool) -> OutboundHTTPError {
+        let message = detail.isEmpty ? String(cString: curl_easy_strerror(code)) : detail
+        if tooLarge { return OutboundHTTPError(kind: .tooLarge, message: "response body over the size cap") }
+        switch code {
+        case CURLE_OPERATION_TIMEDOUT: return OutboundHTTPError(kind: .timeout, message: message)
+        case CURLE_COULDNT_CONNECT, CURLE_COULDNT_RESOLVE_HOST, CURLE_COULDNT_RESOLVE_PROXY:
+            return OutboundHTTPError(kind: .connect, message: message)
+        case CURLE_SSL_CONNECT_ERROR, CURLE_PEER_FAILED_VERIFICATION, CURLE_SSL_CERTPROBLEM, CURLE_SSL_CACERT_BADFILE:
+            return OutboundHTTPError(kind: .tls, message: message)
+        default: return OutboundHTTPError(kind: .other, message: message)
+        }
+    }
+}
+
+/// libcurl's `CURLOPT_POSTFIELDS` wants a pointer that stays valid during the transfer.
+private func withBody<R>(_ body: [UInt8]?, _ work: (UnsafeRawPointer?, Int) -> R) -> R {
+    guard let body else { return work(nil, 0) }
+    return body.withUnsafeBytes { work($0.baseAddress, $0.count) }
+}
+
+/// Collects the response for the C callbacks, which reach it through an opaque pointer.
+private final class ResponseSink {
+    let cap: Int
+    var body: [UInt8] = []
+    var headers: [String: String] = [:]
+    var exceeded = false
+
+    init(cap: Int) { self.cap = cap }
+
+    static let writeBody: telltale_curl_data_callback = { data, size, count, context in
+        guard let data, let context else { return 0 }
+        let sink = Unmanaged<ResponseSink>.fromOpaque(context).takeUnretainedValue()
+        let length = size * count
+        // Returning less than was given makes libcurl abort the transfer.
+        guard sink.body.count + length <= sink.cap else {
+            sink.exceeded = true
+            return 0
+        }
+        sink.body.append(contentsOf: UnsafeRawBufferPointer(start: data, count: length))
+        return length
+    }
+
+    static let writeHeader: telltale_curl_data_callback = { data, size, count, context in
+        guard let data, let context else { return 0 }
+        let sink = Unmanaged<ResponseSink>.fromOpaque(context).takeUnretainedValue()
+        let length = size * count
+        let line = String(decoding: UnsafeRawBufferPointer(start: data, count: length), as: UTF8.self)
+        if line.hasPrefix("HTTP/") {
+            sink.headers = [:]  // a new response (after a redirect or 100 Continue)
+        } else if let colon = line.firstIndex(of: ":") {
+            sink.headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimming(" \t\r\n")
+        }
+        return length
+    }
+}

@@ -1,0 +1,31 @@
+import NIOPosix
+import TelltaleCore
+import TelltaleMetrics
+
+/// Outbound HTTP on a small pool of threads of its own, off the server's event loop: each
+/// request holds one thread at most until its total timeout, so a hanging provider cannot
+/// delay the others while fewer than `threads` requests hang at once.
+public final class HTTPClient: Sendable {
+    private let pool: NIOThreadPool
+
+    public init(threads: Int) {
+        pool = NIOThreadPool(numberOfThreads: max(1, threads))
+        pool.start()
+    }
+
+    deinit {
+        pool.shutdownGracefully { _ in }
+    }
+
+    public func send(_ request: OutboundRequest) async throws(OutboundHTTPError) -> OutboundResponse {
+        do {
+            return try await pool.runIfActive { () throws(OutboundHTTPError) -> OutboundResponse in
+                try CurlTransfer().perform(request)
+            }
+        } catch let error as OutboundHTTPError {
+            throw error
+        } catch {
+            throw OutboundHTTPError(kind: .other, message: "\(error)")
+        }
+    }
+}

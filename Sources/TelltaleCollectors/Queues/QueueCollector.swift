@@ -1,0 +1,373 @@
+import Foundation
+import Synchronization
+import TelltaleClients
+import TelltaleCore
+import TelltaleMetrics
+
+/// BullMQ (v5, v6) and Bull (v3, v4) queues in Redis, read-only.
+///
+/// Every queue's counts and new events come from one pipelined round trip of
+/// LLEN/ZCARD/HGET/EXISTS/XRANGE — no Lua, no writes, so a read-only ACL user suffices. A
+/// second round trip reads what the first pointed at: the head job, active jobs' locks and
+/// the hashes of newly finished jobs. Completed and failed totals come from the events
+/// stream, which BullMQ writes even for jobs removed on completion.
+///
+/// An error reply to any of a queue's commands is that queue's error, never a zero: its
+/// gauges are absent that run, `telltale_queue_up` is 0 and the run reports `redis_error`.
+public final class QueueCollector: Collector {
+    public let name = "queues"
+    public let schedule: Schedule
+    let config: QueueCollectorConfig
+    let client: RedisClient
+    /// The password, out of every message (Redis may echo a command's arguments).
+    let redactor: Redactor
+    /// The queues listed in the configuration: collected whether or not they exist.
+    private let explicitQueues: Set<QueueID>
+
+    /// Events kept per queue between runs to time jobs whose hashes were already removed.
+    static let trackedJobsCap = 100_000
+
+    private struct State {
+        var discovery = QueueDiscovery()
+        /// Last events-stream entry read per queue; absent until the first run marks the end.
+        var streamCursors: [QueueID: String] = [:]
+        var addedAt: [String: (ms: Double, name: String)] = [:]
+        var activeSince: [String: Double] = [:]
+        var completed: FamilyBuilder
+        var failed: FamilyBuilder
+        var duration: FamilyBuilder
+        var wait: FamilyBuilder
+        var attempts: FamilyBuilder
+        var jobNames: Set<String> = []
+        var dropped = 0.0
+        /// The queues of the last run (at first, the listed ones), sorted, for
+        /// `telltale_queue_up` 0 when a run fails as a whole.
+        var lastQueues: [QueueID]
+    }
+
+    private let state: Mutex<State>
+
+    public init(config: QueueCollectorConfig) {
+        self.config = config
+        self.schedule = config.schedule
+        self.client = RedisClient(settings: config.redis)
+        redactor = Redactor(config.redis.password.map { [$0] } ?? [])
+        explicitQueues = Set(config.queues)
+        state = Mutex(State(
+            completed: FamilyBuilder(QueueMetrics.completed), failed: FamilyBuilder(QueueMetrics.failed),
+            duration: FamilyBuilder(QueueMetrics.duration, buckets: config.durationBuckets),
+            wait: FamilyBuilder(QueueMetrics.wait, buckets: config.waitBuckets),
+            attempts: FamilyBuilder(QueueMetrics.attempts, buckets: QueueMetrics.attemptBuckets),
+            lastQueues: Array(Set(config.queues).sorted().prefix(config.maxQueues))))
+    }
+
+    public func collect() async throws -> CollectionResult {
+        do {
+            return try await collectQueues()
+        } catch let error as RedisError {
+            throw CollectionProblem(reason: error.kind.rawValue, redactor.redact(error.message))
+        }
+    }
+
+    private func collectQueues() async throws -> CollectionResult {
+        let queues = try await currentQueues()
+        // Round trip 1: every queue's counts and new events, plus CLIENT LIST for the workers.
+        let overdueBound = QueueCounts.overdueBound(nowMs: UnixTime.now.seconds * 1000)
+        let cursors = state.withLock { $0.streamCursors }
+        var countCommands = RedisCommands()
+        for queue in queues {
+            QueueCounts.appendCommands(queue, overdueBound: overdueBound, eventsCursor: cursors[queue], to: &countCommands)
+        }
+        countCommands.append(["CLIENT", "LIST"])
+        let countReplies = try await client.pipeline(countCommands)
+        let all = zip(queues, countReplies.chunks(of: QueueCounts.commandCount)).map { QueueCounts(queue: $0, replies: $1) }
+        let readings = all.map(reading)
+        var counts: [QueueCounts] = [], failed: [QueueCounts] = [], gone: Set<QueueID> = []
+        counts.reserveCapacity(all.count)
+        for (count, reading) in zip(all, readings) {
+            switch reading {
+            case .clean: counts.append(count)
+            case .failed: failed.append(count)
+            case .gone: gone.insert(count.queue)
+            }
+        }
+        if !gone.isEmpty { forget(gone) }
+        // Only queues read cleanly feed the events: a failed queue's cursor stays where it
+        // was, and its events are read once it answers again.
+        let finished = recordEvents(counts)
+        // Round trip 2: head jobs' timestamps, active jobs' locks, finished jobs' hashes. The
+        // families of the counts are built meanwhile.
+        let followUp = FollowUp(counts: counts, finished: finished)
+        async let pendingReplies = client.pipeline(followUp.commands)
+        var families = countFamilies(counts, clientList: countReplies.last)
+        let followReplies = try await pendingReplies
+        // A queue with an error reply in the follow-up is down too: none of its gauges.
+        let followUpErrors = followUp.errors(followReplies)
+        var problems = QueueProblems(redactor: redactor)
+        for count in failed { problems.add(count.queue, count.error ?? "") }
+        for (count, error) in zip(counts, followUpErrors) {
+            if let error { problems.add(count.queue, error) }
+        }
+        if followUpErrors.contains(where: { $0 != nil }) {
+            // Rare: the gauges of the counts were built before the follow-up answered.
+            let down = Set(zip(counts, followUpErrors).compactMap { $1 == nil ? nil : $0.queue })
+            families = families.map { Self.without(down, $0) }
+        }
+        families += followUpFamilies(counts, followUp, followReplies, errors: followUpErrors)
+        families += accumulate(finished, followUp.finishedJobReplies(followReplies),
+                               clean: zip(counts, followUpErrors).compactMap { $1 == nil ? $0.queue : nil },
+                               present: Set(queues).subtracting(gone))
+        let (up, present) = upFamily(all, readings, followUpErrors)
+        families.append(up)
+        state.withLock { $0.lastQueues = present }
+        return CollectionResult(families: families, problems: problems.list)
+    }
+
+    /// How a queue of a run reads.
+    enum Reading {
+        /// Every reply as expected.
+        case clean
+        /// Redis answered one of its commands with an error (NOPERM, WRONGTYPE, MOVED…):
+        /// absent this run, `telltale_queue_up` 0.
+        case failed
+        /// Discovered, and now without `meta`, `id` or any job (obliterated): absent from now
+        /// on, until discovery finds it again. Listed queues are never gone.
+        case gone
+    }
+
+    private func reading(_ count: QueueCounts) -> Reading {
+        if count.error != nil { return .failed }
+        // `exists` is true for nearly every queue: the set is consulted only for the others.
+        if !count.exists && !count.hasJobs && !explicitQueues.contains(count.queue) { return .gone }
+        return .clean
+    }
+
+    /// Obliterated queues: out of discovery (until a pass finds them again) and of the cursors.
+    private func forget(_ gone: Set<QueueID>) {
+        state.withLock { state in
+            state.discovery.forget(gone)
+            for queue in gone { state.streamCursors[queue] = nil }
+        }
+    }
+
+    /// A queue family without the series of `queues`.
+    private static func without(_ queues: Set<QueueID>, _ family: MetricFamily) -> MetricFamily {
+        guard family.name.hasPrefix("telltale_queue_") else { return family }
+        return MetricFamily(family.descriptor, series: family.series.filter { series in
+            !queues.contains(QueueID(prefix: series.labels["prefix"] ?? "", name: series.labels["queue"] ?? ""))
+        })
+    }
+
+    /// `telltale_queue_up`: 1 for every queue read cleanly, 0 for those Redis answered with
+    /// an error, in label order as every queue family (queues come sorted); and those queues.
+    private func upFamily(_ all: [QueueCounts], _ readings: [Reading], _ followUpErrors: [String?])
+        -> (MetricFamily, [QueueID]) {
+        var series: [Series] = [], queues: [QueueID] = []
+        series.reserveCapacity(all.count)
+        queues.reserveCapacity(all.count)
+        var position = 0
+        for (count, reading) in zip(all, readings) {
+            switch reading {
+            case .gone: continue
+            case .failed: series.append(Self.sample(0, count.queue.labels))
+            case .clean:
+                series.append(Self.sample(followUpErrors[position] == nil ? 1 : 0, count.queue.labels))
+                position += 1
+            }
+            queues.append(count.queue)
+        }
+        return (MetricFamily(QueueMetrics.up, series: series), queues)
+    }
+
+    /// After a run that failed as a whole (Redis unreachable): every queue of the last run at 0.
+    public func familiesWhenFailed() -> [MetricFamily] {
+        let queues = state.withLock { $0.lastQueues }
+        return [MetricFamily(QueueMetrics.up, series: queues.map { Self.sample(0, $0.labels) })]
+    }
+
+    /// Explicit queues plus discovered ones, sorted, capped at `max_queues`.
+    private func currentQueues() async throws -> [QueueID] {
+        var discovery = state.withLock { $0.discovery }
+        if config.discoveryEnabled && discovery.isDue {
+            try await discovery.advance(client: client, config: config)
+            state.withLock { [discovery] in $0.discovery = discovery }
+        }
+        let all = Set(config.queues).union(config.discoveryEnabled ? discovery.known : []).sorted()
+        let excess = max(0, all.count - config.maxQueues)
+        if excess > 0 { state.withLock { $0.dropped += Double(excess) } }
+        return Array(all.prefix(config.maxQueues))
+    }
+
+    // Queues come sorted, and states are visited in name order, so every family's series are
+    // built in label order: no dictionary, no sort (this is thousands of series per run).
+
+    /// The families of the counts round trip alone.
+    private func countFamilies(_ counts: [QueueCounts], clientList: RedisValue?) -> [MetricFamily] {
+        var jobs: [Series] = [], paused: [Series] = [], overdue: [Series] = [], workers: [Series] = []
+        jobs.reserveCapacity(counts.count * QueueMetrics.states.count)
+        let clientNames = Self.clientNames(clientList)
+        for count in counts {
+            let labels = count.queue.labels
+            for index in QueueMetrics.statesInNameOrder {
+                jobs.append(Self.sample(Double(count.states[index]), labels.adding("state", QueueMetrics.states[index])))
+            }
+            paused.append(Self.sample(count.isPaused ? 1 : 0, labels))
+            overdue.append(Self.sample(Double(count.overdueDelayed), labels))
+            if let clientNames { workers.append(Self.sample(Double(Self.workerCount(count.queue, clientNames)), labels)) }
+        }
+        var dropped = FamilyBuilder(CollectorHealth.seriesDropped)
+        dropped.set(state.withLock { $0.dropped }, ["collector": name, "metric": QueueMetrics.jobs.name])
+        return [MetricFamily(QueueMetrics.jobs, series: jobs), MetricFamily(QueueMetrics.paused, series: paused),
+                MetricFamily(QueueMetrics.overdue, series: overdue), MetricFamily(QueueMetrics.workers, series: workers),
+                dropped.build()]
+    }
+
+    /// The families that need the follow-up round trip too.
+    private func followUpFamilies(_ counts: [QueueCounts], _ followUp: FollowUp, _ replies: [RedisValue],
+                                  errors: [String?]) -> [MetricFamily] {
+        var oldest: [Series] = [], unlocked: [Series] = []
+        let nowMs = UnixTime.now.seconds * 1000
+        for (position, count) in counts.enumerated() where errors[position] == nil {
+            let labels = count.queue.labels
+            let headTimestamp = followUp.headTimestamp(at: position, replies)
+            oldest.append(Self.sample(headTimestamp.map { max(0, (nowMs - $0) / 1000) } ?? 0, labels))
+            unlocked.append(Self.sample(Double(followUp.unlockedActive(at: position, replies)), labels))
+        }
+        var roundTrips = FamilyBuilder(QueueMetrics.roundTrips)
+        roundTrips.set(Double(client.roundTripCount), ["collector": name])
+        return [MetricFamily(QueueMetrics.oldestWaiting, series: oldest), MetricFamily(QueueMetrics.unlocked, series: unlocked),
+                roundTrips.build()]
+    }
+
+    private static func sample(_ value: Double, _ labels: Labels) -> Series { Series(labels: labels, value: .number(value)) }
+
+    /// Reads the new events of every queue: remembers when jobs were added and started, and
+    /// returns the jobs that finished, in stream order.
+    private func recordEvents(_ counts: [QueueCounts]) -> [FinishedJob] {
+        state.withLock { state in
+            var finished: [FinishedJob] = []
+            for (position, count) in counts.enumerated() {
+                let (queue, entries) = (count.queue, count.events)
+                guard state.streamCursors[queue] != nil else {
+                    // First read: start at the stream's end, so earlier history is not counted (or at
+                    // its beginning once there is one, if it did not exist yet).
+                    state.streamCursors[queue] = entries.last?.id ?? "0-0"
+                    continue
+                }
+                for entry in entries {
+                    let jobKey = queue.key(entry.jobId)
+                    switch entry.event {
+                    case "added": state.addedAt[jobKey] = (entry.ms, entry.fields["name"] ?? "")
+                    case "active": state.activeSince[jobKey] = entry.ms
+                    case "completed", "failed":
+                        finished.append(FinishedJob(queue: queue, position: position, id: entry.jobId, failed: entry.event == "failed", eventMs: entry.ms,
+                                                    activeMs: state.activeSince.removeValue(forKey: jobKey),
+                                                    added: state.addedAt.removeValue(forKey: jobKey)))
+                    default: break
+                    }
+                }
+                if let last = entries.last { state.streamCursors[queue] = last.id }
+            }
+            // Jobs whose end was never seen (removed streams, crashed workers) must not pile up.
+            if state.addedAt.count > Self.trackedJobsCap { state.addedAt.removeAll() }
+            if state.activeSince.count > Self.trackedJobsCap { state.activeSince.removeAll() }
+            return finished
+        }
+    }
+
+    /// Adds finished jobs to the counters and histograms; their own hashes give exact times,
+    /// stream timestamps stand in for jobs already removed (and for a hash read with an error
+    /// reply, which is never read as numbers). Queues read cleanly get zero totals before their
+    /// first finished job; queues down this run keep what they have; the others are dropped.
+    private func accumulate(_ finished: [FinishedJob], _ replies: ArraySlice<RedisValue>, clean: [QueueID],
+                            present: Set<QueueID>) -> [MetricFamily] {
+        state.withLock { state in
+            for (job, reply) in zip(finished, replies) {
+                // Only finite times: an `inf` in a job hash would stick a histogram's _sum at NaN.
+                let fields = reply.array.map { $0.string.flatMap(Double.init).flatMap { $0.isFinite ? $0 : nil } }
+                let hashName = reply.array.count == 6 ? reply.array[5].string : nil
+                let processedOn = fields.count == 6 ? fields[0] ?? job.activeMs : job.activeMs
+                let finishedOn = fields.count == 6 ? fields[1] ?? job.eventMs : job.eventMs
+                let timestamp = fields.count == 6 ? fields[2] ?? job.added?.ms : job.added?.ms
+                let attempts = fields.count == 6 ? fields[3] ?? fields[4] : nil
+                var labels = job.queue.labels
+                if config.jobNames {
+                    labels = labels.adding("job_name", jobNameLabel(hashName ?? job.added?.name ?? "", &state.jobNames))
+                }
+                if job.failed { state.failed.add(1, labels) } else { state.completed.add(1, labels) }
+                if let processedOn { state.duration.observe(max(0, finishedOn - processedOn) / 1000, labels) }
+                if let processedOn, let timestamp { state.wait.observe(max(0, processedOn - timestamp) / 1000, job.queue.labels) }
+                if let attempts { state.attempts.observe(attempts, job.queue.labels) }
+            }
+            for queue in clean {
+                state.completed.touchCounter(queue.labels, unlessNamed: config.jobNames)
+                state.failed.touchCounter(queue.labels, unlessNamed: config.jobNames)
+            }
+            let keep: (Labels) -> Bool = { labels in
+                present.contains(QueueID(prefix: labels["prefix"] ?? "", name: labels["queue"] ?? ""))
+            }
+            state.completed.retain(where: keep)
+            state.failed.retain(where: keep)
+            state.duration.retain(where: keep)
+            state.wait.retain(where: keep)
+            state.attempts.retain(where: keep)
+            return [state.completed, state.failed, state.duration, state.wait, state.attempts].map { $0.build() }
+        }
+    }
+
+    /// A job name as a label value, or `_other` once `max` distinct names have been seen.
+    private func jobNameLabel(_ name: String, _ seen: inout Set<String>) -> String {
+        if seen.contains(name) { return name }
+        guard seen.count < config.maxJobNames else { return "_other" }
+        seen.insert(name)
+        return name
+    }
+
+    /// `name=` fields of CLIENT LIST, or nil when the user may not run it.
+    private static func clientNames(_ reply: RedisValue?) -> [Substring]? {
+        guard let text = reply?.string else { return nil }
+        return text.split(separator: "\n").compactMap { line in
+            line.split(separator: " ").first { $0.hasPrefix("name=") }?.dropFirst(5)
+        }
+    }
+
+    /// Connections named as BullMQ and Bull workers name them: Node and Bull use the
+    /// base64 of the queue name, Python bullmq the plain name; workers add `:w:<name>`.
+    static func workerCount(_ queue: QueueID, _ names: [Substring]) -> Int {
+        let base64 = Data(queue.name.utf8).base64EncodedString()
+        let roots = ["\(queue.prefix):\(base64)", "\(queue.prefix):\(queue.name)"]
+        return names.filter { name in roots.contains { name == $0 || name.hasPrefix($0 + ":w:") } }.count
+    }
+}
+
+/// Redis error replies of one run, one problem per error code with a count, so that an ACL
+/// that covers none of a thousand queues makes one log line, naming the first queue. The
+/// messages never quote a command's arguments and never hold the password.
+struct QueueProblems {
+    let redactor: Redactor
+    private var tally = ProblemTally(countingMore: "queues")
+
+    init(redactor: Redactor) {
+        self.redactor = redactor
+    }
+
+    mutating func add(_ queue: QueueID, _ reply: String) {
+        tally.add(RedisReplyError.code(reply), reason: "redis_error",
+                  redactor.redact("queue \(queue.prefix):\(queue.name): \(RedisReplyError.describe(reply, redacting: redactor))"))
+    }
+
+    var list: [CollectionProblem] { tally.list }
+}
+
+extension FamilyBuilder {
+    /// Creates a zero counter so a queue's totals exist before its first finished job.
+    fileprivate mutating func touchCounter(_ labels: Labels, unlessNamed named: Bool) {
+        if !named && !contains(labels) { add(0, labels) }
+    }
+}
+
+extension Array {
+    func chunks(of size: Int) -> [ArraySlice<Element>] {
+        stride(from: 0, to: count, by: size).map { self[$0..<Swift.min($0 + size, count)] }
+    }
+}

@@ -1,0 +1,75 @@
+import TelltaleClients
+import TelltaleCore
+import TelltaleMetrics
+
+/// Finds queues by SCAN, a little at a time: each pass may spend only its budget, then goes
+/// on from its cursor at the next run. A complete pass replaces the known set, so queues that
+/// vanish drop out.
+struct QueueDiscovery: Sendable {
+    private(set) var known: Set<QueueID> = []
+    private var found: Set<QueueID> = []
+    private var pendingPrefixes: [String] = []
+    private var cursor = "0"
+    private var nextPass: ContinuousClock.Instant?
+
+    var isDue: Bool { !pendingPrefixes.isEmpty || nextPass.map { ContinuousClock.now >= $0 } ?? true }
+
+    /// Continues (or starts) a pass within `budget`.
+    mutating func advance(client: RedisClient, config: QueueCollectorConfig) async throws(RedisError) {
+        if pendingPrefixes.isEmpty {
+            pendingPrefixes = config.prefixes
+            found = []
+            cursor = "0"
+        }
+        let deadline = ContinuousClock.now + config.discoveryBudget
+        while let prefix = pendingPrefixes.first, ContinuousClock.now < deadline {
+            let pattern = Self.globEscaped(prefix) + ":*:[im][de]*"
+            let reply = try await client.pipeline(RedisCommands([["SCAN", cursor, "MATCH", pattern, "COUNT", String(config.scanCount)]]))
+            if case .error(let message) = reply.first {
+                // NOAUTH, NOPERM, a Sentinel's unknown command…: a clear message, not "unexpected reply".
+                let redactor = Redactor(config.redis.password.map { [$0] } ?? [])
+                throw RedisError(kind: .redisError, message: "SCAN for queues: " + RedisReplyError.describe(message, redacting: redactor))
+            }
+            let parts = reply.first?.array ?? []
+            guard parts.count == 2, let next = parts[0].string else {
+                throw RedisError(kind: .connection, message: "unexpected SCAN reply")
+            }
+            for key in parts[1].array.compactMap(\.string) {
+                if let queue = Self.queue(fromKey: key, prefix: prefix) { found.insert(queue) }
+            }
+            cursor = next
+            if next == "0" { pendingPrefixes.removeFirst() }
+        }
+        if pendingPrefixes.isEmpty {
+            known = found
+            nextPass = .now + config.discoveryInterval
+        } else {
+            known.formUnion(found)
+        }
+    }
+
+    /// Drops queues whose keys are all gone (obliterated) until a pass finds them again.
+    mutating func forget(_ queues: Set<QueueID>) {
+        known.subtract(queues)
+        found.subtract(queues)
+    }
+
+    /// `bull:emails:id` or `bull:emails:meta` → queue `emails` of prefix `bull`.
+    static func queue(fromKey key: String, prefix: String) -> QueueID? {
+        for suffix in [":id", ":meta"] where key.hasSuffix(suffix) && key.hasPrefix(prefix + ":") {
+            let name = key.dropFirst(prefix.count + 1).dropLast(suffix.count)
+            return name.isEmpty ? nil : QueueID(prefix: prefix, name: String(name))
+        }
+        return nil
+    }
+
+    /// Escapes Redis glob characters so a prefix matches literally.
+    static func globEscaped(_ text: String) -> String {
+        var escaped = ""
+        for character in text {
+            if "*?[]\\".contains(character) { escaped.append("\\") }
+            escaped.append(character)
+        }
+        return escaped
+    }
+}

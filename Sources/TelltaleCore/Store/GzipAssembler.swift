@@ -1,0 +1,90 @@
+import CZlib
+import CompressNIO
+import NIOCore
+import TelltaleMetrics
+
+/// One piece of an exposition, deflated on its own: raw deflate ending on a sync flush, so it
+/// is byte-aligned and open, and pieces can be concatenated into one stream (as pigz does).
+package struct DeflatedChunk: Sendable {
+    package let deflated: ByteBuffer
+    package let crc: UInt
+    package let length: Int
+
+    package init(_ bytes: ByteBuffer, compressor: ZlibCompressor) throws {
+        var input = bytes
+        var output = ByteBuffer()
+        output.reserveCapacity(compressor.maxSize(from: input))
+        try compressor.reset()
+        try compressor.deflate(from: &input, to: &output, flush: .sync)
+        // The output was sized for the worst case, about the input's size; the cache keeps only
+        // the bytes (an exposition deflates to a tenth of that).
+        deflated = ByteBuffer(bytes: output.readableBytesView)
+        crc = bytes.withUnsafeReadableBytes { crc32_z(0, $0.baseAddress, $0.count) }
+        length = bytes.readableBytes
+    }
+}
+
+/// A gzip body assembled from cached chunks around a small uncompressed middle.
+///
+/// `/metrics` is rendered once per change, but `telltale_scrapes_total` changes with every
+/// request and sorts in the middle of the exposition. The families before and after it are
+/// cached as deflated chunks; each request adds a stored block with the few changing bytes
+/// and a CRC-32 combined from the cached ones. The result is one ordinary gzip member
+/// (RFC 1952), so any gzip reader accepts it.
+package struct GzipSegments: Sendable {
+    private let head: ByteBuffer
+    private let headCRC: UInt
+    private let headLength: Int
+    private let tail: ByteBuffer
+    private let tailCRC: UInt
+    private let tailLength: Int
+
+    /// `trailer` (OpenMetrics' `# EOF`) ends the stream in a final stored block.
+    package init(head headChunks: [DeflatedChunk], tail tailChunks: [DeflatedChunk], trailer: [UInt8]) {
+        // Header: magic, deflate, no flags, no mtime, no extra flags, unknown OS.
+        var head = ByteBuffer(bytes: [0x1F, 0x8B, 0x08, 0x00, 0, 0, 0, 0, 0x00, 0xFF])
+        (headCRC, headLength) = Self.append(headChunks, to: &head)
+        var tail = ByteBuffer()
+        var (crc, length) = Self.append(tailChunks, to: &tail)
+        Self.writeStoredBlock(trailer, final: true, to: &tail)
+        crc = crc32_combine(crc, trailer.withUnsafeBufferPointer { crc32_z(0, $0.baseAddress, $0.count) }, off_t(trailer.count))
+        (tailCRC, tailLength) = (crc, length + trailer.count)
+        self.head = head
+        self.tail = tail
+    }
+
+    /// The parts of a complete gzip member for `head + middle + tail`: the cached buffers are
+    /// shared, not copied. `middle` must be under 64 KiB.
+    package func body(middle: [UInt8], allocator: ByteBufferAllocator) -> [ByteBuffer] {
+        var block = allocator.buffer(capacity: 5 + middle.count)
+        Self.writeStoredBlock(middle, final: false, to: &block)
+        var trailer = allocator.buffer(capacity: 8)
+        let middleCRC = middle.withUnsafeBufferPointer { crc32_z(0, $0.baseAddress, $0.count) }
+        var crc = crc32_combine(headCRC, middleCRC, off_t(middle.count))
+        crc = crc32_combine(crc, tailCRC, off_t(tailLength))
+        trailer.writeInteger(UInt32(truncatingIfNeeded: crc), endianness: .little)
+        trailer.writeInteger(UInt32(truncatingIfNeeded: headLength + middle.count + tailLength), endianness: .little)
+        return [head, block, tail, trailer]
+    }
+
+    /// Concatenates chunks; returns the CRC and length of the bytes they hold.
+    private static func append(_ chunks: [DeflatedChunk], to buffer: inout ByteBuffer) -> (UInt, Int) {
+        var crc: UInt = 0
+        var length = 0
+        for chunk in chunks {
+            buffer.writeImmutableBuffer(chunk.deflated)
+            crc = crc32_combine(crc, chunk.crc, off_t(chunk.length))
+            length += chunk.length
+        }
+        return (crc, length)
+    }
+
+    /// A stored (uncompressed) block on a byte boundary: BFINAL, BTYPE=00, LEN and its complement.
+    private static func writeStoredBlock(_ bytes: [UInt8], final: Bool, to buffer: inout ByteBuffer) {
+        let length = UInt16(truncatingIfNeeded: bytes.count)
+        buffer.writeInteger(UInt8(final ? 1 : 0))
+        buffer.writeInteger(length, endianness: .little)
+        buffer.writeInteger(~length, endianness: .little)
+        buffer.writeBytes(bytes)
+    }
+}

@@ -1,0 +1,257 @@
+import CGlibcExtras
+import CompressNIO
+import NIOCore
+import NIOPosix
+import Synchronization
+import TelltaleMetrics
+
+/// The merged families of every source at one moment: what `/metrics` serves and what the
+/// alert evaluator reads.
+public struct MetricSnapshot: Sendable {
+    public let families: [MetricFamily]
+
+    public func family(named name: String) -> MetricFamily? {
+        families.first { $0.name == name }
+    }
+}
+
+/// A response body in parts: the cached buffers are shared between requests, not copied.
+public struct ScrapeBody: Sendable {
+    public let parts: [ByteBuffer]
+    public let gzipped: Bool
+
+    /// The parts as one buffer (for `telltale once` and tests).
+    public var joined: ByteBuffer {
+        var buffer = ByteBuffer()
+        buffer.reserveCapacity(parts.reduce(0) { $0 + $1.readableBytes })
+        for part in parts { buffer.writeImmutableBuffer(part) }
+        return buffer
+    }
+}
+
+/// Holds each source's latest families and the exposition rendered from them.
+///
+/// Sources publish immutable families. Rendering happens on a thread of its own, off the
+/// event loops, and is incremental: each family's encoded and deflated bytes are cached, and
+/// a publish re-encodes only the families whose content changed before concatenating the
+/// cached pieces. A scrape only hands out cached buffers around the per-request
+/// `telltale_scrapes_total` family, so it never waits on a backend or a render.
+public final class MetricStore: Sendable {
+    /// The only family rendered per request; everything else comes from the cache.
+    package static let scrapes = MetricDescriptor(
+        "telltale_scrapes", .counter, help: "Requests to /metrics answered, by exposition format.")
+    package static let renderDuration = MetricDescriptor(
+        "telltale_render_duration_seconds", .histogram,
+        help: "Time to merge, encode and compress the exposition after a change (up to the previous render).",
+        unit: "seconds")
+    package static let renderBuckets: [Double] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1]
+    package static let storeSource = "store"
+    /// Families at least this large (encoded) keep their own cached deflated chunk; smaller
+    /// neighbours are deflated together at each render, which compresses far better than
+    /// one chunk per small family and costs little.
+    package static let ownChunkBytes = 16 << 10
+
+    /// One family, merged from every source that has it, encoded in both formats.
+    private struct CachedFamily {
+        let family: MetricFamily
+        let conflicts: [FamilyMerger.Conflict]
+        let text: ByteBuffer
+        let openMetrics: ByteBuffer
+        /// Only for families of at least `ownChunkBytes`; nil also if zlib failed.
+        let textChunk: DeflatedChunk?
+        let openMetricsChunk: DeflatedChunk?
+    }
+
+    private struct RenderState {
+        /// Source → family name → family.
+        var sources: [String: [String: MetricFamily]] = [:]
+        /// Publication order of sources, so that the first publisher of a family wins conflicts.
+        var sourceOrder: [String] = []
+        var cache: [String: CachedFamily] = [:]
+        var renderDurations = FamilyBuilder(MetricStore.renderDuration, buckets: MetricStore.renderBuckets)
+    }
+
+    /// One per render, reused for each of its chunks (reset, not reallocated), then freed: its
+    /// 270 KB of state need not stay resident between renders. Nil if zlib could not start.
+    private static func makeCompressor() -> ZlibCompressor? {
+        try? ZlibCompressor(algorithm: .deflate, configuration: .init(compressionLevel: .compressionLevel3))
+    }
+
+    private let renderState = Mutex(RenderState())
+    private let current: Mutex<Rendered>
+    private let renderThread = NIOThreadPool(numberOfThreads: 1)
+    private let textScrapes = Atomic<UInt64>(0)
+    private let openMetricsScrapes = Atomic<UInt64>(0)
+
+    public init() {
+        current = Mutex(Self.assemble([:], compressor: Self.makeCompressor()))
+        renderThread.start()
+    }
+
+    deinit {
+        renderThread.shutdownGracefully { _ in }
+    }
+
+    /// Replaces the families of the given sources and re-renders what changed.
+    /// Returns the updated sources' families that clashed with another source's definition.
+    @discardableResult
+    public func publish(_ updates: [String: [MetricFamily]]) async -> [FamilyMerger.Conflict] {
+        (try? await renderThread.runIfActive { self.render(updates) }) ?? []
+    }
+
+    private func render(_ updates: [String: [MetricFamily]]) -> [FamilyMerger.Conflict] {
+        let clock = ContinuousClock()
+        let started = clock.now
+        let (rendered, conflicts) = renderState.withLock { state in
+            var dirty: Set<String> = []
+            for (source, families) in updates {
+                let new = Dictionary(families.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+                let old = state.sources.updateValue(new, forKey: source)
+                if old == nil { state.sourceOrder.append(source) }
+                let names = Set(new.keys).union(old.map { Set($0.keys) } ?? [])
+                for name in names where new[name] != old?[name] { dirty.insert(name) }
+            }
+            state.renderDurations.touchHistogram()
+            let durations = state.renderDurations.build()
+            if state.sources[Self.storeSource] == nil { state.sourceOrder.append(Self.storeSource) }
+            state.sources[Self.storeSource] = [durations.name: durations]
+            dirty.insert(durations.name)
+            let compressor = Self.makeCompressor()
+            for name in dirty { state.cache[name] = Self.cachedFamily(name, state, compressor: compressor) }
+            let conflicts = state.cache.values.flatMap(\.conflicts).filter { updates[$0.source] != nil }
+            return (Self.assemble(state.cache, compressor: compressor), conflicts)
+        }
+        current.withLock { $0 = rendered }
+        // A render frees the previous exposition's buffers; hand that memory back to the
+        // system rather than keeping the high-water mark resident.
+        malloc_trim(0)
+        let elapsed = (clock.now - started).seconds
+        renderState.withLock { $0.renderDurations.observe(elapsed) }
+        return conflicts
+    }
+
+    /// Merges and encodes one family from every source that has it; nil when none has.
+    private static func cachedFamily(_ name: String, _ state: RenderState, compressor: ZlibCompressor?) -> CachedFamily? {
+        let contributions = state.sourceOrder.compactMap { source in state.sources[source]?[name].map { (source, [$0]) } }
+        guard !contributions.isEmpty, name != scrapes.name else { return nil }
+        // A family from a single source is used as it is: no merge, no copy.
+        var family = contributions[0].1[0]
+        var conflicts: [FamilyMerger.Conflict] = []
+        if contributions.count > 1 {
+            let merged = FamilyMerger.merge(contributions)
+            family = merged.families.first ?? family
+            conflicts = merged.conflicts
+        }
+        let text = ByteBuffer(bytes: ExpositionEncoder.encode([family], format: .text))
+        let openMetrics = ByteBuffer(bytes: ExpositionEncoder.encode([family], format: .openMetrics))
+        func chunk(_ bytes: ByteBuffer) -> DeflatedChunk? {
+            guard bytes.readableBytes >= ownChunkBytes, let compressor else { return nil }
+            return try? DeflatedChunk(bytes, compressor: compressor)
+        }
+        return CachedFamily(family: family, conflicts: conflicts, text: text, openMetrics: openMetrics,
+                            textChunk: chunk(text), openMetricsChunk: chunk(openMetrics))
+    }
+
+    /// Lays out the cached families in name order, split around the per-request family.
+    private static func assemble(_ cache: [String: CachedFamily], compressor: ZlibCompressor?) -> Rendered {
+        let sorted = cache.sorted { $0.key < $1.key }.map(\.value)
+        let split = sorted.firstIndex { $0.family.name > scrapes.name } ?? sorted.count
+        func parts(_ format: ExpositionFormat) -> Rendered.Parts {
+            let bytes: (CachedFamily) -> ByteBuffer = { format == .text ? $0.text : $0.openMetrics }
+            let ownChunk: (CachedFamily) -> DeflatedChunk? = { format == .text ? $0.textChunk : $0.openMetricsChunk }
+            /// Large families' cached chunks, with the runs of small ones between them deflated now.
+            func chunks(_ families: ArraySlice<CachedFamily>) -> [DeflatedChunk]? {
+                guard let compressor else { return nil }
+                var result: [DeflatedChunk] = []
+                var run = ByteBuffer()
+                func flushRun() -> Bool {
+                    guard run.readableBytes > 0 else { return true }
+                    guard let chunk = try? DeflatedChunk(run, compressor: compressor) else { return false }
+                    result.append(chunk)
+                    run.clear()
+                    return true
+                }
+                for family in families {
+                    if let chunk = ownChunk(family) {
+                        guard flushRun() else { return nil }
+                        result.append(chunk)
+                    } else if bytes(family).readableBytes >= ownChunkBytes {
+                        return nil  // its own chunk failed to compress
+                    } else {
+                        run.writeImmutableBuffer(bytes(family))
+                    }
+                }
+                return flushRun() ? result : nil
+            }
+            // A missing chunk (zlib failed) means serving uncompressed.
+            let gzip = chunks(sorted[..<split]).flatMap { head in
+                chunks(sorted[split...]).map { GzipSegments(head: head, tail: $0, trailer: Array(format.trailer.utf8)) }
+            }
+            // The cached buffers themselves, shared rather than concatenated: a response is
+            // written from them directly (writev), and no second copy of the exposition is kept.
+            return Rendered.Parts(head: sorted[..<split].map(bytes),
+                                  tail: sorted[split...].map(bytes) + [ByteBuffer(string: format.trailer)], gzip: gzip)
+        }
+        return Rendered(families: sorted.map(\.family), text: parts(.text), openMetrics: parts(.openMetrics))
+    }
+
+    public var snapshot: MetricSnapshot {
+        current.withLock { $0.snapshot }
+    }
+
+    /// The body of one `/metrics` response, counting the scrape first. `gzipped` tells whether
+    /// the body was compressed (it is not if compression was refused or had failed at render).
+    public func scrape(format: ExpositionFormat, acceptsGzip: Bool, allocator: ByteBufferAllocator = .init()) -> ScrapeBody {
+        switch format {
+        case .text: textScrapes.add(1, ordering: .relaxed)
+        case .openMetrics: openMetricsScrapes.add(1, ordering: .relaxed)
+        }
+        return exposition(format: format, acceptsGzip: acceptsGzip, allocator: allocator)
+    }
+
+    /// The current exposition without counting it as a scrape (for `telltale once`).
+    public func exposition(format: ExpositionFormat, acceptsGzip: Bool = false, allocator: ByteBufferAllocator = .init())
+        -> ScrapeBody
+    {
+        let parts = current.withLock { $0.parts(format) }
+        let middle = ExpositionEncoder.encode([scrapesFamily()], format: format)
+        if acceptsGzip, let gzip = parts.gzip {
+            return ScrapeBody(parts: gzip.body(middle: middle, allocator: allocator), gzipped: true)
+        }
+        return ScrapeBody(parts: parts.head + [ByteBuffer(bytes: middle)] + parts.tail, gzipped: false)
+    }
+
+    private func scrapesFamily() -> MetricFamily {
+        MetricFamily(Self.scrapes, series: [
+            Series(labels: ["format": ExpositionFormat.text.rawValue],
+                   value: .number(Double(textScrapes.load(ordering: .relaxed)))),
+            Series(labels: ["format": ExpositionFormat.openMetrics.rawValue],
+                   value: .number(Double(openMetricsScrapes.load(ordering: .relaxed)))),
+        ])
+    }
+}
+
+/// Both formats of one snapshot, split around the per-request family.
+private struct Rendered: Sendable {
+    struct Parts: Sendable {
+        /// The encoded families before and after the per-request one, in name order.
+        package let head: [ByteBuffer]
+        package let tail: [ByteBuffer]
+        /// Nil only if zlib could not compress (out of memory): the plain body is served then.
+        package let gzip: GzipSegments?
+    }
+
+    let snapshot: MetricSnapshot
+    let text: Parts
+    let openMetrics: Parts
+
+    init(families: [MetricFamily], text: Parts, openMetrics: Parts) {
+        snapshot = MetricSnapshot(families: families)
+        self.text = text
+        self.openMetrics = openMetrics
+    }
+
+    func parts(_ format: ExpositionFormat) -> Parts {
+        format == .text ? text : openMetrics
+    }
+}

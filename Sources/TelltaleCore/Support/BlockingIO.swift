@@ -1,0 +1,34 @@
+import NIOPosix
+import TelltaleMetrics
+
+/// Threads for blocking system calls (reading /proc, statvfs) made by collectors. Swift
+/// concurrency runs on the event loops, which must never block: a watched pid file on a
+/// hung NFS mount would otherwise stall every request served by that loop.
+package enum BlockingIO {
+    private static let pool: NIOThreadPool = {
+        let pool = NIOThreadPool(numberOfThreads: 4)
+        pool.start()
+        return pool
+    }()
+
+    package static func run<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+        try await pool.runIfActive(work)
+    }
+
+    /// The work's result, or nil when it has not finished within `limit` (a hung mount):
+    /// the caller goes on, and the work keeps only its own thread until it ends.
+    package static func run<T: Sendable>(within limit: Duration, _ work: @escaping @Sendable () -> T) async -> T? {
+        let (results, continuation) = AsyncStream.makeStream(of: T?.self, bufferingPolicy: .bufferingOldest(1))
+        Task {
+            continuation.yield(try? await run(work))
+            continuation.finish()
+        }
+        let timer = Task {
+            try await Task.sleep(for: limit)
+            continuation.yield(nil)
+        }
+        defer { timer.cancel() }
+        for await result in results { return result }
+        return nil
+    }
+}

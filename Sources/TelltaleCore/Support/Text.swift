@@ -1,0 +1,19 @@
+import TelltaleMetrics
+
+extension String {
+    /// At most `limit` characters, with an ellipsis when cut.
+    package func clipped(_ limit: Int) -> String {
+        count <= limit ? self : String(prefix(max(0, limit - 1))) + "…"
+    }
+
+    package func replacingAll(_ target: String, with replacement: String) -> String {
+        guard !target.isEmpty else { return self }
+        var result = ""
+        var rest = Substring(self)
+        while let range = rest.firstRange(of: target) {
+            result += rest[..<range.lowerBound] + replacement
+            rest = rest[range.upperBound...]
+        }
+        return result + rest
+    }
+}
