@@ -29,39 +29,8 @@ public struct TelltaleApp: Sendable {
 
     /// The enabled collectors, in the order the status page lists them.
     static func collectors(_ config: TelltaleConfig) -> [any Collector] {
-        var collectors: [any Collector] = []
-        if config.process.enabled {
-            collectors.append(ProcessCollector(schedule: config.process.schedule, watched: config.process.watch))
-        }
-        if config.host.enabled {
-            collectors.append(HostCollector(schedule: config.host.schedule, mountPoints: config.host.filesystems))
-        }
-        for target in config.postgres {
-            collectors += postgresCollectors(target)
-        }
-        if config.queues.enabled {
-            collectors.append(QueueCollector(config: config.queues))
-        }
-        if !config.providers.isEmpty || !config.probes.isEmpty {
-            let http = HTTPClient(threads: config.httpThreads)
-            collectors += config.providers.map { ProviderCollector(config: $0, http: http) }
-            collectors += config.probes.map { ProbeCollector(config: $0, http: http) }
-        }
-        return collectors
-    }
-
-    /// Health, database-size and SQL-defined collectors of one target, sharing its one connection.
-    static func postgresCollectors(_ target: PostgresTargetConfig) -> [any Collector] {
-        let client = PostgresClient(target: target.name, dsn: target.dsn, connectTimeout: target.connectTimeout)
-        var collectors: [any Collector] = []
-        if target.healthEnabled {
-            collectors.append(PostgresHealthCollector(client: client, schedule: target.schedule, timeouts: target.timeouts))
-        }
-        if target.databaseSizeEnabled {
-            let schedule = Schedule(interval: target.databaseSizeInterval, timeout: target.schedule.timeout)
-            collectors.append(PostgresDatabaseSizeCollector(client: client, schedule: schedule, timeouts: target.timeouts))
-        }
-        return collectors + target.queries.map { SQLMetricCollector(client: client, query: $0) }
+        let shared = SharedClients(httpThreads: config.httpThreads)
+        return config.sources.flatMap { $0.collectors(shared) }
     }
 
     /// Serves until SIGTERM or SIGINT, then shuts down gracefully.

@@ -13,17 +13,27 @@ import Yams
 public struct TelltaleConfig: Sendable {
     public var server = ServerConfig()
     public var logLevel = Logger.Level.info
-    public var process = ProcessCollectorConfig()
-    public var host = HostCollectorConfig()
-    public var postgres: [PostgresTargetConfig] = []
-    public var queues = QueueCollectorConfig()
-    public var providers: [ProviderConfig] = []
-    public var probes: [ProbeConfig] = []
+    /// Each registered source's settings, in `SourceRegistration.all` order.
+    public var sources: [any SourceSettings]
     public var alerting = AlertingConfig()
     /// Threads for outbound HTTP (providers and probes); a hanging endpoint holds one.
     public var httpThreads = 8
 
-    public init() {}
+    public init() {
+        let problems = ConfigProblems()
+        sources = Self.readSources(ConfigMap(.mapping([:]), path: "", problems: problems)!)
+    }
+
+    /// The settings of the source whose settings are of type `S`.
+    public func source<S: SourceSettings>(_ type: S.Type) -> S? {
+        sources.lazy.compactMap { $0 as? S }.first
+    }
+
+    private static func readSources(_ root: ConfigMap) -> [any SourceSettings] {
+        let sections = ConfigSections(root: root, collectors: root.map("collectors"))
+        defer { sections.collectors?.finish() }
+        return SourceRegistration.all.map { $0.read(sections) }
+    }
 
     /// Reads and validates a YAML file; every problem is reported at once.
     public static func load(path: String) throws(ConfigErrors) -> TelltaleConfig {
@@ -68,33 +78,9 @@ public struct TelltaleConfig: Sendable {
             }
             log.finish()
         }
-        if let collectors = root.map("collectors") {
-            if let process = collectors.map("process") { self.process.read(process) }
-            if let host = collectors.map("host") { self.host.read(host) }
-            collectors.finish()
-        }
-        for (path, node) in root.list("postgres") ?? [] {
-            if let map = ConfigMap(node, path: path, problems: root.problems),
-               let target = PostgresTargetConfig.read(map) {
-                postgres.append(target)
-            }
-        }
-        if let queues = root.map("queues") { self.queues = QueueCollectorConfig.read(queues) }
-        providers = root.list("providers")?.compactMap { path, node in
-            ConfigMap(node, path: path, problems: root.problems).flatMap(ProviderConfig.read)
-        } ?? []
-        probes = root.list("probes")?.compactMap { path, node in
-            ConfigMap(node, path: path, problems: root.problems).flatMap(ProbeConfig.read)
-        } ?? []
+        sources = Self.readSources(root)
         if let threads = root.int("http_threads", in: 1...256) { httpThreads = threads }
         if let alerting = root.map("alerting") { self.alerting = AlertingConfig.read(alerting) }
-        for (key, names) in [("providers", providers.map(\.name)), ("probes", probes.map(\.name))]
-        where Set(names).count != names.count {
-            root.problems.add(key, "names must be unique")
-        }
-        if Set(postgres.map(\.name)).count != postgres.count {
-            root.problems.add("postgres", "target names must be unique")
-        }
         root.finish()
     }
 }

@@ -11,8 +11,8 @@ import Testing
     @Test func emptyFileGivesDefaults() throws {
         let config = try TelltaleConfig.parse("")
         #expect(config.server.listen.port == 9839)
-        #expect(config.process.enabled && config.host.enabled)
-        #expect(config.host.filesystems == ["/"])
+        #expect(config.source(ProcessCollectorConfig.self)!.enabled && config.source(HostCollectorConfig.self)!.enabled)
+        #expect(config.source(HostCollectorConfig.self)!.filesystems == ["/"])
     }
 
     @Test func fullConfigIsRead() throws {
@@ -36,11 +36,11 @@ import Testing
         #expect(config.server.listen == ListenAddress("127.0.0.1:9999"))
         #expect(config.server.auth == .basic(username: "ops", password: "s3cret"))
         #expect(config.logLevel == .debug)
-        #expect(config.process.schedule == Schedule(interval: .seconds(30), timeout: .milliseconds(500)))
-        #expect(config.process.watch == [WatchedProcess(name: "api", match: .pidFile("/run/api.pid")),
+        #expect(config.source(ProcessCollectorConfig.self)!.schedule == Schedule(interval: .seconds(30), timeout: .milliseconds(500)))
+        #expect(config.source(ProcessCollectorConfig.self)!.watch == [WatchedProcess(name: "api", match: .pidFile("/run/api.pid")),
                                          WatchedProcess(name: "worker", match: .pattern("node .*worker"))])
-        #expect(!config.host.enabled)
-        #expect(config.host.filesystems == ["/", "/var"])
+        #expect(!config.source(HostCollectorConfig.self)!.enabled)
+        #expect(config.source(HostCollectorConfig.self)!.filesystems == ["/", "/var"])
     }
 
     @Test func everyProblemIsReportedWithItsKeyPath() {

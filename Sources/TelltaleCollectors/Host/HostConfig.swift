@@ -18,3 +18,16 @@ extension HostCollectorConfig {
         map.finish()
     }
 }
+
+extension HostCollectorConfig: SourceSettings {
+    /// `collectors.host`.
+    static let registration = SourceRegistration { sections in
+        var config = HostCollectorConfig()
+        if let map = sections.collectors?.map("host") { config.read(map) }
+        return config
+    }
+
+    public func collectors(_ shared: SharedClients) -> [any Collector] {
+        enabled ? [HostCollector(schedule: schedule, mountPoints: filesystems)] : []
+    }
+}

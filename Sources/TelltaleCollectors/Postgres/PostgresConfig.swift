@@ -160,3 +160,30 @@ extension SQLMetricConfig {
         buckets = bounds
     }
 }
+
+/// `postgres`: the targets, each with health, database-size and SQL-defined collectors
+/// sharing the target's one connection.
+public struct PostgresTargets: SourceSettings {
+    public var targets: [PostgresTargetConfig] = []
+
+    static let registration = SourceRegistration { sections in
+        PostgresTargets(targets: sections.namedList("postgres", item: PostgresTargetConfig.read, name: \.name))
+    }
+
+    public func collectors(_ shared: SharedClients) -> [any Collector] {
+        targets.flatMap(Self.collectors)
+    }
+
+    private static func collectors(_ target: PostgresTargetConfig) -> [any Collector] {
+        let client = PostgresClient(target: target.name, dsn: target.dsn, connectTimeout: target.connectTimeout)
+        var collectors: [any Collector] = []
+        if target.healthEnabled {
+            collectors.append(PostgresHealthCollector(client: client, schedule: target.schedule, timeouts: target.timeouts))
+        }
+        if target.databaseSizeEnabled {
+            let schedule = Schedule(interval: target.databaseSizeInterval, timeout: target.schedule.timeout)
+            collectors.append(PostgresDatabaseSizeCollector(client: client, schedule: schedule, timeouts: target.timeouts))
+        }
+        return collectors + target.queries.map { SQLMetricCollector(client: client, query: $0) }
+    }
+}

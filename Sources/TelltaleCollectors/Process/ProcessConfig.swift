@@ -44,3 +44,16 @@ extension ProcessCollectorConfig {
         map.finish()
     }
 }
+
+extension ProcessCollectorConfig: SourceSettings {
+    /// `collectors.process`.
+    static let registration = SourceRegistration { sections in
+        var config = ProcessCollectorConfig()
+        if let map = sections.collectors?.map("process") { config.read(map) }
+        return config
+    }
+
+    public func collectors(_ shared: SharedClients) -> [any Collector] {
+        enabled ? [ProcessCollector(schedule: schedule, watched: watch)] : []
+    }
+}

@@ -136,44 +136,6 @@ public struct ProviderConfig: Sendable {
     }
 }
 
-/// An HTTP probe of one of the app's own endpoints.
-public struct ProbeConfig: Sendable {
-    public var name: String
-    public var request: OutboundRequest
-    public var schedule = Schedule(interval: .seconds(15), timeout: .seconds(5))
-    /// Accepted status codes; empty means any 2xx.
-    public var expectedStatus: [Int] = []
-    public var expectedBody: String?
-    /// Window of `telltale_probe_error_ratio`.
-    public var errorWindow = Duration.seconds(300)
-    public var buckets = Buckets.defaultSeconds
-
-    package static func read(_ map: ConfigMap) -> ProbeConfig? {
-        let name = map.string("name") ?? ""
-        if name.isEmpty { map.problems.add(map.childPath("name"), "is required") }
-        var probe = ProbeConfig(name: name, request: OutboundRequest(url: map.string("url") ?? ""))
-        if probe.request.url.isEmpty { map.problems.add(map.childPath("url"), "is required") }
-        probe.schedule.read(map)
-        probe.request.totalTimeout = probe.schedule.requestTimeout
-        probe.request.method = (map.string("method") ?? "GET").uppercased()
-        probe.request.caFile = map.string("ca_file")
-        if let headers = map.map("headers") {
-            for name in headers.secretKeys {
-                if let value = headers.secret(name) { probe.request.headers.append("\(name): \(value)") }
-            }
-            headers.finish()
-        }
-        if let codes = map.stringList("expect_status") {
-            probe.expectedStatus = codes.compactMap { Int($0) }
-            if probe.expectedStatus.count != codes.count { map.problems.add(map.childPath("expect_status"), "expected status codes") }
-        }
-        probe.expectedBody = map.string("expect_body")
-        if let window = map.duration("error_window") { probe.errorWindow = window }
-        map.finish()
-        return probe
-    }
-}
-
 extension Schedule {
     /// A request's own timeout, a little inside the run's: the collector then reports the
     /// timeout itself (keeping its last good values, marked stale) before the runner gives up
@@ -188,5 +150,18 @@ extension String {
         var text = self
         while text.hasSuffix(suffix) { text.removeLast(suffix.count) }
         return text
+    }
+}
+
+/// `providers`: balance endpoints, one collector each.
+public struct ProviderList: SourceSettings {
+    public var providers: [ProviderConfig] = []
+
+    static let registration = SourceRegistration { sections in
+        ProviderList(providers: sections.namedList("providers", item: ProviderConfig.read, name: \.name))
+    }
+
+    public func collectors(_ shared: SharedClients) -> [any Collector] {
+        providers.map { ProviderCollector(config: $0, http: shared.http) }
     }
 }

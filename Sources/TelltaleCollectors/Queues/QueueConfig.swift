@@ -133,3 +133,14 @@ public struct QueueCollectorConfig: Sendable {
 
     public init() {}
 }
+
+extension QueueCollectorConfig: SourceSettings {
+    /// `queues`.
+    static let registration = SourceRegistration { sections in
+        sections.root.map("queues").map(QueueCollectorConfig.read) ?? QueueCollectorConfig()
+    }
+
+    public func collectors(_ shared: SharedClients) -> [any Collector] {
+        enabled ? [QueueCollector(config: self)] : []
+    }
+}
