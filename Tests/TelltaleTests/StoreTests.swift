@@ -38,6 +38,22 @@ import Testing
         #expect(String(buffer: body).hasSuffix("# EOF\n"))
     }
 
+    @Test func aPublishThatChangesNothingRendersNothing() async throws {
+        let store = MetricStore()
+        func renders() -> Double? {
+            store.snapshot.family(named: MetricStore.renderDuration.name)?.series.first.flatMap { series in
+                if case .histogram(let histogram) = series.value { Double(histogram.count) } else { nil }
+            }
+        }
+        await store.publish(["a": [gauge("aaa", 1)]])
+        await store.publish(["a": [gauge("aaa", 2)]])
+        let before = try #require(renders())
+        for _ in 0..<5 { await store.publish(["a": [gauge("aaa", 2)]]) }
+        #expect(renders() == before)
+        await store.publish(["a": [gauge("aaa", 3)]])
+        #expect(renders() == before + 1)
+    }
+
     @Test(arguments: ExpositionFormat.allCases)
     func gzipBodyIsOneValidMemberEqualToThePlainBody(format: ExpositionFormat) async throws {
         let store = MetricStore()

@@ -92,7 +92,8 @@ public final class MetricStore: Sendable {
         renderThread.shutdownGracefully { _ in }
     }
 
-    /// Replaces the families of the given sources and re-renders what changed.
+    /// Replaces the families of the given sources and re-renders what changed; nothing when
+    /// nothing did.
     /// Returns the updated sources' families that clashed with another source's definition.
     @discardableResult
     public func publish(_ updates: [String: [MetricFamily]]) async -> [FamilyMerger.Conflict] {
@@ -102,7 +103,7 @@ public final class MetricStore: Sendable {
     private func render(_ updates: [String: [MetricFamily]]) -> [FamilyMerger.Conflict] {
         let clock = ContinuousClock()
         let started = clock.now
-        let (rendered, conflicts) = renderState.withLock { state in
+        let (rendered, conflicts) = renderState.withLock { state -> (Rendered?, [FamilyMerger.Conflict]) in
             var dirty: Set<String> = []
             for (source, families) in updates {
                 let new = Dictionary(families.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
@@ -111,6 +112,9 @@ public final class MetricStore: Sendable {
                 let names = Set(new.keys).union(old.map { Set($0.keys) } ?? [])
                 for name in names where new[name] != old?[name] { dirty.insert(name) }
             }
+            // A publish that changes nothing (alerting's idle state, say) renders nothing; the
+            // render durations, which change with every render, wait for the next real change.
+            guard !dirty.isEmpty else { return (nil, Self.conflicts(of: updates, in: state)) }
             state.renderDurations.touchHistogram()
             let durations = state.renderDurations.build()
             if state.sources[Self.storeSource] == nil { state.sourceOrder.append(Self.storeSource) }
@@ -118,9 +122,9 @@ public final class MetricStore: Sendable {
             dirty.insert(durations.name)
             let compressor = Self.makeCompressor()
             for name in dirty { state.cache[name] = Self.cachedFamily(name, state, compressor: compressor) }
-            let conflicts = state.cache.values.flatMap(\.conflicts).filter { updates[$0.source] != nil }
-            return (Self.assemble(state.cache, compressor: compressor), conflicts)
+            return (Self.assemble(state.cache, compressor: compressor), Self.conflicts(of: updates, in: state))
         }
+        guard let rendered else { return conflicts }
         current.withLock { $0 = rendered }
         // A render frees the previous exposition's buffers; hand that memory back to the
         // system rather than keeping the high-water mark resident.
@@ -128,6 +132,11 @@ public final class MetricStore: Sendable {
         let elapsed = (clock.now - started).seconds
         renderState.withLock { $0.renderDurations.observe(elapsed) }
         return conflicts
+    }
+
+    /// The conflicts of the updated sources' families with another source's definition.
+    private static func conflicts(of updates: [String: [MetricFamily]], in state: RenderState) -> [FamilyMerger.Conflict] {
+        state.cache.values.flatMap(\.conflicts).filter { updates[$0.source] != nil }
     }
 
     /// Merges and encodes one family from every source that has it; nil when none has.
