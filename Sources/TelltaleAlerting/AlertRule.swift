@@ -48,7 +48,8 @@ struct LabelMatcher: Sendable, CustomStringConvertible {
 
     var description: String { "\(name)\(operation.rawValue)\"\(value)\"" }
 
-    /// Parses `a="x",b!~"y.*"`, reusing regexes already in `compiled`. A reason on malformed input.
+    /// Parses `a="x",b!~"y.*"`, reusing regexes already in `compiled`; a failure says what is
+    /// malformed.
     static func parseList(_ text: String, compiled: [String: BoundedRegex] = [:]) -> Result<[LabelMatcher], RuleError> {
         var matchers: [LabelMatcher] = []
         var rest = Substring(text.trimming(" "))

@@ -11,6 +11,9 @@ struct Outbox: Sendable {
     let client: PostgresClient
     let timeouts: QueryTimeouts
 
+    /// Rows of one channel read per delivery pass.
+    static let pageSize = 50
+
     struct Pending: Sendable {
         let id: Int64
         let channel: String
@@ -56,7 +59,7 @@ struct Outbox: Sendable {
 
     /// Undelivered rows, oldest first, at most `perChannel` of each channel: a channel with a
     /// long backlog (disabled, or waiting out retries) must not hide the others' rows.
-    func pending(perChannel: Int = 50) async throws(PostgresError) -> [Pending] {
+    func pending(perChannel: Int = pageSize) async throws(PostgresError) -> [Pending] {
         try await client.query("""
             SELECT id, channel, event, idempotency_key, attempts, extract(epoch FROM next_attempt_at) FROM (
                 SELECT *, row_number() OVER (PARTITION BY channel ORDER BY id) AS position

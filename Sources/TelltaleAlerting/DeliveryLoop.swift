@@ -1,0 +1,113 @@
+import TelltaleClients
+import TelltaleCore
+import TelltaleMetrics
+
+/// Delivery, on the leader only: the outbox is read when something may be waiting in it (a
+/// record, a change of leader, a reload of the channels, a row's retry time), not polled.
+extension AlertingService {
+    /// How often the loop checks whether the outbox is due: the delay of a fresh notification.
+    static let deliveryTick = Duration.seconds(1)
+
+    func deliveryLoop() async {
+        while (try? await Task.sleep(for: Self.deliveryTick)) != nil {
+            let time = now().seconds
+            let due = state.withLock { state -> Bool in
+                guard state.leader, let due = state.deliveryDue, due <= time else { return false }
+                state.deliveryDue = nil
+                return true
+            }
+            guard due else { continue }
+            do throws(PostgresError) {
+                try await deliverPending()
+            } catch {
+                state.withLock { $0.needDelivery(at: time + Self.deliveryTick.seconds) }
+                throttled.warning("could not read the notification outbox", ["problem": "\(error.message)"])
+            }
+        }
+    }
+
+    /// Each channel is a queue: its oldest row goes first, and a row waiting for a retry
+    /// holds back the rows behind it, so a resolved message never overtakes its firing one.
+    private func deliverPending() async throws(PostgresError) {
+        let pending = try await outbox.pending()
+        let depths = try await outbox.queueDepths()
+        state.withLock { $0.queueDepths = depths }
+        let channels = state.withLock { $0.catalog.channels }
+        let byChannel = Dictionary(grouping: pending, by: \.channel)
+        let next = await withTaskGroup(of: Double?.self) { group in
+            for (name, rows) in byChannel {
+                group.addTask { await self.deliver(rows, to: channels[name]) }
+            }
+            return await group.compactMap { $0 }.reduce(into: [Double]()) { $0.append($1) }.min()
+        }
+        // A full page of a channel may hide more rows behind it; they are read at the next pass.
+        let more = byChannel.values.contains { $0.count >= Outbox.pageSize }
+        if let next = more ? now().seconds : next {
+            state.withLock { $0.needDelivery(at: next) }
+        }
+        await publishMetrics()
+    }
+
+    /// Sends a channel's rows in order until one must wait; returns when the channel next
+    /// needs the loop (nil: not before something new arrives, or its channel is re-enabled).
+    private func deliver(_ rows: [Outbox.Pending], to channel: Channel?) async -> Double? {
+        let deliverer = Deliverer(http: http, timeout: config.deliveryTimeout)
+        for row in rows {
+            guard row.nextAttempt <= now().seconds else { return row.nextAttempt }
+            guard let channel, channel.enabled else { return nil }  // a disabled channel keeps its queue
+            let outcome = await deliverer.send(row.event, key: row.key, to: channel)
+            let retryAt: Double?
+            do throws(PostgresError) {
+                retryAt = try await settle(row, outcome)
+            } catch {
+                throttled.warning("could not update the outbox", ["problem": "\(error.message)"])
+                return now().seconds + Self.deliveryTick.seconds
+            }
+            recordOutcome(outcome, channel: channel.name, event: row.event)
+            if let retryAt { return retryAt }
+        }
+        return nil
+    }
+
+    /// Writes an attempt's outcome to the outbox; returns when the row is due again, nil if done.
+    private func settle(_ row: Outbox.Pending, _ outcome: DeliveryOutcome) async throws(PostgresError) -> Double? {
+        switch outcome {
+        case .delivered:
+            try await outbox.markDelivered(row.id)
+            return nil
+        case .permanent(let reason):
+            try await outbox.markFailed(row.id, error: reason)
+            return nil
+        case .rateLimited(let after):
+            try await outbox.retry(row.id, after: after, error: "rate limited")
+            return now().seconds + after.seconds
+        case .transient(let reason):
+            let after = Deliverer.backoff(attempts: row.attempts)
+            try await outbox.retry(row.id, after: after, error: reason)
+            return now().seconds + after.seconds
+        }
+    }
+
+    private func recordOutcome(_ outcome: DeliveryOutcome, channel: String, event: AlertEvent) {
+        let at = now().iso8601
+        state.withLock { state in
+            state.notifications.add(1, ["channel": channel, "outcome": outcome.label])
+            state.lastNotification[channel] = "\(event.status.rawValue) \(event.rule): \(outcome.label) at \(at)"
+            switch outcome {
+            case .delivered: state.failingChannels.remove(channel)
+            case .permanent: state.failingChannels.insert(channel)
+            case .rateLimited, .transient: break
+            }
+        }
+        if case .permanent(let reason) = outcome {
+            logger.error("channel refused a notification; marked failing", metadata: ["channel": "\(channel)", "problem": "\(reason)"])
+        }
+    }
+}
+
+extension AlertingService.State {
+    /// Asks the delivery loop to read the outbox at `time` (Unix seconds) or earlier.
+    mutating func needDelivery(at time: Double) {
+        deliveryDue = min(deliveryDue ?? time, time)
+    }
+}
