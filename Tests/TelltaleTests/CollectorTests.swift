@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import TelltaleMetrics
 import Testing
@@ -53,14 +54,51 @@ struct SleepyCollector: Collector {
         #expect(snapshot.family(named: "telltale_build")?.series.first?.labels["version"] == TelltaleVersion.current)
     }
 
-    @Test func builtInDescriptorsAreValid() {
-        let descriptors = [CollectorHealth.up, CollectorHealth.duration, CollectorHealth.lastSuccess, CollectorHealth.errors,
-                           CollectorHealth.build, MetricStore.scrapes, MetricStore.renderDuration, HostCollector.cpu, HostCollector.memory,
-                           HostCollector.memoryTotal, HostCollector.memoryAvailable, HostCollector.load, HostCollector.fsSize,
-                           HostCollector.fsAvailable, HostCollector.fsUsage, ProcessFamilies.up]
+    @Test func builtInDescriptorsAreValid() async throws {
+        var descriptors = [CollectorHealth.up, CollectorHealth.duration, CollectorHealth.lastSuccess, CollectorHealth.errors,
+                           CollectorHealth.build, CollectorHealth.seriesDropped, MetricStore.scrapes, MetricStore.renderDuration,
+                           ConnectionStats.open, ConnectionStats.closed]
+        descriptors += [HostCollector.cpu, HostCollector.memory, HostCollector.memoryTotal, HostCollector.memoryAvailable,
+                        HostCollector.load, HostCollector.fsSize, HostCollector.fsAvailable, HostCollector.fsUsage, ProcessFamilies.up]
+        descriptors += [PostgresHealthCollector.up, PostgresHealthCollector.server, PostgresHealthCollector.inRecovery,
+                        PostgresHealthCollector.maxConnections, PostgresHealthCollector.connections,
+                        PostgresHealthCollector.oldestTransaction, PostgresHealthCollector.replicationLag,
+                        PostgresHealthCollector.slotRetained, PostgresHealthCollector.locks, PostgresDatabaseSizeCollector.size]
+            + PostgresHealthCollector.databaseCounters.map(\.descriptor)
+        descriptors += [QueueMetrics.jobs, QueueMetrics.paused, QueueMetrics.up, QueueMetrics.oldestWaiting, QueueMetrics.overdue,
+                        QueueMetrics.unlocked, QueueMetrics.workers, QueueMetrics.completed, QueueMetrics.failed,
+                        QueueMetrics.duration, QueueMetrics.wait, QueueMetrics.attempts, QueueMetrics.roundTrips]
+        descriptors += [ProviderCollector.balance, ProviderCollector.pending, ProviderCollector.up, ProviderCollector.stale,
+                        ProviderCollector.duration, ProviderCollector.lastSuccess, ProviderCollector.errors,
+                        ProbeCollector.success, ProbeCollector.status, ProbeCollector.duration, ProbeCollector.errorRatio]
+        descriptors += [AlertMetrics.state, AlertMetrics.threshold, AlertMetrics.firing, AlertMetrics.ruleErrors,
+                        AlertMetrics.notifications, AlertMetrics.queueDepth, AlertMetrics.channelFailing, AlertMetrics.leader,
+                        AlertMetrics.unrecorded, AlertMetrics.databaseUp]
+        // The process families are named after their process: Telltale's own and a watched one.
+        let process = try await ProcessCollector(schedule: Schedule(interval: .seconds(1), timeout: .seconds(1)),
+                                                 watched: [WatchedProcess(name: "tests", match: .pattern("."))]).collect()
+        #expect(process.families.count > 8)
+        descriptors += process.families.map(\.descriptor)
         for descriptor in descriptors {
             #expect(descriptor.problem == nil, "\(descriptor.name)")
         }
+        // Every descriptor written with a literal name in the sources is among those checked.
+        #expect(try literalDescriptorNames().subtracting(descriptors.map(\.name)).isEmpty)
+    }
+
+    /// The names of `MetricDescriptor("…"` literals in Sources/.
+    private func literalDescriptorNames() throws -> Set<String> {
+        let sources = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Sources")
+        let files = FileManager.default.enumerator(at: sources, includingPropertiesForKeys: nil)?
+            .compactMap { $0 as? URL }.filter { $0.pathExtension == "swift" } ?? []
+        var names: Set<String> = []
+        for file in files {
+            let text = try String(contentsOf: file, encoding: .utf8)
+            for match in text.matches(of: /MetricDescriptor\(\s*"([a-z_:][a-z0-9_:]*)"/) { names.insert(String(match.1)) }
+        }
+        #expect(names.count > 50)
+        return names
     }
 }
 

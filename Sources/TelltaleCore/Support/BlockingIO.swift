@@ -1,9 +1,10 @@
 import NIOPosix
 import TelltaleMetrics
 
-/// Threads for blocking system calls (reading /proc, statvfs) made by collectors. Swift
-/// concurrency runs on the event loops, which must never block: a watched pid file on a
-/// hung NFS mount would otherwise stall every request served by that loop.
+/// Threads for blocking system calls (reading /proc, statvfs, secret files). Swift
+/// concurrency's cooperative pool has one thread per core and must never block: a watched
+/// pid file on a hung NFS mount would otherwise hold one of them, and with it every task
+/// queued behind (collectors, alerting, the router's handlers).
 package enum BlockingIO {
     private static let pool: NIOThreadPool = {
         let pool = NIOThreadPool(numberOfThreads: 4)
