@@ -12,7 +12,7 @@ import TelltaleServer
 public struct TelltaleApp: Sendable {
     public let config: TelltaleConfig
     public let store = MetricStore()
-    public let runner: CollectorRunner
+    public let runner: CollectorRunner<ContinuousClock>
     public let alerting: AlertingService?
     private let connections = ConnectionStats()
     private let logger: Logger

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Synchronization
 import TelltaleMetrics
 import Testing
 @testable import Telltale
@@ -22,6 +23,55 @@ struct SleepyCollector: Collector {
         var builder = FamilyBuilder(MetricDescriptor("sleepy_value", .gauge, help: "h"))
         builder.set(1)
         return CollectionResult(families: [builder.build()])
+    }
+}
+
+/// Counts its runs; a run ends only when the test lets it (`release`), like a slow source.
+final class GatedCollector: Collector {
+    let name = "gated"
+    let schedule = Schedule(interval: .seconds(10), timeout: .seconds(5))
+    private let state = Mutex((runs: 0, released: 0))
+
+    var runs: Int { state.withLock { $0.runs } }
+    func release() { state.withLock { $0.released += 1 } }
+
+    func collect() async throws -> CollectionResult {
+        let run = state.withLock { state in
+            state.runs += 1
+            return state.runs
+        }
+        // Ignores cancellation, as a blocking C call does.
+        while state.withLock({ $0.released < run }) { await Task.yield() }
+        return CollectionResult(families: [])
+    }
+}
+
+@Suite struct RunnerScheduleTests {
+    @Test func runsFollowTheScheduleAndATimedOutRunHoldsBackTheNext() async throws {
+        let clock = ManualClock()
+        let collector = GatedCollector()
+        let runner = CollectorRunner(collectors: [collector], store: MetricStore(), logger: Logger(label: "test"), clock: clock)
+        let running = Task { try await runner.run() }
+        defer { running.cancel() }
+        // The first run comes within the stagger (at most half a second).
+        #expect(await eventually("the loop sleeps") { clock.sleeping == 1 })
+        clock.advance(by: .milliseconds(500))
+        #expect(await eventually("first run") { collector.runs == 1 })
+        collector.release()
+        #expect(await eventually("sleeping until the next run") { clock.sleeping == 1 && runner.health.pending.isEmpty })
+        clock.advance(by: .seconds(9))
+        #expect(collector.runs == 1)
+        clock.advance(by: .seconds(1))
+        #expect(await eventually("second run") { collector.runs == 2 })
+        // Past its timeout the run is a failure, but the next one waits for it to end.
+        #expect(await eventually("timeout armed") { clock.sleeping == 1 })
+        clock.advance(by: .seconds(5))
+        #expect(await eventually("timeout reported") { runner.health.statuses.first?.lastError?.hasPrefix("timeout") == true })
+        clock.advance(by: .seconds(30))
+        #expect(collector.runs == 2)
+        collector.release()
+        #expect(await eventually("third run, at once") { collector.runs == 3 })
+        collector.release()
     }
 }
 

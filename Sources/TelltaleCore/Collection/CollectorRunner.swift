@@ -2,14 +2,15 @@ import Logging
 import ServiceLifecycle
 import TelltaleMetrics
 
+/// The store source under which the runner publishes the self-metrics.
+let selfMetricsSource = "telltale"
+
 /// Runs every collector on its own schedule and publishes each run into the store.
 ///
 /// A collector never runs twice at once: its loop waits for a run to really end, even after
 /// the run's timeout has already been reported as a failure, before it starts the next one.
-public final class CollectorRunner: Service, Sendable {
-    /// The store source under which the self-metrics are published.
-    package static let selfSource = "telltale"
-
+/// Schedules, timeouts and run durations follow `clock`: a test can drive them by hand.
+public final class CollectorRunner<C: Clock>: Service, Sendable where C.Duration == Duration {
     public let collectors: [any Collector]
     public let health: CollectorHealth
     private let store: MetricStore
@@ -20,9 +21,11 @@ public final class CollectorRunner: Service, Sendable {
 
     /// More self-metrics published with the collectors' (the HTTP server's connections).
     private let moreSelfFamilies: @Sendable () -> [MetricFamily]
+    private let clock: C
 
-    public init(collectors: [any Collector], store: MetricStore, logger: Logger, afterEachRun: @escaping @Sendable () -> Void = {},
-                moreSelfFamilies: @escaping @Sendable () -> [MetricFamily] = { [] }) {
+    public init(collectors: [any Collector], store: MetricStore, logger: Logger, clock: C,
+                afterEachRun: @escaping @Sendable () -> Void = {}, moreSelfFamilies: @escaping @Sendable () -> [MetricFamily] = { [] }) {
+        self.clock = clock
         self.moreSelfFamilies = moreSelfFamilies
         self.collectors = collectors
         self.store = store
@@ -33,7 +36,7 @@ public final class CollectorRunner: Service, Sendable {
     }
 
     public func run() async throws {
-        await store.publish([Self.selfSource: selfFamilies])
+        await store.publish([selfMetricsSource: selfFamilies])
         guard !collectors.isEmpty else {
             // Nothing to run, but returning early would read as this service failing.
             try await gracefulShutdown()
@@ -50,7 +53,7 @@ public final class CollectorRunner: Service, Sendable {
 
     /// Runs every collector once, concurrently; true when all of them succeeded.
     public func runOnce() async -> Bool {
-        await store.publish([Self.selfSource: selfFamilies])
+        await store.publish([selfMetricsSource: selfFamilies])
         return await withTaskGroup(of: Bool.self) { group in
             for collector in collectors {
                 group.addTask { await self.runAndPublish(collector) }
@@ -62,21 +65,19 @@ public final class CollectorRunner: Service, Sendable {
     private var selfFamilies: [MetricFamily] { health.families + moreSelfFamilies() }
 
     private func loop(_ collector: any Collector) async {
-        let clock = ContinuousClock()
         let interval = collector.schedule.interval
         // A small random offset keeps collectors with equal intervals from hitting at once.
         let stagger = min(interval / 10, .milliseconds(500))
-        var next = clock.now + stagger * Double.random(in: 0..<1)
+        var next = clock.now.advanced(by: stagger * Double.random(in: 0..<1))
         while !Task.isCancelled {
-            do { try await clock.sleep(until: next) } catch { return }
+            do { try await clock.sleep(until: next, tolerance: nil) } catch { return }
             await runAndPublish(collector)
-            next = max(next + interval, clock.now)
+            next = max(next.advanced(by: interval), clock.now)
         }
     }
 
     @discardableResult
     private func runAndPublish(_ collector: any Collector) async -> Bool {
-        let clock = ContinuousClock()
         let started = clock.now
         let (outcome, runEnded) = await runWithTimeout(collector)
         let problems: [CollectionProblem]
@@ -95,8 +96,8 @@ public final class CollectorRunner: Service, Sendable {
         for problem in problems {
             throttled.warning("collector run failed", ["collector": "\(collector.name)", "problem": "\(problem)"])
         }
-        health.record(collector.name, duration: clock.now - started, problems: problems, at: .now)
-        let conflicts = await store.publish([collector.name: families, Self.selfSource: selfFamilies])
+        health.record(collector.name, duration: started.duration(to: clock.now), problems: problems, at: .now)
+        let conflicts = await store.publish([collector.name: families, selfMetricsSource: selfFamilies])
         health.settle(collector.name, succeeded: problems.isEmpty)
         afterEachRun()
         for conflict in conflicts where conflict.source == collector.name {
@@ -128,7 +129,7 @@ public final class CollectorRunner: Service, Sendable {
             _ = continuation.yield(.finished(await work.result))
         }
         let timer = Task {
-            try await Task.sleep(for: collector.schedule.timeout)
+            try await clock.sleep(for: collector.schedule.timeout)
             continuation.yield(.timedOut)
         }
         var outcome = Outcome.timedOut
@@ -139,5 +140,15 @@ public final class CollectorRunner: Service, Sendable {
         timer.cancel()
         if case .timedOut = outcome { work.cancel() }
         return (outcome, watcher)
+    }
+}
+
+extension CollectorRunner where C == ContinuousClock {
+    /// A runner on the monotonic clock.
+    public convenience init(collectors: [any Collector], store: MetricStore, logger: Logger,
+                            afterEachRun: @escaping @Sendable () -> Void = {},
+                            moreSelfFamilies: @escaping @Sendable () -> [MetricFamily] = { [] }) {
+        self.init(collectors: collectors, store: store, logger: logger, clock: ContinuousClock(), afterEachRun: afterEachRun,
+                  moreSelfFamilies: moreSelfFamilies)
     }
 }
