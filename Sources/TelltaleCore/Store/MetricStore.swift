@@ -1,7 +1,6 @@
 import CGlibcExtras
 import CompressNIO
 import NIOCore
-import NIOPosix
 import Synchronization
 import TelltaleMetrics
 
@@ -79,17 +78,12 @@ public final class MetricStore: Sendable {
 
     private let renderState = Mutex(RenderState())
     private let current: Mutex<Rendered>
-    private let renderThread = NIOThreadPool(numberOfThreads: 1)
+    private let renderThread = BlockingThreads(count: 1)
     private let textScrapes = Atomic<UInt64>(0)
     private let openMetricsScrapes = Atomic<UInt64>(0)
 
     public init() {
         current = Mutex(Self.assemble([:], compressor: Self.makeCompressor()))
-        renderThread.start()
-    }
-
-    deinit {
-        renderThread.shutdownGracefully { _ in }
     }
 
     /// Replaces the families of the given sources and re-renders what changed; nothing when
@@ -97,7 +91,7 @@ public final class MetricStore: Sendable {
     /// Returns the updated sources' families that clashed with another source's definition.
     @discardableResult
     public func publish(_ updates: [String: [MetricFamily]]) async -> [FamilyMerger.Conflict] {
-        (try? await renderThread.runIfActive { self.render(updates) }) ?? []
+        await renderThread.run { self.render(updates) } ?? []
     }
 
     private func render(_ updates: [String: [MetricFamily]]) -> [FamilyMerger.Conflict] {

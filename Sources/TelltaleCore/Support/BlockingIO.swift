@@ -1,4 +1,3 @@
-import NIOPosix
 import TelltaleMetrics
 
 /// Threads for blocking system calls (reading /proc, statvfs, secret files). Swift
@@ -6,14 +5,10 @@ import TelltaleMetrics
 /// pid file on a hung NFS mount would otherwise hold one of them, and with it every task
 /// queued behind (collectors, alerting, the router's handlers).
 package enum BlockingIO {
-    private static let pool: NIOThreadPool = {
-        let pool = NIOThreadPool(numberOfThreads: 4)
-        pool.start()
-        return pool
-    }()
+    private static let threads = BlockingThreads(count: 4)
 
     package static func run<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
-        try await pool.runIfActive(work)
+        try await threads.run(work) { CollectionProblem(reason: "error", "blocking threads stopped: \($0)") }
     }
 
     /// The work's result, or nil when it has not finished within `limit` (a hung mount):
@@ -21,7 +16,7 @@ package enum BlockingIO {
     package static func run<T: Sendable>(within limit: Duration, _ work: @escaping @Sendable () -> T) async -> T? {
         let (results, continuation) = AsyncStream.makeStream(of: T?.self, bufferingPolicy: .bufferingOldest(1))
         Task {
-            continuation.yield(try? await run(work))
+            continuation.yield(await threads.run(work))
             continuation.finish()
         }
         let timer = Task {
