@@ -1,4 +1,3 @@
-import NIOPosix
 import TelltaleCore
 import TelltaleMetrics
 
@@ -6,22 +5,15 @@ import TelltaleMetrics
 /// request holds one thread at most until its total timeout, so a hanging provider cannot
 /// delay the others while fewer than `threads` requests hang at once.
 public final class HTTPClient: Sendable {
-    private let pool: NIOThreadPool
+    private let threads: BlockingThreads
 
     public init(threads: Int) {
-        pool = NIOThreadPool(numberOfThreads: max(1, threads))
-        pool.start()
-    }
-
-    deinit {
-        pool.shutdownGracefully { _ in }
+        self.threads = BlockingThreads(count: threads)
     }
 
     public func send(_ request: OutboundRequest) async throws(OutboundHTTPError) -> OutboundResponse {
         do {
-            return try await pool.runIfActive { () throws(OutboundHTTPError) -> OutboundResponse in
-                try CurlTransfer().perform(request)
-            }
+            return try await threads.run { () throws(OutboundHTTPError) in try CurlTransfer().perform(request) }
         } catch let error as OutboundHTTPError {
             throw error
         } catch {

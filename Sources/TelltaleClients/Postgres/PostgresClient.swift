@@ -1,4 +1,3 @@
-import NIOPosix
 import Synchronization
 import TelltaleCore
 import TelltaleMetrics
@@ -26,7 +25,7 @@ public actor PostgresClient {
     private let dsn: String
     private let dsnInfo: DSNInfo
     private let connectTimeout: Duration
-    private let thread: NIOThreadPool
+    private let thread = BlockingThreads(count: 1)
 
     private var connection: PGConnection?
     private var sessionTimeouts: QueryTimeouts?
@@ -42,12 +41,6 @@ public actor PostgresClient {
         self.dsn = dsn
         self.dsnInfo = DSNInfo(dsn)
         self.connectTimeout = connectTimeout
-        self.thread = NIOThreadPool(numberOfThreads: 1)
-        thread.start()
-    }
-
-    deinit {
-        thread.shutdownGracefully { _ in }
     }
 
     /// Runs one statement with `$n` parameters and returns its rows.
@@ -144,7 +137,7 @@ public actor PostgresClient {
         }
         defer { watchdog.cancel() }
         do {
-            return try await thread.runIfActive { () throws(PostgresError) -> T in
+            return try await thread.run { () throws(PostgresError) -> T in
                 // Once the work is over, a watchdog firing late must not close the connection.
                 defer { race.finish() }
                 return try work(connection)
@@ -169,7 +162,7 @@ public actor PostgresClient {
         let redact: @Sendable (String) -> String = { [dsnInfo] in dsnInfo.redact($0) }
         do {
             // libpq's connect_timeout bounds the whole handshake, authentication included.
-            let fresh = try await thread.runIfActive { () throws(PostgresError) -> PGConnection in
+            let fresh = try await thread.run { () throws(PostgresError) -> PGConnection in
                 try PGConnection(dsn: dsn, connectTimeout: seconds, redact: redact)
             }
             // ISO dates in UTC so timestamps parse the same whatever the server's defaults.

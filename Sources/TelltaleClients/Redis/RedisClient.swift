@@ -1,4 +1,3 @@
-import NIOPosix
 import Synchronization
 import TelltaleCore
 import TelltaleMetrics
@@ -91,7 +90,7 @@ public struct RedisSettings: Sendable, Equatable, CustomStringConvertible {
 /// capped backoff, blocking hiredis calls on the client's own thread.
 public actor RedisClient {
     public nonisolated let settings: RedisSettings
-    private let thread: NIOThreadPool
+    private let thread = BlockingThreads(count: 1)
     private var connection: RedisConnection?
     private var backoff = ReconnectBackoff()
     private let gate = SerialGate()
@@ -100,12 +99,6 @@ public actor RedisClient {
 
     public init(settings: RedisSettings) {
         self.settings = settings
-        thread = NIOThreadPool(numberOfThreads: 1)
-        thread.start()
-    }
-
-    deinit {
-        thread.shutdownGracefully { _ in }
     }
 
     public nonisolated var roundTripCount: UInt64 { roundTrips.load(ordering: .relaxed) }
@@ -118,7 +111,7 @@ public actor RedisClient {
         let connection = try await connected()
         roundTrips.add(1, ordering: .relaxed)
         do {
-            return try await thread.runIfActive { () throws(RedisError) -> [RedisValue] in try connection.pipeline(commands) }
+            return try await thread.run { () throws(RedisError) in try connection.pipeline(commands) }
         } catch {
             // After an I/O error or timeout hiredis cannot resynchronise replies: start afresh.
             self.connection = nil
@@ -134,7 +127,7 @@ public actor RedisClient {
         }
         let settings = settings
         do {
-            let fresh = try await thread.runIfActive { () throws(RedisError) -> RedisConnection in
+            let fresh = try await thread.run { () throws(RedisError) -> RedisConnection in
                 let connection = try RedisConnection(endpoint: settings.endpoint, connectTimeout: settings.connectTimeout,
                                                      commandTimeout: settings.commandTimeout)
                 try Self.logIn(connection, settings)

@@ -8,7 +8,7 @@ package enum BlockingIO {
     private static let threads = BlockingThreads(count: 4)
 
     package static func run<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
-        try await threads.run(work) { CollectionProblem(reason: "error", "blocking threads stopped: \($0)") }
+        try await threads.run(work)
     }
 
     /// The work's result, or nil when it has not finished within `limit` (a hung mount):

@@ -15,18 +15,10 @@ package final class BlockingThreads: Sendable {
         pool.shutdownGracefully { _ in }
     }
 
-    /// Runs `work` on one of the threads; `failure` describes the pool's own errors (it was
-    /// shut down) in the caller's error type.
-    package func run<T: Sendable, Failure: Error>(
-        _ work: @escaping @Sendable () throws(Failure) -> T, failure: (String) -> Failure
-    ) async throws(Failure) -> T {
-        do {
-            return try await pool.runIfActive(work)
-        } catch let error as Failure {
-            throw error
-        } catch {
-            throw failure("\(error)")
-        }
+    /// Runs `work` on one of the threads. Throws what `work` throws, `CancellationError` if
+    /// the task was cancelled before the work started, or the pool's error once it is shut down.
+    package func run<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+        try await pool.runIfActive(work)
     }
 
     /// Runs `work` on one of the threads; nil only if the pool was shut down.
