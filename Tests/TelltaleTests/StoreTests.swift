@@ -54,6 +54,28 @@ import Testing
         #expect(renders() == before + 1)
     }
 
+    @Test func concurrentPublishesEachReturnOnceRenderedAndGetTheirOwnConflicts() async throws {
+        let store = MetricStore()
+        var counter = FamilyBuilder(MetricDescriptor("shared", .counter, help: "h"))
+        counter.add(1)
+        await store.publish(["first": [counter.build()]])
+        let conflicted = await withTaskGroup(of: (String, Int).self) { group in
+            for index in 0..<50 {
+                group.addTask {
+                    let source = "source\(index)"
+                    // Every tenth source defines `shared` as a gauge: a conflict for it alone.
+                    let families = [self.gauge("family_\(index)", Double(index))] + (index % 10 == 0 ? [self.gauge("shared", 1)] : [])
+                    let conflicts = await store.publish([source: families])
+                    #expect(store.snapshot.family(named: "family_\(index)") != nil)
+                    #expect(conflicts.allSatisfy { $0.source == source })
+                    return (source, conflicts.count)
+                }
+            }
+            return await group.reduce(into: [String]()) { if $1.1 > 0 { $0.append($1.0) } }
+        }
+        #expect(Set(conflicted) == Set((0..<5).map { "source\($0 * 10)" }))
+    }
+
     @Test(arguments: ExpositionFormat.allCases)
     func gzipBodyIsOneValidMemberEqualToThePlainBody(format: ExpositionFormat) async throws {
         let store = MetricStore()

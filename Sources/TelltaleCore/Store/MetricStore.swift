@@ -86,15 +86,55 @@ public final class MetricStore: Sendable {
         current = Mutex(Self.assemble([:], compressor: Self.makeCompressor()))
     }
 
-    /// Replaces the families of the given sources and re-renders what changed; nothing when
-    /// nothing did.
-    /// Returns the updated sources' families that clashed with another source's definition.
-    @discardableResult
-    public func publish(_ updates: [String: [MetricFamily]]) async -> [FamilyMerger.Conflict] {
-        await renderThread.run { self.render(updates) } ?? []
+    /// Publishes waiting for the render thread, merged: under load (fifty providers each
+    /// publishing every second) one render covers them all instead of one render each.
+    private struct Queue {
+        /// Sources in the order they were published, each with its latest families.
+        var sources: [String] = []
+        var families: [String: [MetricFamily]] = [:]
+        var waiters: [(sources: Set<String>, continuation: CheckedContinuation<[FamilyMerger.Conflict], Never>)] = []
+        var draining = false
     }
 
-    private func render(_ updates: [String: [MetricFamily]]) -> [FamilyMerger.Conflict] {
+    private let queue = Mutex(Queue())
+
+    /// Replaces the families of the given sources and re-renders what changed; nothing when
+    /// nothing did. Returns once a render includes them, with the updated sources' families
+    /// that clashed with another source's definition.
+    @discardableResult
+    public func publish(_ updates: [String: [MetricFamily]]) async -> [FamilyMerger.Conflict] {
+        await withCheckedContinuation { continuation in
+            let startDraining = queue.withLock { queue in
+                for (source, families) in updates.sorted(by: { $0.key < $1.key }) {
+                    if queue.families.updateValue(families, forKey: source) == nil { queue.sources.append(source) }
+                }
+                queue.waiters.append((Set(updates.keys), continuation))
+                defer { queue.draining = true }
+                return !queue.draining
+            }
+            guard startDraining else { return }
+            Task {
+                if await renderThread.run({ self.drain() }) == nil { self.drain(rendering: false) }
+            }
+        }
+    }
+
+    /// Renders what is queued until nothing is, resuming each publisher after its render.
+    private func drain(rendering: Bool = true) {
+        while true {
+            let (updates, waiters) = queue.withLock { queue in
+                defer { queue = Queue(draining: !queue.waiters.isEmpty) }
+                return (queue.sources.map { ($0, queue.families[$0] ?? []) }, queue.waiters)
+            }
+            guard !waiters.isEmpty else { return }
+            let conflicts = rendering ? render(updates) : []
+            for waiter in waiters {
+                waiter.continuation.resume(returning: conflicts.filter { waiter.sources.contains($0.source) })
+            }
+        }
+    }
+
+    private func render(_ updates: [(source: String, families: [MetricFamily])]) -> [FamilyMerger.Conflict] {
         let clock = ContinuousClock()
         let started = clock.now
         let (rendered, conflicts) = renderState.withLock { state -> (Rendered?, [FamilyMerger.Conflict]) in
@@ -108,7 +148,8 @@ public final class MetricStore: Sendable {
             }
             // A publish that changes nothing (alerting's idle state, say) renders nothing; the
             // render durations, which change with every render, wait for the next real change.
-            guard !dirty.isEmpty else { return (nil, Self.conflicts(of: updates, in: state)) }
+            let updated = Set(updates.map(\.source))
+            guard !dirty.isEmpty else { return (nil, Self.conflicts(of: updated, in: state)) }
             state.renderDurations.touchHistogram()
             let durations = state.renderDurations.build()
             if state.sources[Self.storeSource] == nil { state.sourceOrder.append(Self.storeSource) }
@@ -116,7 +157,7 @@ public final class MetricStore: Sendable {
             dirty.insert(durations.name)
             let compressor = Self.makeCompressor()
             for name in dirty { state.cache[name] = Self.cachedFamily(name, state, compressor: compressor) }
-            return (Self.assemble(state.cache, compressor: compressor), Self.conflicts(of: updates, in: state))
+            return (Self.assemble(state.cache, compressor: compressor), Self.conflicts(of: updated, in: state))
         }
         guard let rendered else { return conflicts }
         current.withLock { $0 = rendered }
@@ -129,8 +170,8 @@ public final class MetricStore: Sendable {
     }
 
     /// The conflicts of the updated sources' families with another source's definition.
-    private static func conflicts(of updates: [String: [MetricFamily]], in state: RenderState) -> [FamilyMerger.Conflict] {
-        state.cache.values.flatMap(\.conflicts).filter { updates[$0.source] != nil }
+    private static func conflicts(of updated: Set<String>, in state: RenderState) -> [FamilyMerger.Conflict] {
+        state.cache.values.flatMap(\.conflicts).filter { updated.contains($0.source) }
     }
 
     /// Merges and encodes one family from every source that has it; nil when none has.
