@@ -138,25 +138,21 @@ import Testing
 }
 
 @Suite struct DeliveryTests {
-    func response(_ status: Int, headers: [String: String] = [:], body: String = "") -> OutboundResponse {
-        OutboundResponse(status: status, headers: headers, body: Array(body.utf8))
-    }
-
     @Test func retryAfterFromHeaderOrDiscordBody() {
-        #expect(RetryAfter.parse(response(429, headers: ["retry-after": "2"])) == .seconds(2))
-        #expect(RetryAfter.parse(response(429, body: #"{"retry_after": 1.5}"#)) == .milliseconds(1500))
-        #expect(RetryAfter.parse(response(429)) == nil)
+        #expect(RetryAfter.parse(.with(429, headers: ["retry-after": "2"])) == .seconds(2))
+        #expect(RetryAfter.parse(.with(429, body: #"{"retry_after": 1.5}"#)) == .milliseconds(1500))
+        #expect(RetryAfter.parse(.with(429)) == nil)
     }
 
     /// Regression: `inf`, `nan` and huge values from a third party trapped converting to Int64.
     @Test func retryAfterFromOutsideNeverTraps() {
         for hostile in ["inf", "-inf", "nan", "1e20", "-1e20", "9.3e15", "1e308", "-0"] {
-            let wait = RetryAfter.parse(response(429, headers: ["retry-after": hostile]))
+            let wait = RetryAfter.parse(.with(429, headers: ["retry-after": hostile]))
             #expect(wait.map { $0 >= .zero && $0 <= .seconds(3600) } ?? true, "\(hostile)")
         }
-        #expect(RetryAfter.parse(response(429, headers: ["retry-after": "inf"])) == .seconds(3600))
-        #expect(RetryAfter.parse(response(429, headers: ["retry-after": "-5"])) == .zero)
-        #expect(RetryAfter.parse(response(429, body: #"{"retry_after": 1e400}"#)).map { $0 <= .seconds(3600) } ?? true)
+        #expect(RetryAfter.parse(.with(429, headers: ["retry-after": "inf"])) == .seconds(3600))
+        #expect(RetryAfter.parse(.with(429, headers: ["retry-after": "-5"])) == .zero)
+        #expect(RetryAfter.parse(.with(429, body: #"{"retry_after": 1e400}"#)).map { $0 <= .seconds(3600) } ?? true)
     }
 
     @Test func checkedConversionsRejectWhatDoesNotFit() {

@@ -157,7 +157,7 @@ final class GatedCollector: Collector {
         // A command name with spaces and parentheses must not shift the fields.
         let stat = "1234 (my (weird) proc) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 150 0 0 20 0 7 0 1000 "
             + "104857600 2560 18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0"
-        let stats = try #require(ProcessStats.parse(stat: stat))
+        let stats = try #require(ProcessStats.parse(stat: stat, bootTime: 0))
         #expect(stats.cpuSeconds == 400 / ProcFS.clockTicksPerSecond)
         #expect(stats.threads == 7)
         #expect(stats.virtualBytes == 104_857_600)
@@ -165,7 +165,7 @@ final class GatedCollector: Collector {
     }
 
     @Test func ownProcessIsReadable() throws {
-        let stats = try #require(ProcessStats.read(pid: "self"))
+        let stats = try #require(ProcessStats.read(pid: "self", root: "/proc", bootTime: 0))
         #expect(stats.residentBytes > 0)
         #expect(stats.openFDs ?? 0 > 0)
         #expect(stats.maxFDs ?? 0 > 0)

@@ -9,11 +9,6 @@ import Testing
 
 /// Regressions of the hardening issue that need no running services.
 @Suite struct BoundedFileTests {
-    func temporaryDirectory() -> String {
-        var template = Array("/tmp/telltale-test-XXXXXX".utf8CString)
-        return template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)) }
-    }
-
     @Test func readsARegularFileWithoutTheTrailingLineBreak() throws {
         let path = temporaryDirectory() + "/secret"
         let file = fopen(path, "w")
@@ -106,7 +101,7 @@ import Testing
             #expect(!problem.description.contains("hunter2"))
         }
 
-        let directory = BoundedFileTests().temporaryDirectory()
+        let directory = temporaryDirectory()
         let inside = directory + "/ops"
         let file = fopen(inside, "w")
         fputs("https://hooks.example/y\n", file)

@@ -228,11 +228,7 @@ import Testing
     // MARK: helpers
 
     static func value(_ result: CollectionResult, _ family: String, _ queue: String, state: String? = nil) -> Double? {
-        let series = result.families.first { $0.name == family }?.series.first {
-            $0.labels["queue"] == queue && (state == nil || $0.labels["state"] == state)
-        }
-        if case .number(let value) = series?.value { return value }
-        return nil
+        result.value(family, Labels([("queue", queue)] + (state.map { [("state", $0)] } ?? [])))
     }
 
     static func failure(_ collector: QueueCollector) async throws -> CollectionProblem {
@@ -294,14 +290,12 @@ final class FakeRedis: @unchecked Sendable {
     }
 
     func config(queues: [String]) -> QueueCollectorConfig {
-        var config = QueueCollectorConfig()
+        var config = QueueCollectorConfig.listing(queues)
         config.redis.endpoint = .tcp(host: "127.0.0.1", port: port)
-        config.queues = queues.map { QueueID(prefix: "bull", name: $0) }
-        config.discoveryEnabled = false
         return config
     }
 
-    static func bulk(_ text: String) -> String { "$\(text.utf8.count)\r\n\(text)\r\n" }
+    static func bulk(_ text: String) -> String { RESP.encode(.string(text)) }
 
     /// The 16 replies of a queue's counts round trip, as `QueueCounts` reads them.
     static func countsReplies(wait: Int64, head: String?) -> [RedisValue] {
@@ -333,7 +327,7 @@ final class FakeRedis: @unchecked Sendable {
         }
     }
 
-    private static func answer(_ command: [String], _ keys: Shared<[String]>) -> String {
+    static func answer(_ command: [String], _ keys: Shared<[String]>) -> String {
         switch command.first?.uppercased() ?? "" {
         case "INFO": bulk("# Server\r\nredis_version:7.0.0\r\nredis_mode:standalone\r\n")
         case "AUTH", "SELECT": "+OK\r\n"
@@ -344,7 +338,7 @@ final class FakeRedis: @unchecked Sendable {
         case "ZCARD": command[1].hasSuffix(":completed") ? ":1\r\n" : ":0\r\n"
         case "ZCOUNT": ":0\r\n"
         case "HGET": command[1].hasSuffix(":meta") ? "$-1\r\n" : bulk("1700000000000")
-        case "EXISTS": ":\(command.count - 1)\r\n"
+        case "EXISTS": command[1].hasSuffix(":meta-paused") ? ":0\r\n" : ":\(command.count - 1)\r\n"
         case "XREVRANGE", "XRANGE": "*0\r\n"
         case "HMGET": "*\(command.count - 2)\r\n" + String(repeating: "$-1\r\n", count: command.count - 2)
         default: "-ERR unknown command '\(command.first ?? "")'\r\n"
@@ -353,23 +347,7 @@ final class FakeRedis: @unchecked Sendable {
 
     /// One command (`*n` of bulk strings) from the front of `buffer`, and its size.
     private static func parse(_ buffer: [UInt8]) -> ([String], Int)? {
-        var index = 0
-        func line() -> String? {
-            guard index < buffer.count, let end = buffer[index...].firstIndex(of: UInt8(ascii: "\r")), end + 1 < buffer.count
-            else { return nil }
-            let text = String(decoding: buffer[index..<end], as: UTF8.self)
-            index = end + 2
-            return text
-        }
-        guard let header = line(), header.first == "*", let count = Int(header.dropFirst()) else { return nil }
-        var parts: [String] = []
-        for _ in 0..<count {
-            guard let size = line(), size.first == "$", let length = Int(size.dropFirst()),
-                  index + length + 2 <= buffer.count else { return nil }
-            parts.append(String(decoding: buffer[index..<index + length], as: UTF8.self))
-            index += length + 2
-        }
-        return (parts, index)
+        RESP.decode(buffer[...]).map { ($0.value.array.compactMap(\.string), $0.size) }
     }
 }
 

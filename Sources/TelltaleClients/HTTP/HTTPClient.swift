@@ -21,3 +21,11 @@ public final class HTTPClient: Sendable {
         }
     }
 }
+
+/// What the provider and probe collectors ask of HTTP, so that a scripted fake can stand in
+/// for a server in unit tests.
+package protocol HTTPSending: Sendable {
+    func send(_ request: OutboundRequest) async throws(OutboundHTTPError) -> OutboundResponse
+}
+
+extension HTTPClient: HTTPSending {}

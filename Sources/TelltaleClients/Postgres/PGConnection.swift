@@ -39,6 +39,9 @@ package final class PGConnection: @unchecked Sendable {
     /// `abort()` must never shut down a descriptor number it does not own.
     private let socket: Int32
     private let aborted = Atomic<Bool>(false)
+    /// Set when a pipeline's results came out of step: libpq cannot be trusted to pair the
+    /// next statement with its own results, so the connection is not used again.
+    private var abandoned = false
     private let redact: @Sendable (String) -> String
 
     /// Connects, blocking up to the DSN's or the given `connect_timeout`.
@@ -68,7 +71,7 @@ package final class PGConnection: @unchecked Sendable {
         if socket >= 0 { close(socket) }
     }
 
-    package var isBroken: Bool { aborted.load(ordering: .acquiring) || PQstatus(handle) != CONNECTION_OK }
+    package var isBroken: Bool { aborted.load(ordering: .acquiring) || abandoned || PQstatus(handle) != CONNECTION_OK }
 
     /// Whether `abort()` ended the connection.
     package var wasAborted: Bool { aborted.load(ordering: .acquiring) }
@@ -90,7 +93,7 @@ package final class PGConnection: @unchecked Sendable {
     }
 
     /// Runs several `;`-separated statements in one round trip (simple query protocol) and
-    /// returns every statement's result. Used for the health queries and session settings.
+    /// returns every statement's result. Used for session settings.
     package func executeBatch(_ sql: String) throws(PostgresError) -> [PGResult] {
         guard PQsendQuery(handle, sql) == 1 else {
             throw PostgresError(kind: .connection, message: redact(Self.trimmed(PQerrorMessage(handle))), sqlState: nil)
@@ -107,6 +110,44 @@ package final class PGConnection: @unchecked Sendable {
         }
         if let firstError { throw firstError }
         return results
+    }
+
+    /// Runs statements in one round trip (libpq's pipeline mode) with a sync after each, so
+    /// each is a transaction of its own: one the server refuses (a view the role may not
+    /// read, a statement timeout) costs only its own result, where the server skips every
+    /// statement of an `executeBatch` after the first error. Throws only when the connection
+    /// fails, since then no result can be trusted.
+    package func executePipeline(_ statements: [String]) throws(PostgresError) -> [Result<PGResult, PostgresError>] {
+        guard PQenterPipelineMode(handle) == 1 else { throw abandon() }
+        // All statements are sent before any result is read. In blocking mode that could
+        // deadlock against a server blocked writing results, but a few short statements fit
+        // in the socket's buffer, so sending never waits for the server to read.
+        for sql in statements {
+            guard PQsendQueryParams(handle, sql, 0, nil, nil, nil, nil, 0) == 1, PQpipelineSync(handle) == 1 else { throw abandon() }
+        }
+        var results: [Result<PGResult, PostgresError>] = []
+        for _ in statements {
+            // A statement's results end with NULL, then comes its sync point.
+            var first: Result<PGResult, PostgresError>?
+            while let result = PQgetResult(handle) {
+                let outcome = Result { () throws(PostgresError) in try consume(result) }
+                first = first ?? outcome
+            }
+            let sync = PQgetResult(handle)
+            let synced = PQresultStatus(sync) == PGRES_PIPELINE_SYNC
+            PQclear(sync)
+            guard let first, synced else { throw abandon() }
+            if case .failure(let error) = first, error.kind == .connection { throw abandon(error) }
+            results.append(first)
+        }
+        _ = PQexitPipelineMode(handle)
+        return results
+    }
+
+    /// Marks the connection unusable and returns the error to throw: `error`, or libpq's own.
+    private func abandon(_ error: PostgresError? = nil) -> PostgresError {
+        abandoned = true
+        return error ?? PostgresError(kind: .connection, message: redact(Self.trimmed(PQerrorMessage(handle))), sqlState: nil)
     }
 
     /// Channels of the NOTIFY messages received since the last call (after LISTEN).

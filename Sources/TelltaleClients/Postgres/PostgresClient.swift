@@ -44,17 +44,19 @@ public actor PostgresClient {
     }
 
     /// Runs one statement with `$n` parameters and returns its rows.
-    public func query(_ sql: String, parameters: [String?] = [], timeouts: QueryTimeouts) async throws(PostgresError) -> PGResult {
+    public func query(_ sql: String, parameters: [String?], timeouts: QueryTimeouts) async throws(PostgresError) -> PGResult {
         try await withConnection(timeouts) { connection throws(PostgresError) in
             try connection.execute(sql, parameters: parameters)
         }
     }
 
-    /// Runs several `;`-separated statements in one round trip; one result per statement.
-    public func batch(_ sql: String, timeouts: QueryTimeouts) async throws(PostgresError) -> [PGResult] {
-        let statements = sql.split(separator: ";", omittingEmptySubsequences: true).count
-        return try await withConnection(timeouts, statements: statements) { connection throws(PostgresError) in
-            try connection.executeBatch(sql)
+    /// Runs statements in one round trip, each on its own: one result or error per statement.
+    /// Throws only when no statement could be answered (no connection, a broken one).
+    public func pipeline(_ statements: [String], timeouts: QueryTimeouts)
+        async throws(PostgresError) -> [Result<PGResult, PostgresError>]
+    {
+        try await withConnection(timeouts, statements: statements.count) { connection throws(PostgresError) in
+            try connection.executePipeline(statements)
         }
     }
 
@@ -184,6 +186,23 @@ public actor PostgresClient {
         }
     }
 }
+
+/// The statements collectors run, so that a scripted fake can stand in for a server in unit tests.
+package protocol PostgresQuerying: Sendable {
+    /// The target's name, the `target` label of its series.
+    var target: String { get }
+    func query(_ sql: String, parameters: [String?], timeouts: QueryTimeouts) async throws(PostgresError) -> PGResult
+    func pipeline(_ statements: [String], timeouts: QueryTimeouts) async throws(PostgresError) -> [Result<PGResult, PostgresError>]
+}
+
+extension PostgresQuerying {
+    /// Runs one statement without parameters.
+    package func query(_ sql: String, timeouts: QueryTimeouts) async throws(PostgresError) -> PGResult {
+        try await query(sql, parameters: [], timeouts: timeouts)
+    }
+}
+
+extension PostgresClient: PostgresQuerying {}
 
 /// Decides, once, whether a statement finished or its watchdog fired first.
 private final class WorkDeadline: Sendable {

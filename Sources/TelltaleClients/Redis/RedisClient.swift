@@ -86,6 +86,16 @@ public struct RedisSettings: Sendable, Equatable, CustomStringConvertible {
     }
 }
 
+/// What the queue collector asks of Redis, so that a scripted fake can stand in for a
+/// server in unit tests.
+package protocol RedisQuerying: Sendable {
+    /// Network round trips made so far.
+    var roundTripCount: UInt64 { get }
+    func pipeline(_ commands: RedisCommands) async throws(RedisError) -> [RedisValue]
+}
+
+extension RedisClient: RedisQuerying {}
+
 /// Telltale's access to one Redis: one connection, one pipeline in flight, reconnects with
 /// capped backoff, blocking hiredis calls on the client's own thread.
 public actor RedisClient {

@@ -29,12 +29,15 @@ public final class HostCollector: Collector {
     public let name = "host"
     public let schedule: Schedule
     let mountPoints: [String]
+    /// Where procfs is mounted: a fixture tree in unit tests.
+    let procRoot: String
     /// CPU counters of the previous run, to turn cumulative jiffies into a recent ratio.
     private let previousCPU = Mutex<CPUTimes?>(nil)
 
-    public init(schedule: Schedule, mountPoints: [String]) {
+    public init(schedule: Schedule, mountPoints: [String], procRoot: String = "/proc") {
         self.schedule = schedule
         self.mountPoints = mountPoints
+        self.procRoot = procRoot
     }
 
     public func collect() async throws -> CollectionResult {
@@ -54,17 +57,17 @@ public final class HostCollector: Collector {
         if let ratio = cpuUsage() {
             gauge(Self.cpu, [(.none, ratio)])
         } else {
-            problems.append(CollectionProblem(reason: "procfs", "cannot read /proc/stat"))
+            problems.append(CollectionProblem(reason: "procfs", "cannot read \(procRoot)/stat"))
         }
-        let memory = ProcFS.read("/proc/meminfo").map(ProcFS.keyedNumbers) ?? [:]
+        let memory = ProcFS.read("\(procRoot)/meminfo").map(ProcFS.keyedNumbers) ?? [:]
         if let total = memory["MemTotal"], let available = memory["MemAvailable"], total > 0 {
             gauge(Self.memory, [(.none, 1 - available / total)])
             gauge(Self.memoryTotal, [(.none, total * 1024)])
             gauge(Self.memoryAvailable, [(.none, available * 1024)])
         } else {
-            problems.append(CollectionProblem(reason: "procfs", "cannot read MemTotal and MemAvailable from /proc/meminfo"))
+            problems.append(CollectionProblem(reason: "procfs", "cannot read MemTotal and MemAvailable from \(procRoot)/meminfo"))
         }
-        if let averages = ProcFS.read("/proc/loadavg")?.split(separator: " ").prefix(3).compactMap({ Double($0) }),
+        if let averages = ProcFS.read("\(procRoot)/loadavg")?.split(separator: " ").prefix(3).compactMap({ Double($0) }),
            averages.count == 3 {
             gauge(Self.load, zip(["1m", "5m", "15m"], averages).map { (["window": $0.0], $0.1) })
         }
@@ -94,7 +97,7 @@ public final class HostCollector: Collector {
 
     /// Busy share since the previous run; on the first run, since boot.
     private func cpuUsage() -> Double? {
-        guard let current = ProcFS.read("/proc/stat").flatMap(CPUTimes.parse) else { return nil }
+        guard let current = ProcFS.read("\(procRoot)/stat").flatMap(CPUTimes.parse) else { return nil }
         let previous = previousCPU.withLock { previous in
             defer { previous = current }
             return previous

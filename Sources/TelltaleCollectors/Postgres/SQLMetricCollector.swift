@@ -10,7 +10,7 @@ public final class SQLMetricCollector: Collector {
     public let name: String
     public let schedule: Schedule
     let query: SQLMetricConfig
-    let client: PostgresClient
+    let client: any PostgresQuerying
 
     private struct State {
         var accumulated: FamilyBuilder
@@ -20,7 +20,7 @@ public final class SQLMetricCollector: Collector {
 
     private let state: Mutex<State>
 
-    public init(client: PostgresClient, query: SQLMetricConfig) {
+    package init(client: any PostgresQuerying, query: SQLMetricConfig) {
         self.name = "sql:\(client.target):\(query.descriptor.name)"
         self.schedule = query.schedule
         self.query = query

@@ -18,7 +18,7 @@ public final class ProbeCollector: Collector {
     public let name: String
     public let schedule: Schedule
     let config: ProbeConfig
-    let http: HTTPClient
+    let http: any HTTPSending
 
     private struct State {
         var duration: FamilyBuilder
@@ -28,7 +28,7 @@ public final class ProbeCollector: Collector {
 
     private let state: Mutex<State>
 
-    public init(config: ProbeConfig, http: HTTPClient) {
+    package init(config: ProbeConfig, http: any HTTPSending) {
         self.name = "probe:\(config.name)"
         self.schedule = config.schedule
         self.config = config

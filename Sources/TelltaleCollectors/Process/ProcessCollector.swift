@@ -28,10 +28,16 @@ public struct ProcessCollector: Collector {
     let watched: [WatchedProcess]
     /// Each watched pattern, compiled once (the configuration checked that it compiles).
     private let patterns: [String: BoundedRegex]
+    /// Where procfs is mounted: a fixture tree in unit tests.
+    let procRoot: String
+    /// Read once: processes' start times count from it, and it does not change.
+    private let bootTime: Double
 
-    public init(schedule: Schedule, watched: [WatchedProcess]) {
+    public init(schedule: Schedule, watched: [WatchedProcess], procRoot: String = "/proc") {
         self.schedule = schedule
         self.watched = watched
+        self.procRoot = procRoot
+        bootTime = ProcFS.bootTime(root: procRoot) ?? 0
         patterns = Dictionary(watched.compactMap { process in
             guard case .pattern(let pattern) = process.match else { return nil }
             return (try? BoundedRegex(pattern, anchoring: .anywhere)).map { (pattern, $0) }
@@ -44,8 +50,8 @@ public struct ProcessCollector: Collector {
 
     /// Reads /proc, which can block (a hung mount): run only on `BlockingIO`'s threads.
     private func collectBlocking() throws -> CollectionResult {
-        guard let own = ProcessStats.read(pid: "self") else {
-            throw CollectionProblem(reason: "procfs", "cannot read /proc/self/stat")
+        guard let own = ProcessStats.read(pid: "self", root: procRoot, bootTime: bootTime) else {
+            throw CollectionProblem(reason: "procfs", "cannot read \(procRoot)/self/stat")
         }
         var ownFamilies = ProcessFamilies(prefix: "process")
         ownFamilies.add(own)
@@ -58,12 +64,12 @@ public struct ProcessCollector: Collector {
 
     private func watchedFamilies() -> [MetricFamily] {
         let commandLines = watched.contains { if case .pattern = $0.match { true } else { false } }
-            ? Self.commandLines() : [:]
+            ? commandLines() : [:]
         var figures = ProcessFamilies(prefix: "telltale_process")
         var up = FamilyBuilder(ProcessFamilies.up)
         for process in watched {
             let pids = matchingPIDs(process.match, commandLines: commandLines)
-            let stats = pids.compactMap { ProcessStats.read(pid: $0) }
+            let stats = pids.compactMap { ProcessStats.read(pid: $0, root: procRoot, bootTime: bootTime) }
             up.set(Double(stats.count), ["name": process.name])
             if let combined = ProcessStats.combined(stats) {
                 figures.add(combined, ["name": process.name])
@@ -87,11 +93,11 @@ public struct ProcessCollector: Collector {
     }
 
     /// Command lines of every process but Telltale itself, keyed by pid.
-    private static func commandLines() -> [String: String] {
+    private func commandLines() -> [String: String] {
         let own = "\(getpid())"
         var lines: [String: String] = [:]
-        for pid in ProcFS.list("/proc") ?? [] where pid != own && pid.allSatisfy(\.isNumber) {
-            guard let raw = ProcFS.read("/proc/\(pid)/cmdline"), !raw.isEmpty else { continue }
+        for pid in ProcFS.list(procRoot) ?? [] where pid != own && pid.allSatisfy(\.isNumber) {
+            guard let raw = ProcFS.read("\(procRoot)/\(pid)/cmdline"), !raw.isEmpty else { continue }
             lines[pid] = raw.split(separator: "\0").joined(separator: " ")
         }
         return lines

@@ -25,7 +25,7 @@ public final class ProviderCollector: Collector {
     public let name: String
     public let schedule: Schedule
     let config: ProviderConfig
-    let http: HTTPClient
+    let http: any HTTPSending
     private let redactor: Redactor
 
     private struct State {
@@ -41,7 +41,7 @@ public final class ProviderCollector: Collector {
 
     private let state: Mutex<State>
 
-    public init(config: ProviderConfig, http: HTTPClient) {
+    package init(config: ProviderConfig, http: any HTTPSending) {
         self.name = "provider:\(config.name)"
         self.schedule = config.schedule
         self.config = config

@@ -18,7 +18,7 @@ public final class QueueCollector: Collector {
     public let name = "queues"
     public let schedule: Schedule
     let config: QueueCollectorConfig
-    let client: RedisClient
+    let client: any RedisQuerying
     /// The password, out of every message (Redis may echo a command's arguments).
     let redactor: Redactor
     /// The queues listed in the configuration: collected whether or not they exist.
@@ -47,10 +47,15 @@ public final class QueueCollector: Collector {
 
     private let state: Mutex<State>
 
-    public init(config: QueueCollectorConfig) {
+    public convenience init(config: QueueCollectorConfig) {
+        self.init(config: config, client: RedisClient(settings: config.redis))
+    }
+
+    /// Reads the queues through `client` rather than the configured Redis (unit tests' fakes).
+    package init(config: QueueCollectorConfig, client: any RedisQuerying) {
         self.config = config
         self.schedule = config.schedule
-        self.client = RedisClient(settings: config.redis)
+        self.client = client
         redactor = Redactor(config.redis.password.map { [$0] } ?? [])
         explicitQueues = Set(config.queues)
         state = Mutex(State(

@@ -15,7 +15,7 @@ struct QueueDiscovery: Sendable {
     var isDue: Bool { !pendingPrefixes.isEmpty || nextPass.map { ContinuousClock.now >= $0 } ?? true }
 
     /// Continues (or starts) a pass within `budget`.
-    mutating func advance(client: RedisClient, config: QueueCollectorConfig) async throws(RedisError) {
+    mutating func advance(client: any RedisQuerying, config: QueueCollectorConfig) async throws(RedisError) {
         if pendingPrefixes.isEmpty {
             pendingPrefixes = config.prefixes
             found = []

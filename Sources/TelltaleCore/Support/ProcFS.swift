@@ -48,10 +48,13 @@ package enum ProcFS {
         return values
     }
 
-    /// The system's boot time in Unix seconds (`btime` in /proc/stat).
-    package static let bootTime: Double? = read("/proc/stat").flatMap { text in
-        text.split(separator: "\n").first { $0.hasPrefix("btime ") }
-            .flatMap { Double($0.dropFirst("btime ".count)) }
+    /// The system's boot time in Unix seconds (`btime` in `<root>/stat`), `root` being where
+    /// procfs is mounted (a fixture tree in tests).
+    package static func bootTime(root: String) -> Double? {
+        read("\(root)/stat").flatMap { text in
+            text.split(separator: "\n").first { $0.hasPrefix("btime ") }
+                .flatMap { Double($0.dropFirst("btime ".count)) }
+        }
     }
 }
 
@@ -65,17 +68,18 @@ package struct ProcessStats: Sendable, Equatable {
     package var openFDs: Double?
     package var maxFDs: Double?
 
-    /// Reads `/proc/<pid>/…`; `pid` may be `self`. Nil when the process is gone.
-    package static func read(pid: String) -> ProcessStats? {
-        guard let stat = ProcFS.read("/proc/\(pid)/stat"), var stats = parse(stat: stat) else { return nil }
-        stats.openFDs = ProcFS.list("/proc/\(pid)/fd").map { Double($0.count) }
-        stats.maxFDs = ProcFS.read("/proc/\(pid)/limits").flatMap(parseMaxFDs)
+    /// Reads `<root>/<pid>/…`; `pid` may be `self`. Nil when the process is gone.
+    package static func read(pid: String, root: String, bootTime: Double) -> ProcessStats? {
+        guard let stat = ProcFS.read("\(root)/\(pid)/stat"), var stats = parse(stat: stat, bootTime: bootTime) else { return nil }
+        stats.openFDs = ProcFS.list("\(root)/\(pid)/fd").map { Double($0.count) }
+        stats.maxFDs = ProcFS.read("\(root)/\(pid)/limits").flatMap(parseMaxFDs)
         return stats
     }
 
-    /// Parses /proc/PID/stat. The command name (field 2) may contain spaces and parentheses,
-    /// so fields are counted from after the last `)`.
-    package static func parse(stat: String) -> ProcessStats? {
+    /// Parses /proc/PID/stat, whose start time counts from `bootTime` (Unix seconds). The
+    /// command name (field 2) may contain spaces and parentheses, so fields are counted from
+    /// after the last `)`.
+    package static func parse(stat: String, bootTime: Double) -> ProcessStats? {
         guard let close = stat.lastIndex(of: ")") else { return nil }
         let fields = stat[stat.index(after: close)...].split(separator: " ")
         // fields[0] is field 3 (state); field N is fields[N - 3].
@@ -89,7 +93,7 @@ package struct ProcessStats: Sendable, Equatable {
             residentBytes: rssPages * ProcFS.pageSize,
             virtualBytes: vsize,
             threads: threads,
-            startTime: (ProcFS.bootTime ?? 0) + startTicks / ProcFS.clockTicksPerSecond)
+            startTime: bootTime + startTicks / ProcFS.clockTicksPerSecond)
     }
 
     /// The soft limit of `Max open files` in /proc/PID/limits (nil when unlimited).
