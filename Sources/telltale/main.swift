@@ -7,8 +7,36 @@ import TelltaleAlerting
 import TelltaleCore
 import TelltaleServer
 
-/// `telltale`: a thin front end over TelltaleApp.
+/// The entry point. It ends the process with `_exit`, not `exit`: a thread left in a hung
+/// libpq, hiredis or libcurl call, or a connection being freed on a client's thread, must
+/// not race the C libraries' exit handlers (OpenSSL's cleanup), which crashed `telltale
+/// migrate` after its output about once in fifty runs on a busy machine.
 @main
+enum Entry {
+    static func main() async {
+        var code: Int32 = 0
+        do {
+            var command = try TelltaleCommand.parseAsRoot()
+            if var command = command as? any AsyncParsableCommand {
+                try await command.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            code = TelltaleCommand.exitCode(for: error).rawValue
+            let message = TelltaleCommand.fullMessage(for: error)
+            if code == 0 {
+                if !message.isEmpty { print(message) }  // --help, --version
+            } else if !message.isEmpty {
+                printError(message)
+            }
+        }
+        fflush(nil)
+        _exit(code)
+    }
+}
+
+/// `telltale`: a thin front end over TelltaleApp.
 struct TelltaleCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "telltale",
