@@ -5,7 +5,7 @@
 #   2. scripts/services.sh start        throw-away PostgreSQL + Redis; always
 #                                       stopped again when this script exits
 #   3. swift build --build-tests        debug build of the package and its tests
-#   4. swift test --skip-build          XCTest + Swift Testing
+#   4. swift test --skip-build          the Swift Testing suites in Tests/ (no XCTest)
 #   5. scripts/build-release.sh        release build of telltale, as it ships
 #   6. pytest tests/                    end-to-end tests against the release binary
 #                                       (TELLTALE_BIN), with $RUN_DIR/env exported

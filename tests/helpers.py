@@ -10,12 +10,17 @@ Reading an exposition
 Scraping a running telltale (conftest's Telltale)
   scrape(tt)                        Samples of one GET /metrics (parse=: a subclass)
   timed_scrape(tt) / timed_scrapes(tt, count)
-                                    fresh GETs and how long each took (FAST_SCRAPE)
-Waiting
+                                    fresh GETs and how long each took
+  assert_not_hung(times)            none of those took HUNG seconds (a hang, not speed)
+  collector_runs(samples, name)     how many runs of a collector telltale has recorded
+Waiting (never a bare sleep between an action and an assertion: wait for what shows it)
   wait_until(predicate, timeout, what)    poll predicate() until truthy, else fail
   poll(predicate, timeout)                the same, but None at the deadline
   wait_for(tt, predicate, timeout, what)  scrape until predicate(samples):
                                           (samples, seconds waited)
+  wait_runs(tt, collectors, runs)   scrape until each collector has run `runs` more times
+  holds_for(predicate, seconds, what)     predicate() stays truthy for that long: the one
+                                          place a test lets time pass on purpose
 Checking
   promtool_check(text)              `promtool check metrics` accepts the text
   assert_secrets_absent(secrets, **texts)
@@ -41,7 +46,13 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"  # an Accept header asking for OpenMetrics
-FAST_SCRAPE = 0.1  # seconds: /metrics must answer within this, whatever a collector is waiting for
+# Tests do not time telltale: a scrape takes milliseconds, and how many is measured by
+# scripts/bench (BENCHMARKS.md), on a quiet machine, as percentiles.  What tests check is
+# that a request never waits for a collector or a hung backend.  Such a request takes about
+# the collector's timeout (1 s in every test here) or as long as the backend hangs, so a
+# request is called hung at HUNG seconds: that long is far beyond what scheduling on a busy
+# 2-core CI machine adds to a fast answer.
+HUNG = 1.0
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 
 # The lines Samples.excerpt() shows by default (also in wait_for's timeout message).
@@ -160,6 +171,18 @@ def timed_scrapes(tt, count: int = 5, path: str = "/metrics", timeout: float = 1
     return times, body
 
 
+def assert_not_hung(times: list[float], what: str = "/metrics") -> None:
+    """None of the requests timed in ``times`` (seconds) took HUNG seconds or more."""
+    assert max(times) < HUNG, (f"a request to {what} took {max(times):.2f}s (>= {HUNG}s: it waited for something); "
+                               f"all, in ms: {[round(t * 1000, 1) for t in times]}")
+
+
+def collector_runs(s: Samples, collector: str) -> float:
+    """How many runs of ``collector`` telltale has recorded (the count of its
+    telltale_collector_duration_seconds histogram); 0 before the first."""
+    return s.get("telltale_collector_duration_seconds_count", collector=collector) or 0
+
+
 # ------------------------------------------------------------------------- waiting
 
 
@@ -224,6 +247,36 @@ def wait_for(tt, predicate: Callable[[Samples], Any], timeout: float, what: str,
 
     found = wait_until(matched, timeout, what, poll, details=details)
     return found, time.monotonic() - start
+
+
+def wait_runs(tt, collectors: str | tuple[str, ...] | list[str], runs: int = 3, timeout: float = 15, *,
+              parse: type[Samples] = Samples) -> Samples:
+    """Scrape until each of ``collectors`` has recorded ``runs`` more runs than at the call,
+    and return that scrape: the positive sign that time has passed for telltale, where a
+    test checks that something did *not* change.  A collector's runs follow one another
+    (the next starts once the last one's results are published) and a run's count reaches
+    /metrics no sooner than its results, so with the default 3 the scrape shows the
+    results of at least one run that started after the call."""
+    names = (collectors,) if isinstance(collectors, str) else tuple(collectors)
+    first = scrape(tt, parse=parse)
+    want = {name: collector_runs(first, name) + runs for name in names}
+    found, _ = wait_for(tt, lambda s: all(collector_runs(s, n) >= want[n] for n in names), timeout,
+                        f"{runs} more runs of {', '.join(names)} (to reach {want})", parse=parse)
+    return found
+
+
+def holds_for(predicate: Callable[[], Any], seconds: float, what: str, interval: float = 0.1) -> Any:
+    """Checks ``predicate()`` every ``interval`` seconds for ``seconds``: it must be truthy
+    every time (fails at the first falsy result).  For the checks that really are about
+    time passing ("nothing happens for N s"): say why N in a comment at the call.
+    Returns the last result."""
+    deadline = time.monotonic() + seconds
+    while True:
+        result = predicate()
+        assert result, f"no longer true after {seconds - (deadline - time.monotonic()):.2f}s: {what} (got {result!r})"
+        if time.monotonic() >= deadline:
+            return result
+        time.sleep(interval)
 
 
 # ------------------------------------------------------------------------ checking

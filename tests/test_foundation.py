@@ -27,7 +27,7 @@ from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
 )
 
-from helpers import assert_secrets_absent, promtool_check, samples, value
+from helpers import assert_secrets_absent, holds_for, promtool_check, samples, value, wait_until
 
 # What Prometheus itself sends when scraping (scrape_classic / default negotiation).
 PROMETHEUS_ACCEPT = (
@@ -57,12 +57,22 @@ collectors:
 
 NO_ACCEPT_ENCODING = {"Accept-Encoding": None}  # requests drops a header set to None
 
+# How long telltale may take to exit after SIGTERM/SIGINT before a test calls it hung. It
+# normally takes a few hundred milliseconds at most; what the tests catch is a shutdown
+# held up by something that never ends by itself: a kept-alive connection (held until
+# the 120 s idle timeout), a collector run stuck in a blocking call, a lost signal. Far
+# below those, far above what a busy 2-core CI machine adds to a prompt exit.
+EXIT_BOUND = 10.0
+
 
 # --------------------------------------------------------------------- helpers
 
 
 def wait_ready(tt, timeout: float = 8.0) -> list[int]:
-    """Polls /readyz until 200; returns every status seen (the first may be 503)."""
+    """Polls /readyz until 200; returns every status seen (the first may be 503).  Ready
+    means every collector's first results are on /metrics (a run is marked done only
+    once its families are in the store), and waiting for it scrapes nothing, so
+    telltale_scrapes_total still counts only the test's own scrapes."""
     seen: list[int] = []
     deadline = time.monotonic() + timeout
     while True:
@@ -75,13 +85,6 @@ def wait_ready(tt, timeout: float = 8.0) -> list[int]:
         if time.monotonic() > deadline:
             pytest.fail(f"/readyz still {r.status_code} after {timeout}s: {r.text!r}\n{tt.describe()}")
         time.sleep(0.05)
-
-
-def wait_settled(tt) -> None:
-    """Ready, plus a moment for the last first run to be published (a collector's status
-    is recorded just before its families reach the store)."""
-    wait_ready(tt)
-    time.sleep(0.3)
 
 
 def get_raw(tt, path: str = "/metrics", headers: dict | None = None) -> tuple[requests.Response, bytes]:
@@ -155,7 +158,7 @@ def test_once_without_config_prints_valid_exposition(run_cli, tmp_path):
 
 def test_promtool_accepts_live_text_metrics(start_telltale):
     tt = start_telltale(FAST_COLLECTORS)
-    wait_settled(tt)
+    wait_ready(tt)
     r, body = get_raw(tt, headers=NO_ACCEPT_ENCODING)
     assert r.status_code == 200
     assert r.headers["Content-Type"] == TEXT_CONTENT_TYPE
@@ -171,7 +174,7 @@ def test_promtool_accepts_live_text_metrics(start_telltale):
 
 def test_openmetrics_with_prometheus_accept_header(start_telltale):
     tt = start_telltale(FAST_COLLECTORS)
-    wait_settled(tt)
+    wait_ready(tt)
     r, body = get_raw(tt, headers={"Accept": PROMETHEUS_ACCEPT, **NO_ACCEPT_ENCODING})
     assert r.status_code == 200
     assert r.headers["Content-Type"] == OPENMETRICS_CONTENT_TYPE
@@ -223,7 +226,7 @@ def test_content_negotiation(start_telltale, accept, expected):
 @pytest.mark.parametrize("accept", [None, PROMETHEUS_ACCEPT], ids=["text", "openmetrics"])
 def test_gzip_decompresses_to_the_plain_response(start_telltale, accept):
     tt = start_telltale(STABLE_COLLECTORS)
-    wait_settled(tt)
+    wait_ready(tt)
     base = {} if accept is None else {"Accept": accept}
 
     plain_r, plain = get_raw(tt, headers={**base, **NO_ACCEPT_ENCODING})
@@ -263,7 +266,7 @@ def test_gzip_decompresses_to_the_plain_response(start_telltale, accept):
 @pytest.mark.parametrize("accept", [None, PROMETHEUS_ACCEPT], ids=["text", "openmetrics"])
 def test_gzip_with_curl_compressed(start_telltale, tmp_path, accept):
     tt = start_telltale(STABLE_COLLECTORS)
-    wait_settled(tt)
+    wait_ready(tt)
     accept_args = [] if accept is None else ["-H", f"Accept: {accept}"]
 
     def curl(*extra):
@@ -312,7 +315,7 @@ def test_accept_encoding_variants(start_telltale, accept_encoding, gzipped):
 
 def test_scrape_counter_counts_requests_exactly(start_telltale):
     tt = start_telltale(STABLE_COLLECTORS)
-    wait_settled(tt)  # /healthz and /readyz are not scrapes
+    wait_ready(tt)  # /healthz and /readyz are not scrapes
     expected = {"text": 0, "openmetrics": 0}
     plan = [
         ("text", {}),
@@ -494,33 +497,35 @@ def test_rejected_requests_are_not_counted_as_scrapes(start_telltale):
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 @pytest.mark.parametrize("keepalive", [False, True], ids=["idle", "keepalive-open"])
-def test_signal_exits_zero_within_one_second(start_telltale, sig, keepalive):
+def test_signal_exits_zero_promptly(start_telltale, sig, keepalive):
     tt = start_telltale(FAST_COLLECTORS)
     wait_ready(tt)
     session = requests.Session()
     if keepalive:
-        # A scraper's kept-alive connection must not hold the shutdown up.
+        # A scraper's kept-alive connection must not hold the shutdown up (until the idle timeout).
         assert session.get(tt.url + "/metrics", timeout=5).status_code == 200
     started = time.monotonic()
     tt.proc.send_signal(sig)
     try:
-        code = tt.proc.wait(timeout=5)
+        code = tt.proc.wait(timeout=EXIT_BOUND)
     except subprocess.TimeoutExpired:
         tt.kill()
-        pytest.fail(f"telltale did not exit within 5 s of {sig.name}\n{tt.describe()}")
-    elapsed = time.monotonic() - started
-    session.close()
+        pytest.fail(f"telltale did not exit within {EXIT_BOUND} s of {sig.name}\n{tt.describe()}")
+    finally:
+        session.close()
+    print(f"[{sig.name}] exited {time.monotonic() - started:.3f}s after the signal")
     assert code == 0, f"exit code {code} after {sig.name}\n{tt.describe()}"
-    assert elapsed < 1.0, f"exit took {elapsed:.3f} s after {sig.name}"
 
 
 def test_sigterm_right_after_start(start_telltale):
     tt = start_telltale(STABLE_COLLECTORS)  # /healthz answers; first runs may still be under way
-    started = time.monotonic()
     tt.proc.send_signal(signal.SIGTERM)
-    code = tt.proc.wait(timeout=5)
+    try:
+        code = tt.proc.wait(timeout=EXIT_BOUND)
+    except subprocess.TimeoutExpired:
+        tt.kill()
+        pytest.fail(f"telltale did not exit within {EXIT_BOUND} s of a SIGTERM right after start\n{tt.describe()}")
     assert code == 0, tt.describe()
-    assert time.monotonic() - started < 1.0
 
 
 # ------------------------------------------------------------ configuration errors
@@ -730,7 +735,7 @@ collectors:
   host: {{interval: 1s, timeout: 1s}}
 """
     tt = start_telltale(config)
-    wait_settled(tt)
+    wait_ready(tt)
     text = tt.metrics()
     promtool_check(text)
     table = samples(text)
@@ -763,13 +768,14 @@ collectors:
     # The watched process goes away: its count drops to 0 within a couple of runs.
     first.kill()
     first.wait(timeout=5)
-    deadline = time.monotonic() + 5
-    while True:
+
+    def gone():
+        nonlocal table
         table = samples(tt.metrics())
-        if up("sleeper") == 0 and up("pidfile") == 0 and up("both") == 1:
-            break
-        assert time.monotonic() < deadline, (up("sleeper"), up("pidfile"), up("both"))
-        time.sleep(0.2)
+        return up("sleeper") == 0 and up("pidfile") == 0 and up("both") == 1
+
+    wait_until(gone, 10, "sleeper and pidfile 0, both 1 once the first sleeper is killed",
+               details=lambda: f" (sleeper, pidfile, both) = {(up('sleeper'), up('pidfile'), up('both'))}")
 
 
 def test_label_values_are_escaped(start_telltale):
@@ -782,7 +788,7 @@ def test_label_values_are_escaped(start_telltale):
         for name in names
     )
     tt = start_telltale(f"collectors:\n  process:\n    interval: 1s\n    timeout: 1s\n    watch:\n{watch}\n")
-    wait_settled(tt)
+    wait_ready(tt)
     text = tt.metrics()
     promtool_check(text)
     table = samples(text)
@@ -795,7 +801,7 @@ def test_label_values_are_escaped(start_telltale):
 
 def test_metrics_with_query_string(start_telltale):
     tt = start_telltale(STABLE_COLLECTORS)
-    wait_settled(tt)
+    wait_ready(tt)
     r = tt.get("/metrics?collect[]=process&x=1")
     assert r.status_code == 200
     assert "process_cpu_seconds_total" in r.text
@@ -815,7 +821,7 @@ def test_pipelined_requests_are_answered_in_order(start_telltale):
     # /metrics is answered on the event loop, everything else by the router: a /metrics request
     # pipelined behind a router request must still come back after it.
     tt = start_telltale(STABLE_COLLECTORS)
-    wait_settled(tt)
+    wait_ready(tt)
     requests = [
         b"GET /readyz HTTP/1.1\r\nHost: t\r\n\r\n",
         b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n",
@@ -912,10 +918,10 @@ collectors:
     wait_ready(tt)
     assert value(tt.metrics(), "telltale_collector_up", collector="process") == 1
     assert value(tt.metrics(), "telltale_process_up", name="stuck") == 0
-    started = time.monotonic()
     tt.proc.send_signal(signal.SIGTERM)
     try:
-        code = tt.proc.wait(timeout=3)
+        # A run stuck in open() would hold the exit up for as long as the FIFO has no writer.
+        code = tt.proc.wait(timeout=EXIT_BOUND)
     except subprocess.TimeoutExpired:
         # Release the blocked open(): if telltale now exits, the stuck run was the cause.
         try:
@@ -928,16 +934,18 @@ collectors:
         except subprocess.TimeoutExpired:
             detail = "it still had not exited after the blocked read was released"
         tt.kill()
-        pytest.fail(f"telltale did not exit within 3 s of SIGTERM; {detail}\n{tt.describe()}")
+        pytest.fail(f"telltale did not exit within {EXIT_BOUND} s of SIGTERM; {detail}\n{tt.describe()}")
     assert code == 0
-    assert time.monotonic() - started < 1.0
 
 
 def test_serves_with_every_collector_disabled(start_telltale):
     """With nothing to collect Telltale still serves its own metrics until told to stop."""
     tt = start_telltale("collectors: {host: {enabled: false}, process: {enabled: false}}\n")
     wait_ready(tt)
-    time.sleep(1.0)
-    assert tt.proc.poll() is None, tt.describe()
-    assert "telltale_build_info{" in tt.metrics()
+    # Nothing to wait for: no collector runs, so no counter moves by itself. The bug this
+    # guards against is the service group ending at once with nothing in it, so telltale
+    # must keep running and serving throughout a while (1 s: many times the time it takes
+    # to start, and to quit).
+    holds_for(lambda: tt.running and "telltale_build_info{" in tt.metrics(), 1.0,
+              "telltale running and serving with every collector disabled")
     assert tt.stop(signal.SIGTERM) == 0

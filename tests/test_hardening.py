@@ -28,7 +28,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fakes"))
 
-from helpers import descendants, samples, series, timed_scrape, value, wait_until  # noqa: E402
+from helpers import (  # noqa: E402
+    assert_not_hung, descendants, samples, series, timed_scrape, value, wait_runs, wait_until,
+)
 from test_alerting import Harness, h, rx, sql_literal, status_row  # noqa: E402,F401  (fixtures)
 
 NO_DEFAULT_COLLECTORS = "collectors: {host: {enabled: false}, process: {enabled: false}}"
@@ -282,7 +284,7 @@ def test_catastrophic_regex_is_that_rules_error_and_nothing_freezes(h: Harness) 
     h.set_level(20)
     h.wait_accepted(path, 1)
     times = [timed_scrape(tt, "/healthz")[1] for _ in range(20)]
-    assert max(times) < 1.0, times
+    assert_not_hung(times, "/healthz")
     assert "match budget" in " ".join(status_row(tt, "evil") or [])
 
 
@@ -361,7 +363,9 @@ def test_one_log_line_per_transition_while_the_database_is_down(h: Harness, serv
         victim.kill()
         victim.wait()
         wait_until(lambda: "alert firing" in tt.logs(), 10, "the transition logged")
-        time.sleep(5)  # several evaluations (1 s interval) with the database still down
+        # Many more evaluations (one after every run of the process collector) with the database still down.
+        wait_runs(tt, "process", 10)
+        assert value(samples(tt.metrics()), "telltale_alerting_database_up") == 0
         assert tt.logs().count("alert firing") == 1, tt.logs()[-3000:]
     finally:
         victim.kill()
@@ -411,17 +415,17 @@ def stopped(pid: int) -> Iterator[None]:
 
 
 def assert_answers_quickly(tt, seconds: float) -> list[float]:
-    """/metrics and /healthz keep answering for `seconds`: every request within 1 s, and at
-    least 90 % within 100 ms (generous: CI is a busy 2-core machine; BENCHMARKS.md has the
-    real percentiles)."""
+    """/metrics and /healthz keep answering throughout `seconds` (the backend stays hung
+    all that time: what is checked is that no request waits for it), none of them hung
+    (helpers.HUNG). How fast they answer is scripts/bench/hung.sh's business
+    (BENCHMARKS.md has the percentiles), not a test's."""
     times: list[float] = []
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         for path in ("/metrics", "/healthz"):
             times.append(timed_scrape(tt, path, timeout=5)[1])
-        time.sleep(0.05)
-    ordered = sorted(times)
-    assert ordered[-1] < 1.0 and ordered[int(len(ordered) * 0.9)] < 0.1, [round(t * 1000, 1) for t in ordered]
+        time.sleep(0.05)  # pacing the sampling
+    assert_not_hung(times, "/metrics or /healthz")
     return times
 
 

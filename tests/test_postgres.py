@@ -30,8 +30,8 @@ import pytest
 import yaml
 
 from helpers import (
-    FAST_SCRAPE, OPENMETRICS, Samples, promtool_check, psql_argv, psql_binary, run_psql, scrape, timed_scrapes,
-    wait_for,
+    OPENMETRICS, Samples, assert_not_hung, promtool_check, psql_argv, psql_binary, run_psql, scrape, timed_scrapes,
+    wait_for, wait_runs, wait_until,
 )
 
 PASSWORD = "telltale-demo-secret"  # the services' password for role telltale
@@ -181,9 +181,8 @@ def test_health_metrics_present_and_plausible(start_telltale, pg: PG) -> None:
 
 
 def test_server_stop_and_restart(start_telltale, services, pg: PG) -> None:
-    """pg_up drops to 0 within an interval of the server stopping; /metrics stays fast;
-    Telltale reconnects (capped exponential backoff) once the server is back."""
-    interval = 1.0
+    """pg_up drops to 0 within a few intervals of the server stopping; /metrics keeps
+    answering; Telltale reconnects (capped exponential backoff) once the server is back."""
     tt = start_telltale(config_yaml([target(queries=[
         {"metric": "tt_outage_one", "sql": "SELECT 1 AS v", "values": ["v"]},
     ])]))
@@ -193,24 +192,26 @@ def test_server_stop_and_restart(start_telltale, services, pg: PG) -> None:
     t_stop = time.monotonic()
     services.stop_pg()
     stop_took = time.monotonic() - t_stop
+    # The next run (interval 1 s) fails at once: the port is closed. 10 s is generous for a
+    # busy machine, and still catches a collector that hangs on the dead server or keeps
+    # exporting its last values.
     m, down_after = wait_for(
         tt, lambda s: s.get("telltale_pg_up", target="main") == 0
         and s.get("telltale_collector_up", collector="postgres:main") == 0,
-        interval + 2.0, "pg_up 0 after stop-pg",
+        10, "pg_up 0 after stop-pg",
     )
     print(f"\n[outage] stop-pg took {stop_took:.2f}s; pg_up 0 seen {down_after:.2f}s after it returned")
-    assert down_after <= interval + 1.5
     # Health metrics that need the server are gone, not frozen at their last values.
     assert m.find("telltale_pg_max_connections", target="main") == []
 
-    # While the server is down: fast answers, the SQL query fails too, no crash.
+    # While the server is down: /metrics answers without waiting, the SQL query fails too, no crash.
     times, _ = timed_scrapes(tt, 5, timeout=5)
     print(f"[outage] /metrics while down: {', '.join(f'{t * 1000:.1f}ms' for t in times)}")
-    assert max(times) < FAST_SCRAPE, times
+    assert_not_hung(times)
     m, _ = wait_for(tt, lambda s: s.get("telltale_collector_up", collector="sql:main:tt_outage_one") == 0,
-                    interval + 2.0, "SQL collector down")
+                    10, "SQL collector down")
     promtool_check(m.text)
-    time.sleep(1.0)
+    wait_runs(tt, ("postgres:main", "sql:main:tt_outage_one"), 2)  # failing run after failing run
     assert tt.running
     # (The very first failure may be reason=query, see test_terminated_session_is_a_connection_error.)
     m = scrape(tt)
@@ -310,11 +311,12 @@ def test_query_blocked_on_lock(make_table, start_telltale, pg: PG) -> None:
         holder.stdin.flush()
         granted_sql = (f"SELECT count(*) FROM pg_locks WHERE relation = '{table}'::regclass "
                        "AND mode = 'AccessExclusiveLock' AND granted")
-        deadline = time.monotonic() + 10
-        while pg.scalar(granted_sql) != 1:
+
+        def granted() -> bool:
             assert holder.poll() is None, holder.stderr.read()
-            assert time.monotonic() < deadline, "the lock holder never got its lock"
-            time.sleep(0.1)
+            return pg.scalar(granted_sql) == 1
+
+        wait_until(granted, 10, "the lock holder's lock")
 
         m, waited = wait_for(
             tt,
@@ -333,7 +335,8 @@ def test_query_blocked_on_lock(make_table, start_telltale, pg: PG) -> None:
             # A failed run exports nothing for its family.
             assert m.find(f"tt_locked_{t}") == []
 
-        # Sample Telltale's sessions for a while: at most one per target, never a pile.
+        # Sample Telltale's sessions while its queries keep timing out, until each has timed
+        # out three more times: at most one session per target, never a pile.
         # Sessions of the two targets' roles, whatever their application_name (a Telltale
         # elsewhere on this server, with the usual role, does not count), and how many of
         # them are Telltale's (application_name=telltale).
@@ -343,11 +346,20 @@ def test_query_blocked_on_lock(make_table, start_telltale, pg: PG) -> None:
                       ).format(a=LOCK_ROLES["a"][0], b=LOCK_ROLES["b"][0])
         samples = []
         scrape_times = []
-        end = time.monotonic() + 4
-        while time.monotonic() < end:
+
+        def timeouts(s: Samples, t: str) -> float:
+            return s.get("telltale_collector_errors_total", collector=f"sql:{t}:tt_locked_{t}", reason="timeout") or 0
+
+        deadline = time.monotonic() + 20
+        while True:
             samples.append(tuple(int(x) for x in pg.run(counts_sql).split()))
-            scrape_times += timed_scrapes(tt, 1, timeout=5)[0]
-            time.sleep(0.2)
+            times, m = timed_scrapes(tt, 1, timeout=5, parse=Samples)
+            scrape_times += times
+            if all(timeouts(m, t) >= before[t] + 3 for t in "ab"):
+                break
+            assert time.monotonic() < deadline, (f"fewer than 3 more timeouts in 20 s: "
+                                                 f"{ {t: (before[t], timeouts(m, t)) for t in 'ab'} }")
+            time.sleep(0.2)  # pacing the sampling
         print(f"[lock] {len(samples)} samples of (a, b, application_name=telltale) sessions: "
               f"max {tuple(max(s[i] for s in samples) for i in range(3))}; "
               f"scrapes max {max(scrape_times) * 1000:.1f}ms")
@@ -355,11 +367,11 @@ def test_query_blocked_on_lock(make_table, start_telltale, pg: PG) -> None:
         assert max(s[1] for s in samples) == 1, samples
         assert all(s[2] == s[0] + s[1] for s in samples), f"sessions without application_name=telltale: {samples}"
         assert min(s[0] + s[1] for s in samples) >= 1, samples  # the sampling did see Telltale
-        assert max(scrape_times) < FAST_SCRAPE, scrape_times
+        assert_not_hung(scrape_times)
         m = scrape(tt)
         for t in "ab":
             errors = m.get("telltale_collector_errors_total", collector=f"sql:{t}:tt_locked_{t}", reason="timeout")
-            assert errors >= before[t] + 3, f"{t}: only {errors} timeouts while locked for >4s"
+            assert errors >= before[t] + 3, f"{t}: only {errors} timeouts while locked"
         promtool_check(m.text)
         still_locked = pg.scalar(granted_sql)
         assert still_locked == 1
@@ -446,8 +458,8 @@ def test_incremental_counters_and_histogram(make_table, start_telltale, pg: PG) 
         assert m.get("telltale_collector_up", collector=f"sql:main:{name}") == 1
 
     # Several more runs with no new rows change nothing (no row counted twice).
-    time.sleep(2.5)
-    assert _observed(scrape(tt)) == _observed(m)
+    assert _observed(wait_runs(tt, [f"sql:main:{name}" for name in ("tt_inc_seen", "tt_inc_amount",
+                                                                    "tt_inc_duration_seconds")])) == _observed(m)
 
     round2 = [("a", 20, 0.5), ("c", 500, 4), ("b", 200, 1)]
     insert(round2)
@@ -459,10 +471,9 @@ def test_incremental_counters_and_histogram(make_table, start_telltale, pg: PG) 
     assert om.types.get("tt_inc_seen") == "counter"
     assert om.types.get("tt_inc_duration_seconds") == "histogram"
 
-    # Deleting rows never makes a counter or histogram go down.
+    # Deleting rows never makes a counter or histogram go down (runs after the DELETE).
     pg.run(f"DELETE FROM {table} WHERE kind = 'b' OR ms = 10")
-    time.sleep(2.5)
-    m = scrape(tt)
+    m = wait_runs(tt, [f"sql:main:{name}" for name in ("tt_inc_seen", "tt_inc_amount", "tt_inc_duration_seconds")])
     assert _matches(m, want), _observed(m)
 
     # Documented behaviour: incremental state (watermark and totals) lives in memory.
@@ -494,8 +505,7 @@ def test_incremental_watermark_beyond_2_53(make_table, start_telltale, pg: PG) -
          "sql": f"SELECT id, kind FROM {table} WHERE id > $1 ORDER BY id", "labels": ["kind"]},
     ])]))
     m, _ = wait_for(tt, lambda s: s.get("tt_snowflake_rows_total", kind="b") is not None, 5, "first run")
-    time.sleep(2.5)  # two or three more runs, with no new rows
-    m = scrape(tt)
+    m = wait_runs(tt, "sql:main:tt_snowflake_rows")  # more runs, with no new rows
     got = {lab["kind"]: v for lab, v in m.find("tt_snowflake_rows_total")}
     assert got == {"a": 2, "b": 1}, f"rows counted more than once: {got}"
 

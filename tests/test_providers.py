@@ -5,6 +5,9 @@ No PostgreSQL or Redis needed. Every failure case checks: the error reason count
 telltale_provider_errors_total, the last good balances kept and marked stale, no crash,
 /metrics valid (promtool) and fast, recovery once the API answers again, and the API key
 absent from /metrics, the status page and the debug logs.
+
+/metrics is checked to answer without waiting for a provider (helpers.HUNG), not for
+speed: scripts/bench/providers.sh measures the scrape latency.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from provider_fake import FakeProcess  # noqa: E402
 
 from conftest import find_free_port  # noqa: E402
 from helpers import (  # noqa: E402
-    FAST_SCRAPE, assert_secrets_absent, poll, promtool_check, samples, series, timed_scrape, timed_scrapes,
+    assert_not_hung, assert_secrets_absent, poll, promtool_check, samples, series, timed_scrape, timed_scrapes,
     value, wait_until,
 )
 
@@ -48,24 +51,27 @@ def metrics_if(tt, condition):
     return m if condition(m) else None
 
 
-def slow_scrapes(times: list[float]) -> str | None:
-    """None when the scrapes were fast: at least 90% under FAST_SCRAPE and none near a
-    provider timeout (1 s). The 10% allowance absorbs CPU-scheduling noise on a shared,
-    busy 2-core machine (an idle instance shows such outliers too at load 5+); a scrape
-    that waited for a provider would take >= 1 s, and a generally slow one fails the 90%."""
-    ordered = sorted(times)
-    allowed = len(ordered) // 10
-    if ordered[len(ordered) - allowed - 1] < FAST_SCRAPE and ordered[-1] < 1.0:
-        return None
-    return f"slow /metrics: {len(ordered)} scrapes, sorted ms: {[round(t * 1000, 1) for t in ordered]}"
+def hung_scrapes(times: list[float]) -> str | None:
+    """None unless a scrape took helpers.HUNG seconds (the providers' timeout: it waited
+    for a provider); else what to report."""
+    try:
+        assert_not_hung(times)
+    except AssertionError as e:
+        return str(e)
+    return None
 
 
-def assert_fast_scrapes(tt, n: int = 20) -> str:
-    """n scrapes, fast by slow_scrapes(); returns the last body."""
+def assert_scrapes_answer(tt, n: int = 20) -> str:
+    """n scrapes, none hung (see hung_scrapes); returns the last body."""
     times, text = timed_scrapes(tt, n)
-    problem = slow_scrapes(times)
-    assert problem is None, problem
+    assert_not_hung(times)
     return text
+
+
+def provider_runs(tt, providers=("np", "kg")) -> dict[str, float]:
+    """{provider: runs of its collector so far}."""
+    m = metrics(tt)
+    return {p: value(m, "telltale_collector_duration_seconds_count", collector=f"provider:{p}") or 0 for p in providers}
 
 
 def wait_for(predicate, timeout: float, what: str, tt=None, interval: float = 0.05):
@@ -173,7 +179,7 @@ def test_presets_report_balances_and_send_the_api_key(start_telltale, fake, keys
     assert {r.path for r in np_reqs} == {"/v1/balance"} and {r.path for r in kg_reqs} == {"/esa/api/v1/balance"}
     assert all(r.method == "GET" and r.headers.get("x-api-key") == keys["np"] for r in np_reqs)
     assert all(r.method == "GET" and r.headers.get("x-api-key") == keys["kg"] for r in kg_reqs)
-    text = assert_fast_scrapes(tt)
+    text = assert_scrapes_answer(tt)
     promtool_check(text)
     # Balances move when the API's do.
     fake.set_balances(np={"btc": {"amount": 0.75, "pendingAmount": 0}}, kg=99.99)
@@ -228,10 +234,11 @@ def test_failure_keeps_last_good_value_marked_stale(start_telltale, fake, keys, 
         if not ok:
             problems[message] = None
 
-    # For ~1.5 s (another failed run at least), every scrape keeps the last good balances,
-    # marked stale, and answers fast.
+    # Until both providers have finished two more (failed) runs, every scrape keeps the
+    # last good balances, marked stale, and answers without waiting for a provider.
     scrape_times = []
-    watch_until = time.monotonic() + 1.5
+    runs_before = provider_runs(tt)
+    give_up = time.monotonic() + 15
     while True:
         text, elapsed = timed_scrape(tt)
         scrape_times.append(elapsed)
@@ -245,11 +252,16 @@ def test_failure_keeps_last_good_value_marked_stale(start_telltale, fake, keys, 
             last = value(m, "telltale_provider_last_success_timestamp_seconds", provider=p)
             check(last is not None and last <= switched_at + 0.5,
                   f"{p}: last_success_timestamp = {last}, want the time of the last good fetch (<= {switched_at:.1f})")
-        if time.monotonic() > watch_until:
+        runs = {p: value(m, "telltale_collector_duration_seconds_count", collector=f"provider:{p}") or 0
+                for p in ("np", "kg")}
+        if all(runs[p] >= runs_before[p] + 2 for p in runs):
             break
-        time.sleep(0.05)
-    slow = slow_scrapes(scrape_times)
-    check(slow is None, str(slow))
+        if time.monotonic() > give_up:
+            check(False, f"fewer than two more runs of each provider in 15 s: {runs_before} -> {runs}")
+            break
+        time.sleep(0.05)  # pacing the sampling
+    hung = hung_scrapes(scrape_times)
+    check(hung is None, str(hung))
 
     def counted():
         m = metrics(tt)
@@ -295,7 +307,10 @@ def test_retry_after_is_honoured(start_telltale, fake, keys):
     tt = start_telltale(presets_config(fake, keys, interval="500ms", timeout="500ms"), env=keys["env"])
     wait_for(lambda: both_up(tt), 8, "both providers up", tt)
     fake.set_mode("rate_limited")
-    time.sleep(5.0)
+    # Rate limited until each provider has been answered 429 three times: two gaps after a
+    # 429 to measure. With its default back-off (60 s) instead of Retry-After this times out.
+    wait_for(lambda: all(sum(r.status == 429 for r in provider_requests(fake, p)) >= 3 for p in ("np", "kg")),
+             20, "three 429s to each provider", tt)
     fake.set_mode("ok")
     wait_for(lambda: both_up(tt), 5, "both providers up again", tt)
     m = metrics(tt)
@@ -307,9 +322,10 @@ def test_retry_after_is_honoured(start_telltale, fake, keys):
             if i + 1 < len(reqs):
                 gap = reqs[i + 1].at - reqs[i].at
                 assert gap >= 1.9, f"{p}: a request {gap:.2f}s after a 429 with Retry-After: 2"
-        # ...and it did not wait much longer than asked either (default back-off is 60 s).
+        # ...and it did not wait for its default back-off (60 s) instead; well under that,
+        # whatever a busy machine adds to the 2 s.
         gaps = [reqs[i + 1].at - reqs[i].at for i in limited if i + 1 < len(reqs)]
-        assert max(gaps) < 3.5, f"{p}: gaps after 429s {gaps}"
+        assert max(gaps) < 20, f"{p}: gaps after 429s {gaps}"
         assert error_counts(m, p).get("rate_limited") == len(limited), (p, error_counts(m, p), len(limited))
     logs = stop_and_logs(tt)
     assert_secrets_absent([keys["np"], keys["kg"]], logs=logs)
@@ -326,7 +342,7 @@ def test_wrong_key_is_http_4xx_and_never_shown(start_telltale, fake, keys, tmp_p
     assert series(m, "telltale_provider_balance", provider="np") == {}
     assert value(m, "telltale_provider_last_success_timestamp_seconds", provider="np") is None
     assert provider_requests(fake, "np")[0].headers["x-api-key"] == wrong
-    text = assert_fast_scrapes(tt)
+    text = assert_scrapes_answer(tt)
     promtool_check(text)
     status_page = tt.get("/").text
     logs = stop_and_logs(tt)
@@ -419,7 +435,7 @@ providers:
     assert reqs and all(r.method == "GET" for r in reqs)
     assert reqs[-1].headers.get("authorization") == f"Bearer {token}"
     assert reqs[-1].headers.get("x-extra") == extra
-    text = assert_fast_scrapes(tt)
+    text = assert_scrapes_answer(tt)
     promtool_check(text)
     status_page = tt.get("/").text
     logs = stop_and_logs(tt)
@@ -490,7 +506,7 @@ providers:
         assert value(m, "telltale_provider_stale", provider=name) == 0
         assert series(m, "telltale_provider_balance", provider=name) == {}
     assert value(m, "telltale_provider_balance", provider="good", currency="USD") == 1
-    promtool_check(assert_fast_scrapes(tt))
+    promtool_check(assert_scrapes_answer(tt))
     stop_and_logs(tt)
 
 
@@ -543,8 +559,9 @@ probes:
 
     # Error ratio over the window: failures / probes, then back to 0 once the window passes.
     fake.set_mode("server_error", path="/flappy")
-    time.sleep(1.6)
-    m = metrics(tt)
+    # The first failure counted: successes from before are still in the 3 s window.
+    m = wait_for(lambda: metrics_if(tt, lambda m: (value(m, "telltale_probe_error_ratio", target="flappy") or 0) > 0),
+                 6, "the first failure of flappy in its error ratio", tt)
     ratio = value(m, "telltale_probe_error_ratio", target="flappy")
     assert 0 < ratio < 1, f"flappy ratio {ratio}"
     assert value(m, "telltale_probe_success", target="flappy") == 0
@@ -558,7 +575,7 @@ probes:
     fake.set_mode(None, path="/flappy")
     wait_for(lambda: value(metrics(tt), "telltale_probe_error_ratio", target="flappy") == 0, 6,
              "the flappy error ratio back to 0 once its 3 s window passed", tt)
-    text = assert_fast_scrapes(tt)
+    text = assert_scrapes_answer(tt)
     promtool_check(text)
     stop_and_logs(tt)
 
@@ -575,9 +592,8 @@ probes:
   - {{name: slow, url: "{fake.url}/slow", interval: 1s, timeout: 1s}}
 """
     tt = start_telltale(config)
-    wait_for(lambda: len(fake.requests("/slow")) >= 2, 5, "two probes of the slow target", tt)
-    time.sleep(0.3)
-    m = metrics(tt)
+    m = wait_for(lambda: metrics_if(tt, lambda m: (value(m, "telltale_probe_duration_seconds_count", target="slow")
+                                                   or 0) >= 1), 6, "the first (failed) probe of the slow target", tt)
     got = {n: value(m, n, target="slow") for n in ("telltale_probe_success", "telltale_probe_status_code",
                                                    "telltale_probe_error_ratio", "telltale_probe_duration_seconds_count")}
     assert got["telltale_probe_success"] == 0 and got["telltale_probe_status_code"] == 0 \
@@ -588,7 +604,7 @@ probes:
     # The request gives up a little inside the collector's timeout (at 80 % of 1 s), so the
     # probe reports the failure itself before the run would be cut off.
     assert value(m, "telltale_probe_duration_seconds_sum", target="slow") >= 0.75 * count
-    promtool_check(assert_fast_scrapes(tt))
+    promtool_check(assert_scrapes_answer(tt))
     stop_and_logs(tt)
 
 
@@ -597,7 +613,8 @@ probes:
 
 def test_fifty_providers_one_hanging(start_telltale, fake, keys):
     """50 Kinguin providers at 1 s, one hanging (5 s > its 1 s timeout), 8 HTTP threads: the
-    others keep updating every ~1 s and /metrics stays fast."""
+    others keep updating as often as the hanging one is retried (every ~1 s), and /metrics
+    keeps answering."""
     n = 50
     hanging = "k49"
     fake.set_mode("hang", path=f"/{hanging}/esa/api/v1/balance")
@@ -611,13 +628,21 @@ def test_fifty_providers_one_hanging(start_telltale, fake, keys):
         m = metrics(tt)
         return m if all(value(m, "telltale_provider_up", provider=p) == 1 for p in healthy) else None
 
-    wait_for(all_healthy_up, 8, "49 providers up", tt)
+    m = wait_for(all_healthy_up, 8, "49 providers up", tt)
     seen: dict[str, set[float]] = {p: set() for p in healthy}
     worst_age = {p: 0.0 for p in healthy}
     missing: set[str] = set()
     scrape_times = []
-    started = time.monotonic()
-    while time.monotonic() - started < 4.5:
+
+    def hanging_runs(m) -> float:
+        return value(m, "telltale_collector_duration_seconds_count", collector=f"provider:{hanging}") or 0
+
+    # The clock of this test is the hanging provider itself: sample until it has been tried
+    # (and timed out) five more times, so a slow machine slows the yardstick too.
+    runs_before = hanging_runs(m)
+    give_up = time.monotonic() + 30
+    while hanging_runs(m) < runs_before + 5:
+        assert time.monotonic() < give_up, f"the hanging provider was tried {hanging_runs(m) - runs_before} times in 30 s"
         text, elapsed = timed_scrape(tt)
         now = time.time()
         scrape_times.append(elapsed)
@@ -629,20 +654,20 @@ def test_fifty_providers_one_hanging(start_telltale, fake, keys):
                 continue
             seen[p].add(last)
             worst_age[p] = max(worst_age[p], now - last)
-        time.sleep(0.1)
+        time.sleep(0.1)  # pacing the sampling
     assert not missing, f"healthy providers whose series vanished in some scrape: {sorted(missing)}"
-    # Every ~1 s: 4+ fresh values in 4.5 s, never older than 2.5 s. A provider held up by the
-    # hanging one would miss ticks across the board; one or two late ticks are machine noise.
+    # As often as the hanging one: 4+ fresh values while it was tried 5 times. A provider held
+    # up by the hanging one would miss ticks across the board; one or two late ticks are
+    # machine noise.
     lagging = {p for p, v in seen.items() if len(v) < 4}
-    late = {p: round(a, 2) for p, a in worst_age.items() if a > 2.5}
-    if len(lagging) > 2 or late or any(len(seen[p]) < 3 for p in lagging):
+    if len(lagging) > 2 or any(len(seen[p]) < 3 for p in lagging):
         sent = {p: [round(r.wall % 100, 2) for r in fake.requests(f"/{p}/esa/api/v1/balance")][-8:]
-                for p in sorted(lagging | set(late))[:5]}
-        pytest.fail(f"providers not updating every ~1 s: fresh values seen in 4.5 s "
-                    f"{ {p: len(seen[p]) for p in sorted(lagging)} }, worst ages {late}; the fake's request "
-                    f"times (wall % 100 s) for some of them: {sent}", pytrace=False)
-    slow = slow_scrapes(scrape_times)
-    assert slow is None, slow
+                for p in sorted(lagging)[:5]}
+        worst = {p: round(worst_age[p], 2) for p in sorted(lagging)}
+        pytest.fail(f"providers not updating as often as the hanging one is tried: fresh values seen while it was "
+                    f"tried 5 times { {p: len(seen[p]) for p in sorted(lagging)} }, their worst ages {worst}; the "
+                    f"fake's request times (wall % 100 s) for some of them: {sent}", pytrace=False)
+    assert_not_hung(scrape_times)
     # The hanging one is retried every interval and never reports a balance. (Its up/stale
     # series are checked by test_failure_keeps_last_good_value_marked_stale[hang].)
     m = samples(text)
