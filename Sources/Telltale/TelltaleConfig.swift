@@ -20,8 +20,7 @@ public struct TelltaleConfig: Sendable {
     public var httpThreads = 8
 
     public init() {
-        let problems = ConfigProblems()
-        sources = Self.readSources(ConfigMap(.mapping([:]), path: "", problems: problems)!)
+        sources = Self.readSources(ConfigMap(problems: ConfigProblems()))
     }
 
     /// The settings of the source whose settings are of type `S`.

@@ -45,6 +45,14 @@ package final class ConfigMap {
         self.entries = mapping.map { (key: $0.key.string ?? "\($0.key)", value: $0.value) }
     }
 
+    /// A mapping without keys: what reads as every default. Made without a Yams node, whose
+    /// construction would load ICU (about 0.6 MiB resident) just to run with no file.
+    package init(emptyAt path: String = "", problems: ConfigProblems) {
+        self.path = path
+        self.problems = problems
+        self.entries = []
+    }
+
     package func childPath(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
 
     /// The raw node of `key`, marking it as known. A YAML `null` counts as absent.
