@@ -673,6 +673,19 @@ def test_rate_limited_retry_after(h: Harness) -> None:
     assert all(x["delivered"] and x["attempts"] == 2 for x in rows), rows
 
 
+def test_queue_depth_reads_zero_once_delivered_without_waiting_for_a_reload(h: Harness) -> None:
+    """Regression: the delivery pass read the depths before sending, and with the outbox no
+    longer polled every second the gauge kept the old count until the next reload (here a
+    minute away)."""
+    path = h.add_channel("depth-webhook", "webhook")
+    h.add_rule("depth_rule", 10, channel="depth-webhook")
+    h.set_level(20)
+    tt = h.start(alerting={"interval": "60s"})
+    h.wait_accepted(path, 1, timeout=FIRING_AFTER + 10)
+    wait_until(lambda: scrape(tt).get("telltale_notification_queue_depth", channel="depth-webhook") == 0, 10,
+               "telltale_notification_queue_depth 0 after the delivery")
+
+
 def test_receiver_down_then_up_nothing_lost_in_order(h: Harness) -> None:
     down500 = h.add_channel("down-500", "webhook")
     downhang = h.add_channel("down-hang", "slack")

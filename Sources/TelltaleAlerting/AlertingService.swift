@@ -36,7 +36,6 @@ public final class AlertingService: Service, Sendable {
         /// When the outbox next needs the delivery loop (Unix seconds): now after a record or
         /// a change of leader, a row's retry time, nil when nothing waits.
         var deliveryDue: Double?
-        var lastDelivery: Double = 0
     }
 
     let state = Mutex(State())

@@ -30,8 +30,6 @@ extension AlertingService {
     /// holds back the rows behind it, so a resolved message never overtakes its firing one.
     private func deliverPending() async throws(PostgresError) {
         let pending = try await outbox.pending()
-        let depths = try await outbox.queueDepths()
-        state.withLock { $0.queueDepths = depths }
         let channels = state.withLock { $0.catalog.channels }
         let byChannel = Dictionary(grouping: pending, by: \.channel)
         let next = await withTaskGroup(of: Double?.self) { group in
@@ -40,33 +38,39 @@ extension AlertingService {
             }
             return await group.compactMap { $0 }.reduce(into: [Double]()) { $0.append($1) }.min()
         }
-        // A full page of a channel may hide more rows behind it; they are read at the next pass.
-        let more = byChannel.values.contains { $0.count >= Outbox.pageSize }
-        if let next = more ? now().seconds : next {
-            state.withLock { $0.needDelivery(at: next) }
-        }
+        if let next { state.withLock { $0.needDelivery(at: next) } }
+        // Read after sending, so that the gauge shows what is left, not what was there.
+        let depths = try await outbox.queueDepths()
+        state.withLock { $0.queueDepths = depths }
         await publishMetrics()
     }
 
     /// Sends a channel's rows in order until one must wait; returns when the channel next
-    /// needs the loop (nil: not before something new arrives, or its channel is re-enabled).
+    /// needs the loop: a row's retry time, now when the whole page went (more may be behind
+    /// it), nil when nothing waits (or the channel is disabled, until a reload).
     private func deliver(_ rows: [Outbox.Pending], to channel: Channel?) async -> Double? {
         let deliverer = Deliverer(http: http, timeout: config.deliveryTimeout)
         for row in rows {
             guard row.nextAttempt <= now().seconds else { return row.nextAttempt }
             guard let channel, channel.enabled else { return nil }  // a disabled channel keeps its queue
-            let outcome = await deliverer.send(row.event, key: row.key, to: channel)
             let retryAt: Double?
             do throws(PostgresError) {
+                guard let event = row.event else {
+                    // Written by another version, or edited by hand: it can never be sent,
+                    // and left in place it would hold back the channel for good.
+                    try await outbox.markFailed(row.id, error: "the stored event could not be read")
+                    continue
+                }
+                let outcome = await deliverer.send(event, key: row.key, to: channel)
                 retryAt = try await settle(row, outcome)
+                recordOutcome(outcome, channel: channel.name, event: event)
             } catch {
                 throttled.warning("could not update the outbox", ["problem": "\(error.message)"])
                 return now().seconds + Self.deliveryTick.seconds
             }
-            recordOutcome(outcome, channel: channel.name, event: row.event)
             if let retryAt { return retryAt }
         }
-        return nil
+        return rows.count >= Outbox.pageSize ? now().seconds : nil
     }
 
     /// Writes an attempt's outcome to the outbox; returns when the row is due again, nil if done.

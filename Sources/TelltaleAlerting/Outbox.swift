@@ -17,7 +17,8 @@ struct Outbox: Sendable {
     struct Pending: Sendable {
         let id: Int64
         let channel: String
-        let event: AlertEvent
+        /// Nil when the stored JSON cannot be read (the row is then marked failed).
+        let event: AlertEvent?
         let key: String
         let attempts: Int
         let nextAttempt: Double
@@ -66,8 +67,8 @@ struct Outbox: Sendable {
                 FROM telltale_notifications WHERE delivered_at IS NULL AND failed_at IS NULL
             ) queued WHERE position <= $1 ORDER BY id
             """, parameters: [String(perChannel)], timeouts: timeouts).rows.compactMap { row in
-            guard case .int(let id) = row[0], let event = AlertEvent.decode(row[2].text) else { return nil }
-            return Pending(id: id, channel: row[1].text, event: event, key: row[3].text,
+            guard case .int(let id) = row[0] else { return nil }
+            return Pending(id: id, channel: row[1].text, event: AlertEvent.decode(row[2].text), key: row[3].text,
                            attempts: (row[4].number).flatMap(Checked.int) ?? 0, nextAttempt: row[5].number ?? 0)
         }
     }

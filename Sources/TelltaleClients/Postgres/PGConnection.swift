@@ -140,7 +140,7 @@ package final class PGConnection: @unchecked Sendable {
             if case .failure(let error) = first, error.kind == .connection { throw abandon(error) }
             results.append(first)
         }
-        _ = PQexitPipelineMode(handle)
+        guard PQexitPipelineMode(handle) == 1 else { throw abandon() }
         return results
     }
 
