@@ -10,6 +10,7 @@ of its own on free ports.
 from __future__ import annotations
 
 import contextlib
+import random
 import shutil
 import socket
 import subprocess
@@ -24,11 +25,27 @@ from conftest import find_free_port
 from test_queues import DB, QUEUE_FAMILIES, STATES, QueueSamples, Redis, qredis, queue_config, up, wait_for  # noqa: F401
 
 
+def cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000, which CLUSTER MEET assumes) is free
+    and valid: the OS hands out ports up to 60999, whose bus port would not exist, and
+    redis-server then fails to start."""
+    for _ in range(200):
+        port = random.randint(20000, 55000)
+        try:
+            for candidate in (port, port + 10000):
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                    s.bind(("127.0.0.1", candidate))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free port pair for a cluster node")
+
+
 @contextlib.contextmanager
 def own_redis(*arguments: str, config: str = "") -> Iterator[int]:
     """A redis-server on a free port with extra arguments (or a config file); yields the port."""
     workdir = Path(tempfile.mkdtemp(prefix="ttqe-"))
-    port = find_free_port()
+    port = cluster_port() if "--cluster-enabled" in arguments else find_free_port()
     argv = [shutil.which("redis-server") or "redis-server"]
     if config:
         (workdir / "redis.conf").write_text(config.format(port=port, dir=workdir))
