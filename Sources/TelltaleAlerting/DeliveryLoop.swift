@@ -36,7 +36,7 @@ extension AlertingService {
             for (name, rows) in byChannel {
                 group.addTask { await self.deliver(rows, to: channels[name]) }
             }
-            return await group.compactMap { $0 }.reduce(into: [Double]()) { $0.append($1) }.min()
+            return await group.compactMap { $0 }.min()
         }
         if let next { state.withLock { $0.needDelivery(at: next) } }
         // Read after sending, so that the gauge shows what is left, not what was there.
