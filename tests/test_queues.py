@@ -360,9 +360,10 @@ def test_bull_v3_layout(qredis, start_telltale):
     assert s.get("telltale_queue_delayed_overdue", queue="b3paused") == 0
     assert s.get("telltale_queue_active_unlocked", queue="b3") == 0
     # Head of line: job 1 (tail of wait, resp. of paused while paused).
+    # Measured at collection, between the queues' creation and this scrape.
     age = time.time() - now / 1000
-    assert abs(s.get("telltale_queue_oldest_waiting_seconds", queue="b3") - (30 + age)) < INTERVAL + 1.5
-    assert abs(s.get("telltale_queue_oldest_waiting_seconds", queue="b3paused") - (90 + age)) < INTERVAL + 1.5
+    assert 30 <= s.get("telltale_queue_oldest_waiting_seconds", queue="b3") <= 30 + age
+    assert 90 <= s.get("telltale_queue_oldest_waiting_seconds", queue="b3paused") <= 90 + age
     # Bull has no events stream: counters exist at 0.
     assert s.get("telltale_queue_jobs_completed_total", queue="b3") == 0
 
@@ -376,7 +377,8 @@ def test_legacy_zero_marker_is_not_counted(qredis, start_telltale):
     tool, r = qredis.tool("v5"), qredis.r
     ids = tool("add", "legacy", json.dumps([{"data": {"n": i}} for i in range(3)]))["ids"]
     # The oldest job (tail of wait) is made 100 s old; the marker goes behind it.
-    r.cmd("HSET", f"bull:legacy:{ids[0]}", "timestamp", int(now_ms() - 100_000))
+    oldest_ms = int(now_ms() - 100_000)
+    r.cmd("HSET", f"bull:legacy:{ids[0]}", "timestamp", oldest_ms)
     r.cmd("RPUSH", "bull:legacy:wait", f"0:{int(now_ms())}")
     # A queue whose wait holds nothing but a marker.
     tool("add", "onlymarker", json.dumps([{"data": {}, "opts": {"delay": 3_600_000}}]))
@@ -399,8 +401,9 @@ def test_legacy_zero_marker_is_not_counted(qredis, start_telltale):
     for q, c in counts.items():
         for state in STATES:
             assert got[("bull", q, state)] == c[state], (q, state, s.excerpt("telltale_queue_jobs{"))
+    # Measured at collection, which lies between the edit above and this scrape.
     oldest = s.get("telltale_queue_oldest_waiting_seconds", queue="legacy")
-    assert 99 < oldest < 100 + INTERVAL + 2, oldest
+    assert 100 <= oldest <= (now_ms() - oldest_ms) / 1000, oldest
     assert s.get("telltale_queue_oldest_waiting_seconds", queue="onlymarker") == 0
     assert s.get("telltale_queue_oldest_waiting_seconds", queue="pausedmarker") > 0
 
@@ -560,7 +563,7 @@ def test_redis_outage_and_recovery(qredis, start_telltale, services):
 
     services.stop_redis()
     t0 = time.monotonic()
-    s, waited = wait_for(tt, lambda s: up(s) == 0, 2 * INTERVAL + 1.5, "collector_up 0 after Redis stopped")
+    s, waited = wait_for(tt, lambda s: up(s) == 0, 30, "collector_up 0 after Redis stopped")
     print(f"queues collector_up went 0 {waited:.2f}s after stop-redis returned")
     errors = {lab["reason"]: v for lab, v in s.find("telltale_collector_errors_total", collector="queues")}
     assert errors and set(errors) <= {"connect", "connection", "timeout"}, errors
@@ -596,7 +599,7 @@ def test_redis_hang_times_out_and_recovers(qredis, start_telltale):
     pid = int((run_dir() / "redis.pid").read_text().strip())
     os.kill(pid, signal.SIGSTOP)
     try:
-        s, waited = wait_for(tt, lambda s: up(s) == 0, 2 * INTERVAL + 1.5, "collector_up 0 while Redis hangs")
+        s, waited = wait_for(tt, lambda s: up(s) == 0, 30, "collector_up 0 while Redis hangs")
         assert (s.get("telltale_collector_errors_total", collector="queues", reason="timeout") or 0) >= 1, s.excerpt()
         times, _ = timed_scrapes(tt, 10, pause=0.2, parse=QueueSamples)
         assert_not_hung(times)
@@ -719,7 +722,7 @@ def test_discovery_drops_vanished_queues_and_caps(qredis, start_telltale):
     def vanished(s: QueueSamples) -> bool:
         return not any(lab.get("queue") == "gone" for _, lab, _ in s.samples)
 
-    s, waited = wait_for(tt, vanished, 1 + 2 * INTERVAL + 2, "gone to drop out of /metrics")
+    s, waited = wait_for(tt, vanished, 30, "gone to drop out of /metrics")
     print(f"vanished queue dropped out {waited:.2f}s after its keys were deleted")
     rest = {("bull", "alpha"), ("bull", "metaonly"), ("bull", "omega"), ("bull", "zeta")}
     assert s.queues() == rest
