@@ -83,6 +83,12 @@ final class ScriptedRedis: RedisQuerying {
         }
         return replies
     }
+
+    func servers() async throws(RedisError) -> [String] { ["fake:6379"] }
+
+    func pipeline(_ commands: RedisCommands, on server: String) async throws(RedisError) -> [RedisValue] {
+        try await pipeline(commands)
+    }
 }
 
 extension QueueCollectorConfig {

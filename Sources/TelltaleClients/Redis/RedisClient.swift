@@ -2,99 +2,29 @@ import Synchronization
 import TelltaleCore
 import TelltaleMetrics
 
-/// How to reach and log in to Redis. The description never shows the password.
-public struct RedisSettings: Sendable, Equatable, CustomStringConvertible {
-    public var endpoint = RedisEndpoint.tcp(host: "127.0.0.1", port: 6379)
-    public var username: String?
-    public var password: String?
-    public var database = 0
-    public var connectTimeout = Duration.seconds(2)
-    public var commandTimeout = Duration.seconds(2)
-
-    public init() {}
-
-    public var description: String {
-        "\(endpoint) db \(database)" + (username.map { " as \($0)" } ?? "")
-    }
-
-    /// Reads `redis://[user[:password]@]host[:port][/db]` or `unix:///path/to/socket[?db=N]`.
-    package static func parse(url: String) -> RedisSettings? {
-        var settings = RedisSettings()
-        if url.hasPrefix("unix://") {
-            let rest = url.dropFirst("unix://".count)
-            let parts = rest.split(separator: "?", maxSplits: 1)
-            guard let path = parts.first, !path.isEmpty else { return nil }
-            settings.endpoint = .unix(path: String(path))
-            if parts.count == 2, parts[1].hasPrefix("db=") {
-                guard let database = Int(parts[1].dropFirst(3)) else { return nil }
-                settings.database = database
-            }
-            return settings
-        }
-        guard url.hasPrefix("redis://") else { return nil }
-        var rest = Substring(url.dropFirst("redis://".count))
-        if let at = rest.lastIndex(of: "@") {
-            let credentials = rest[..<at]
-            rest = rest[rest.index(after: at)...]
-            // Percent-encoded, as redis-py and ioredis read them (a password may hold @ : / %).
-            let pair = credentials.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false).map(percentDecoded)
-            if pair.count == 2 {
-                settings.username = pair[0].isEmpty ? nil : pair[0]
-                settings.password = pair[1]
-            } else {
-                settings.password = pair[0]
-            }
-        }
-        let hostAndPath = rest.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false)
-        if hostAndPath.count == 2, !hostAndPath[1].isEmpty {
-            guard let database = Int(hostAndPath[1]) else { return nil }
-            settings.database = database
-        }
-        let hostPort = hostAndPath[0]
-        // `[::1]:6380` or `[::1]`: an IPv6 address is bracketed; hiredis wants it bare.
-        let hostEnd = hostPort.hasPrefix("[") ? hostPort.firstIndex(of: "]").map { hostPort.index(after: $0) } : nil
-        let portColon = hostPort[(hostEnd ?? hostPort.startIndex)...].lastIndex(of: ":")
-        var host = portColon.map { hostPort[..<$0] } ?? hostPort
-        if host.hasPrefix("[") && host.hasSuffix("]") { host = host.dropFirst().dropLast() }
-        var port = 6379
-        if let portColon {
-            guard let parsed = Int(hostPort[hostPort.index(after: portColon)...]), (1...65535).contains(parsed) else { return nil }
-            port = parsed
-        }
-        settings.endpoint = .tcp(host: host.isEmpty ? "127.0.0.1" : String(host), port: port)
-        return settings
-    }
-
-    /// `%40` → `@`; malformed escapes are kept as written.
-    private static func percentDecoded(_ text: Substring) -> String {
-        var bytes: [UInt8] = []
-        var index = text.utf8.startIndex
-        let utf8 = text.utf8
-        while index < utf8.endIndex {
-            let byte = utf8[index]
-            if byte == UInt8(ascii: "%"), let high = utf8.index(index, offsetBy: 1, limitedBy: utf8.endIndex),
-               let low = utf8.index(index, offsetBy: 2, limitedBy: utf8.endIndex), low < utf8.endIndex,
-               let value = UInt8(String(decoding: [utf8[high], utf8[low]], as: UTF8.self), radix: 16) {
-                bytes.append(value)
-                index = utf8.index(after: low)
-            } else {
-                bytes.append(byte)
-                index = utf8.index(after: index)
-            }
-        }
-        return String(decoding: bytes, as: UTF8.self)
-    }
-}
-
 /// What the queue collector asks of Redis, so that a scripted fake can stand in for a
 /// server in unit tests.
 package protocol RedisQuerying: Sendable {
     /// Network round trips made so far.
     var roundTripCount: UInt64 { get }
+    /// Sends the commands and returns one reply per command, in order. On a cluster each
+    /// command goes to the node that owns its key's slot (nodes in parallel, one round trip
+    /// each); keyless commands go to the first server.
     func pipeline(_ commands: RedisCommands) async throws(RedisError) -> [RedisValue]
+    /// The servers to run per-server commands on (SCAN, INFO, CLIENT LIST): the one server,
+    /// or every master of a cluster. Names are `host:port` (or the socket path).
+    func servers() async throws(RedisError) -> [String]
+    /// Sends the commands to one of `servers()`.
+    func pipeline(_ commands: RedisCommands, on server: String) async throws(RedisError) -> [RedisValue]
 }
 
-extension RedisClient: RedisQuerying {}
+extension RedisClient: RedisQuerying {
+    package func servers() async throws(RedisError) -> [String] { [settings.endpoint.description] }
+
+    package func pipeline(_ commands: RedisCommands, on server: String) async throws(RedisError) -> [RedisValue] {
+        try await pipeline(commands)
+    }
+}
 
 /// Telltale's access to one Redis: one connection, one pipeline in flight, reconnects with
 /// capped backoff, blocking hiredis calls on the client's own thread.
