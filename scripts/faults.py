@@ -327,7 +327,7 @@ def main() -> int:
     only = set(filter(None, args.only.split(",")))
     tt = Telltale(args.binary, CONFIG)
     pg_up = lambda: tt.value("telltale_pg_up", target="main")  # noqa: E731
-    queues_up = lambda: tt.value("telltale_collector_up", collector="queues")  # noqa: E731
+    queues_up = lambda: tt.value("telltale_collector_up", collector="queues:default")  # noqa: E731
     scenarios: list[tuple[str, Callable[[], str]]] = [
         ("idle-baseline", lambda: percentiles(scrape_times(tt, 3))),
         ("kill9-postgres", lambda: backend_outage(tt, postgres_pid, pg_up, "kill9", "start-pg")),

@@ -455,10 +455,10 @@ queues:
   interval: 1s
   timeout: 1s
 """)
-    wait_until(lambda: value(samples(tt.metrics()), "telltale_collector_up", collector="queues") == 1, 15, "queues up")
+    wait_until(lambda: value(samples(tt.metrics()), "telltale_collector_up", collector="queues:default") == 1, 15, "queues up")
     redis_pid = int(Path(redis_env["TELLTALE_RUN_DIR"], "redis.pid").read_text().split()[0])
     with stopped(redis_pid):
         assert_answers_quickly(tt, 4)
-        wait_until(lambda: value(samples(tt.metrics()), "telltale_collector_up", collector="queues") == 0, 10,
+        wait_until(lambda: value(samples(tt.metrics()), "telltale_collector_up", collector="queues:default") == 0, 10,
                    "queues down while Redis is stopped")
-    wait_until(lambda: value(samples(tt.metrics()), "telltale_collector_up", collector="queues") == 1, 30, "queues back")
+    wait_until(lambda: value(samples(tt.metrics()), "telltale_collector_up", collector="queues:default") == 1, 30, "queues back")

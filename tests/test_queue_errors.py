@@ -87,7 +87,7 @@ def queue_up(s, name: str, prefix: str = "bull") -> float | None:
 
 
 def redis_errors(s) -> float:
-    return s.get("telltale_collector_errors_total", collector="queues", reason="redis_error") or 0
+    return s.get("telltale_collector_errors_total", collector="queues:default", reason="redis_error") or 0
 
 
 def series_of(s: QueueSamples, name: str, prefix: str = "bull") -> list[str]:
@@ -202,7 +202,7 @@ def test_a_renamed_auth_never_shows_the_password(start_telltale):
         tt = start_telltale(queue_config(f"redis://:{password}@127.0.0.1:{port}/0"))
 
         def errors(s) -> float:
-            return s.get("telltale_collector_errors_total", collector="queues", reason="connect") or 0
+            return s.get("telltale_collector_errors_total", collector="queues:default", reason="connect") or 0
 
         # Several runs: the first login, the runs during the backoff, a second login.
         wait_for(tt, lambda s: up(s) == 0 and errors(s) >= 4, 20, "a few failed logins")

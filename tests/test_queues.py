@@ -143,7 +143,7 @@ wait_runs = functools.partial(helpers.wait_runs, parse=QueueSamples)
 
 
 def up(s: QueueSamples) -> float | None:
-    return s.get("telltale_collector_up", collector="queues")
+    return s.get("telltale_collector_up", collector="queues:default")
 
 
 def queue_config(url: str, collectors: dict | None = None, **queues: Any) -> str:
@@ -276,8 +276,8 @@ def test_counts_equal_bullmq_get_job_counts(qredis, start_telltale, layout):
     # One pipelined round trip for all counts, one for what they point at, plus one
     # SCAN per prefix per discovery pass (every run here): never one per queue.
     def trips_and_runs(s: QueueSamples) -> tuple[float, float]:
-        return (s.get("telltale_redis_round_trips_total", collector="queues"),
-                s.get("telltale_collector_duration_seconds_count", collector="queues"))
+        return (s.get("telltale_redis_round_trips_total", collector="queues:default"),
+                s.get("telltale_collector_duration_seconds_count", collector="queues:default"))
 
     t1, r1 = trips_and_runs(scrape(tt))
     s2, _ = wait_for(tt, lambda s: trips_and_runs(s)[1] >= r1 + 3, 6, "three more runs")
@@ -392,7 +392,7 @@ def test_legacy_zero_marker_is_not_counted(qredis, start_telltale):
 
     tt = start_telltale(queue_config(qredis.url))
     wait_for(tt, lambda s: len(s.queues()) == 3, 8, "three queues")
-    s = wait_runs(tt, "queues", 2)  # a run after the first too: the marker is still not counted
+    s = wait_runs(tt, "queues:default", 2)  # a run after the first too: the marker is still not counted
     got = s.jobs()
     # bullmq's getJobCounts (it also pops the marker, so read it after Telltale did).
     counts = {q: tool("counts", q)["all"] for q in ("legacy", "onlymarker", "pausedmarker")}
@@ -447,7 +447,7 @@ def test_durations_and_finished_counters(qredis, start_telltale, layout):
 
     s, waited = wait_for(tt, done, 10, "finished counters")
     print(f"[{layout}] counters complete {time.monotonic() - t0:.2f}s after the workers started")
-    s = wait_runs(tt, "queues", 3)  # more runs over the same events: nothing is counted twice
+    s = wait_runs(tt, "queues:default", 3)  # more runs over the same events: nothing is counted twice
     assert done(s), s.excerpt()
     d = "telltale_queue_job_duration_seconds"
     buckets = {le: s.bucket(d, le, queue="ev") for le in (0.1, 1, 2, float("inf"))}
@@ -565,10 +565,10 @@ def test_redis_outage_and_recovery(qredis, start_telltale, services):
     t0 = time.monotonic()
     s, waited = wait_for(tt, lambda s: up(s) == 0, 30, "collector_up 0 after Redis stopped")
     print(f"queues collector_up went 0 {waited:.2f}s after stop-redis returned")
-    errors = {lab["reason"]: v for lab, v in s.find("telltale_collector_errors_total", collector="queues")}
+    errors = {lab["reason"]: v for lab, v in s.find("telltale_collector_errors_total", collector="queues:default")}
     assert errors and set(errors) <= {"connect", "connection", "timeout"}, errors
     # The rest of /metrics is unaffected (the process collector keeps running), and answers.
-    wait_runs(tt, ("process", "queues"), 2)
+    wait_runs(tt, ("process", "queues:default"), 2)
     times, s = timed_scrapes(tt, 5, parse=QueueSamples)
     assert_not_hung(times)
     assert s.get("telltale_collector_up", collector="process") == 1
@@ -576,7 +576,7 @@ def test_redis_outage_and_recovery(qredis, start_telltale, services):
     assert s.get("process_resident_memory_bytes") is not None
     assert up(s) == 0
     print(f"while down: queue series present: {bool(s.find('telltale_queue_jobs'))}, "
-          f"errors {dict((l['reason'], v) for l, v in s.find('telltale_collector_errors_total', collector='queues'))}")
+          f"errors {dict((l['reason'], v) for l, v in s.find('telltale_collector_errors_total', collector='queues:default'))}")
     down_for = time.monotonic() - t0
 
     services.start_redis()
@@ -584,7 +584,7 @@ def test_redis_outage_and_recovery(qredis, start_telltale, services):
     print(f"Redis down {down_for:.1f}s; queues collector recovered {waited:.2f}s after start-redis returned")
     s, _ = wait_for(tt, lambda s: s.get("telltale_queue_jobs", queue="out", state="completed") == 3, 3, "counts back")
     # Further runs after the reconnect: the counter neither reset nor counted old events twice.
-    assert wait_runs(tt, "queues", 3).get("telltale_queue_jobs_completed_total", queue="out") == 3
+    assert wait_runs(tt, "queues:default", 3).get("telltale_queue_jobs_completed_total", queue="out") == 3
     tool("process", "out", json.dumps([{"data": {}}]))
     wait_for(tt, lambda s: s.get("telltale_queue_jobs_completed_total", queue="out") == 4, 5, "counting again")
 
@@ -600,7 +600,7 @@ def test_redis_hang_times_out_and_recovers(qredis, start_telltale):
     os.kill(pid, signal.SIGSTOP)
     try:
         s, waited = wait_for(tt, lambda s: up(s) == 0, 30, "collector_up 0 while Redis hangs")
-        assert (s.get("telltale_collector_errors_total", collector="queues", reason="timeout") or 0) >= 1, s.excerpt()
+        assert (s.get("telltale_collector_errors_total", collector="queues:default", reason="timeout") or 0) >= 1, s.excerpt()
         times, _ = timed_scrapes(tt, 10, pause=0.2, parse=QueueSamples)
         assert_not_hung(times)
     finally:
@@ -632,10 +632,10 @@ def test_read_only_acl_user_and_secrets(qredis, start_telltale, tmp_path):
         s, _ = wait_for(tt, lambda s: up(s) == 1 and s.get("telltale_queue_jobs", queue="acl", state="waiting") == 1,
                         8, "counts as the read-only user")
         assert s.get("telltale_queue_jobs", queue="acl", state="delayed") == 1
-        s = wait_runs(tt, "queues", 2)  # and it stays up, run after run
+        s = wait_runs(tt, "queues:default", 2)  # and it stays up, run after run
         assert up(s) == 1, s.excerpt()
-        assert not s.find("telltale_collector_errors_total", collector="queues") or all(
-            v == 0 for _, v in s.find("telltale_collector_errors_total", collector="queues")), s.excerpt()
+        assert not s.find("telltale_collector_errors_total", collector="queues:default") or all(
+            v == 0 for _, v in s.find("telltale_collector_errors_total", collector="queues:default")), s.excerpt()
 
         # The same user, with username/password_file keys instead of a URL.
         secret = tmp_path / "redis-pass"
@@ -655,13 +655,13 @@ def test_read_only_acl_user_and_secrets(qredis, start_telltale, tmp_path):
         tt4 = start_telltale(queue_config(f"redis://{user}_nc:{password}@127.0.0.1:{port}/{DB}"))
         s4, _ = wait_for(tt4, lambda s: up(s) == 1 and s.get("telltale_queue_jobs", queue="acl", state="waiting") == 1,
                          8, "counts without CLIENT LIST")
-        s4 = wait_runs(tt4, "queues", 2)
+        s4 = wait_runs(tt4, "queues:default", 2)
         assert up(s4) == 1 and not s4.find("telltale_queue_workers"), s4.excerpt()
         assert s.get("telltale_queue_workers", queue="acl") == 0  # the first user may
 
         bad = start_telltale(queue_config(f"redis://{user}:{wrong}@127.0.0.1:{port}/{DB}"))
         s_bad, _ = wait_for(bad, lambda s: up(s) == 0, 8, "collector_up 0 with a wrong password")
-        wait_for(bad, lambda s: (s.get("telltale_collector_errors_total", collector="queues", reason="connect") or 0) >= 1,
+        wait_for(bad, lambda s: (s.get("telltale_collector_errors_total", collector="queues:default", reason="connect") or 0) >= 1,
                  5, "errors_total{reason=connect}")
         assert not s_bad.find("telltale_queue_jobs")
 
@@ -732,7 +732,7 @@ def test_discovery_drops_vanished_queues_and_caps(qredis, start_telltale):
 
     # max_queues: the first two (sorted) stay; the dropped count goes up.
     capped = start_telltale(queue_config(qredis.url, max_queues=2))
-    dropped = lambda s: s.get("telltale_series_dropped_total", collector="queues", metric="telltale_queue_jobs") or 0
+    dropped = lambda s: s.get("telltale_series_dropped_total", collector="queues:default", metric="telltale_queue_jobs") or 0
     s, _ = wait_for(capped, lambda s: len(s.queues()) == 2 and dropped(s) >= 1, 8, "capped queues")
     assert s.queues() == {("bull", "alpha"), ("bull", "metaonly")}
     first = dropped(s)

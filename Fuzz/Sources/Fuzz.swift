@@ -91,7 +91,7 @@ enum FuzzTargets {
             freeReplyObject(raw)
         }
         for chunk in values.chunks(of: QueueCounts.commandCount) {
-            let counts = QueueCounts(queue: QueueID(prefix: "bull", name: "fuzz"), replies: chunk)
+            let counts = QueueCounts(queue: QueueID(prefix: "bull", name: "fuzz", source: "default"), replies: chunk)
             _ = (counts.error.map(RedisReplyError.describe), counts.states, counts.events.count)
         }
     }

@@ -23,7 +23,7 @@ package struct SourceRegistration: Sendable {
         ProcessCollectorConfig.registration,
         HostCollectorConfig.registration,
         PostgresTargets.registration,
-        QueueCollectorConfig.registration,
+        QueueSources.registration,
         ProviderList.registration,
         ProbeList.registration,
     ]

@@ -95,7 +95,7 @@ extension QueueCollectorConfig {
     /// Listed queues of prefix `bull`, without discovery.
     static func listing(_ queues: [String]) -> QueueCollectorConfig {
         var config = QueueCollectorConfig()
-        config.queues = queues.map { QueueID(prefix: "bull", name: $0) }
+        config.queues = queues.map { QueueID(prefix: "bull", name: $0, source: "default") }
         config.discoveryEnabled = false
         return config
     }

@@ -117,7 +117,9 @@ final class GatedCollector: Collector {
             + PostgresHealthCollector.databaseCounters.map(\.descriptor)
         descriptors += [QueueMetrics.jobs, QueueMetrics.paused, QueueMetrics.up, QueueMetrics.oldestWaiting, QueueMetrics.overdue,
                         QueueMetrics.unlocked, QueueMetrics.workers, QueueMetrics.completed, QueueMetrics.failed,
-                        QueueMetrics.duration, QueueMetrics.wait, QueueMetrics.attempts, QueueMetrics.roundTrips]
+                        QueueMetrics.duration, QueueMetrics.wait, QueueMetrics.attempts, QueueMetrics.roundTrips,
+                        RedisInfoMetrics.up, RedisInfoMetrics.info, RedisInfoMetrics.usedMemory, RedisInfoMetrics.maxMemory,
+                        RedisInfoMetrics.memoryRatio, RedisInfoMetrics.clients, RedisInfoMetrics.evicted, RedisInfoMetrics.rejected]
         descriptors += [ProviderCollector.balance, ProviderCollector.pending, ProviderCollector.up, ProviderCollector.stale,
                         ProviderCollector.duration, ProviderCollector.lastSuccess, ProviderCollector.errors,
                         ProbeCollector.success, ProbeCollector.status, ProbeCollector.duration, ProbeCollector.errorRatio]

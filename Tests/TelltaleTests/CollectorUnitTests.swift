@@ -46,7 +46,7 @@ import Testing
 
 @Suite struct QueueUnitTests {
     func counts(_ replies: [RedisValue]) -> QueueCounts {
-        QueueCounts(queue: QueueID(prefix: "bull", name: "q"), replies: ArraySlice(replies))
+        QueueCounts(queue: QueueID(prefix: "bull", name: "q", source: "default"), replies: ArraySlice(replies))
     }
 
     func replies(wait: Int64, waitTail: String?, waitBeforeTail: String? = nil, pausedFlag: RedisValue = .null,
@@ -126,16 +126,16 @@ import Testing
     }
 
     @Test func discoveryReadsQueueNamesFromKeys() {
-        #expect(QueueDiscovery.queue(fromKey: "bull:emails:id", prefix: "bull") == QueueID(prefix: "bull", name: "emails"))
-        #expect(QueueDiscovery.queue(fromKey: "{bull}:a:b:meta", prefix: "{bull}") == QueueID(prefix: "{bull}", name: "a:b"))
-        #expect(QueueDiscovery.queue(fromKey: "bull:emails:123", prefix: "bull") == nil)
+        #expect(QueueDiscovery.queue(fromKey: "bull:emails:id", prefix: "bull", source: "default") == QueueID(prefix: "bull", name: "emails", source: "default"))
+        #expect(QueueDiscovery.queue(fromKey: "{bull}:a:b:meta", prefix: "{bull}", source: "default") == QueueID(prefix: "{bull}", name: "a:b", source: "default"))
+        #expect(QueueDiscovery.queue(fromKey: "bull:emails:123", prefix: "bull", source: "default") == nil)
         #expect(QueueDiscovery.globEscaped("b[u]*?") == #"b\[u\]\*\?"#)
     }
 
     @Test func workersAreCountedUnderBothNamingSchemes() {
         let names: [Substring] = ["bull:ZW1haWxz", "bull:ZW1haWxz:w:node-1", "bull:emails:w:py", "bull:emails", "bull:ZW1haWxz:qe",
                                   "bull:other"]
-        #expect(QueueCollector.workerCount(QueueID(prefix: "bull", name: "emails"), names) == 4)
+        #expect(QueueCollector.workerCount(QueueID(prefix: "bull", name: "emails", source: "default"), names) == 4)
     }
 
     @Test func redisURLs() {

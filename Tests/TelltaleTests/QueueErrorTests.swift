@@ -56,10 +56,10 @@ import Testing
 
     @Test func problemsNameTheQueueAndTheCodeOncePerCode() {
         var problems = QueueProblems(redactor: Redactor(["pw-1"]))
-        problems.add(QueueID(prefix: "bull", name: "emails"), "NOPERM No permissions to access a key")
-        problems.add(QueueID(prefix: "bull", name: "sms"), "NOPERM No permissions to access a key")
-        problems.add(QueueID(prefix: "bull", name: "x"), "WRONGTYPE Operation against a key holding the wrong kind of value")
-        problems.add(QueueID(prefix: "bull", name: "y"), "ERR strange pw-1")
+        problems.add(QueueID(prefix: "bull", name: "emails", source: "default"), "NOPERM No permissions to access a key")
+        problems.add(QueueID(prefix: "bull", name: "sms", source: "default"), "NOPERM No permissions to access a key")
+        problems.add(QueueID(prefix: "bull", name: "x", source: "default"), "WRONGTYPE Operation against a key holding the wrong kind of value")
+        problems.add(QueueID(prefix: "bull", name: "y", source: "default"), "ERR strange pw-1")
         let list = problems.list
         #expect(list.map(\.reason) == ["redis_error", "redis_error", "redis_error"])
         #expect(list[0].message.hasPrefix("queue bull:emails: NOPERM") && list[0].message.contains("1 more"))
@@ -70,7 +70,7 @@ import Testing
     // MARK: replies of one queue
 
     @Test func aFollowUpErrorIsTheQueuesOfThatPosition() {
-        let queues = ["a", "b", "c"].map { QueueID(prefix: "bull", name: $0) }
+        let queues = ["a", "b", "c"].map { QueueID(prefix: "bull", name: $0, source: "default") }
         let counts = queues.map { queue in
             QueueCounts(queue: queue, replies: ArraySlice(FakeRedis.countsReplies(wait: 1, head: "1")))
         }
@@ -91,12 +91,12 @@ import Testing
         var none = FakeRedis.countsReplies(wait: 0, head: nil)
         none[8] = .integer(0)  // no completed job either
         none[15] = .integer(0)
-        let gone = QueueCounts(queue: QueueID(prefix: "bull", name: "q"), replies: ArraySlice(none))
+        let gone = QueueCounts(queue: QueueID(prefix: "bull", name: "q", source: "default"), replies: ArraySlice(none))
         #expect(!gone.exists && !gone.hasJobs && gone.error == nil)
         // Jobs left without meta and id (keys deleted by hand): still a queue.
         var jobsLeft = FakeRedis.countsReplies(wait: 3, head: "3")
         jobsLeft[15] = .integer(0)
-        #expect(QueueCounts(queue: QueueID(prefix: "bull", name: "q"), replies: ArraySlice(jobsLeft)).hasJobs)
+        #expect(QueueCounts(queue: QueueID(prefix: "bull", name: "q", source: "default"), replies: ArraySlice(jobsLeft)).hasJobs)
     }
 
     // MARK: the collector against a scripted server
@@ -171,7 +171,7 @@ import Testing
     /// Before any run, a failure publishes the listed queues at 0.
     @Test func listedQueuesReadDownBeforeAFirstRun() {
         var config = QueueCollectorConfig()
-        config.queues = ["b", "a", "b"].map { QueueID(prefix: "bull", name: $0) }
+        config.queues = ["b", "a", "b"].map { QueueID(prefix: "bull", name: $0, source: "default") }
         let collector = QueueCollector(config: config)
         #expect(collector.familiesWhenFailed().first?.series.compactMap { $0.labels["queue"] } == ["a", "b"])
     }

@@ -76,11 +76,11 @@ blog "stopped: SIGSTOP PostgreSQL (${#PG_PIDS[@]} processes) and Redis, then $SC
 kill -STOP "${PG_PIDS[@]}" "$REDIS_PID"
 sleep 2
 scrape stopped >"$WORK/stopped.json"
-DOWN="pg_up $(up telltale_pg_up), queues collector_up $(up telltale_collector_up 'collector="queues"'), alerting_database_up $(up telltale_alerting_database_up)"
+DOWN="pg_up $(up telltale_pg_up), queues collector_up $(up telltale_collector_up 'collector="queues:default"'), alerting_database_up $(up telltale_alerting_database_up)"
 resume
 RECOVERED=no
 for _ in $(seq 150); do
-    if [[ $(up telltale_pg_up) == 1 && $(up telltale_collector_up 'collector="queues"') == 1 ]]; then RECOVERED=yes; break; fi
+    if [[ $(up telltale_pg_up) == 1 && $(up telltale_collector_up 'collector="queues:default"') == 1 ]]; then RECOVERED=yes; break; fi
     sleep 0.2
 done
 

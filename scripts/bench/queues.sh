@@ -8,7 +8,7 @@
 #      markers, events streams, active jobs' locks and one hash per job.
 #   2. Telltale (`queues` with discovery, interval QUEUE_INTERVAL) runs alone against it:
 #      its first run (with the discovery SCAN), then STEADY_RUNS steady-state runs. Time from
-#      `telltale_collector_duration_seconds{collector="queues"}` (sum/count and the 50 ms
+#      `telltale_collector_duration_seconds{collector="queues:default"}` (sum/count and the 50 ms
 #      bucket), round trips from `telltale_redis_round_trips_total`, commands and read
 #      events from Redis' INFO (commandstats, total_reads_processed) deltas.
 #      The job counts Telltale exports are checked against what was written.
@@ -110,7 +110,7 @@ queues:
   max_queues: $((QUEUES * 2))
 EOF
 "$TELLTALE_BIN" check-config --config "$WORK/telltale.yml" >/dev/null
-QC='collector="queues"'
+QC='collector="queues:default"'
 redis_snapshot "$WORK/r-start.txt"
 blog "Telltale: first run (discovery + collection)"
 start_bg "$WORK/telltale.log" "$TELLTALE_BIN" serve --config "$WORK/telltale.yml"

@@ -15,7 +15,8 @@ import TelltaleMetrics
 /// An error reply to any of a queue's commands is that queue's error, never a zero: its
 /// gauges are absent that run, `telltale_queue_up` is 0 and the run reports `redis_error`.
 public final class QueueCollector: Collector {
-    public let name = "queues"
+    /// `queues:<source>`.
+    public let name: String
     public let schedule: Schedule
     let config: QueueCollectorConfig
     let client: any RedisQuerying
@@ -54,6 +55,7 @@ public final class QueueCollector: Collector {
     /// Reads the queues through `client` rather than the configured Redis (unit tests' fakes).
     package init(config: QueueCollectorConfig, client: any RedisQuerying) {
         self.config = config
+        name = "queues:\(config.name)"
         self.schedule = config.schedule
         self.client = client
         redactor = Redactor(config.redis.password.map { [$0] } ?? [])
@@ -75,16 +77,21 @@ public final class QueueCollector: Collector {
     }
 
     private func collectQueues() async throws -> CollectionResult {
-        let queues = try await currentQueues()
-        // Round trip 1: every queue's counts and new events, plus CLIENT LIST for the workers.
+        let servers = try await client.servers()
+        let queues = try await currentQueues(servers)
+        // Round trip 1: every queue's counts and new events, plus INFO and CLIENT LIST of the
+        // first server (keyless commands go there); the other servers' meanwhile.
         let overdueBound = QueueCounts.overdueBound(nowMs: UnixTime.now.seconds * 1000)
         let cursors = state.withLock { $0.streamCursors }
         var countCommands = RedisCommands()
         for queue in queues {
             QueueCounts.appendCommands(queue, overdueBound: overdueBound, eventsCursor: cursors[queue], to: &countCommands)
         }
-        countCommands.append(["CLIENT", "LIST"])
+        for command in ServerReplies.commands { countCommands.append(command) }
+        async let otherServers = ServerReplies.read(servers.dropFirst(), client)
         let countReplies = try await client.pipeline(countCommands)
+        let serverReplies = [ServerReplies(server: servers.first ?? "", countReplies.suffix(ServerReplies.commandCount))]
+            + (try await otherServers)
         let all = zip(queues, countReplies.chunks(of: QueueCounts.commandCount)).map { QueueCounts(queue: $0, replies: $1) }
         let readings = all.map(reading)
         var counts: [QueueCounts] = [], failed: [QueueCounts] = [], gone: Set<QueueID> = []
@@ -104,7 +111,7 @@ public final class QueueCollector: Collector {
         // families of the counts are built meanwhile.
         let followUp = FollowUp(counts: counts, finished: finished)
         async let pendingReplies = client.pipeline(followUp.commands)
-        var families = countFamilies(counts, clientList: countReplies.last)
+        var families = countFamilies(counts, servers: serverReplies)
         let followReplies = try await pendingReplies
         // A queue with an error reply in the follow-up is down too: none of its gauges.
         let followUpErrors = followUp.errors(followReplies)
@@ -124,6 +131,7 @@ public final class QueueCollector: Collector {
                                present: Set(queues).subtracting(gone))
         let (up, present) = upFamily(all, readings, followUpErrors)
         families.append(up)
+        families += serverFamilies(serverReplies)
         state.withLock { $0.lastQueues = present }
         return CollectionResult(families: families, problems: problems.list)
     }
@@ -159,7 +167,7 @@ public final class QueueCollector: Collector {
     private static func without(_ queues: Set<QueueID>, _ family: MetricFamily) -> MetricFamily {
         guard family.name.hasPrefix("telltale_queue_") else { return family }
         return MetricFamily(family.descriptor, series: family.series.filter { series in
-            !queues.contains(QueueID(prefix: series.labels["prefix"] ?? "", name: series.labels["queue"] ?? ""))
+            !queues.contains(QueueID(prefix: series.labels["prefix"] ?? "", name: series.labels["queue"] ?? "", source: ""))
         })
     }
 
@@ -184,17 +192,26 @@ public final class QueueCollector: Collector {
         return (MetricFamily(QueueMetrics.up, series: series), queues)
     }
 
-    /// After a run that failed as a whole (Redis unreachable): every queue of the last run at 0.
+    /// After a run that failed as a whole (Redis unreachable): every queue of the last run at
+    /// 0, and the source's `telltale_redis_up` 0.
     public func familiesWhenFailed() -> [MetricFamily] {
         let queues = state.withLock { $0.lastQueues }
-        return [MetricFamily(QueueMetrics.up, series: queues.map { Self.sample(0, $0.labels) })]
+        return [MetricFamily(QueueMetrics.up, series: queues.map { Self.sample(0, $0.labels) }),
+                RedisInfoFamilies.up(0, source: config.name)]
+    }
+
+    /// `telltale_redis_up` 1 and every server's INFO.
+    private func serverFamilies(_ servers: [ServerReplies]) -> [MetricFamily] {
+        var info = RedisInfoFamilies()
+        for server in servers { info.add(server.info, source: config.name, node: server.server) }
+        return [RedisInfoFamilies.up(1, source: config.name)] + info.build()
     }
 
     /// Explicit queues plus discovered ones, sorted, capped at `max_queues`.
-    private func currentQueues() async throws -> [QueueID] {
+    private func currentQueues(_ servers: [String]) async throws -> [QueueID] {
         var discovery = state.withLock { $0.discovery }
         if config.discoveryEnabled && discovery.isDue {
-            try await discovery.advance(client: client, config: config)
+            try await discovery.advance(client: client, servers: servers, config: config)
             state.withLock { [discovery] in $0.discovery = discovery }
         }
         let all = Set(config.queues).union(config.discoveryEnabled ? discovery.known : []).sorted()
@@ -207,10 +224,10 @@ public final class QueueCollector: Collector {
     // built in label order: no dictionary, no sort (this is thousands of series per run).
 
     /// The families of the counts round trip alone.
-    private func countFamilies(_ counts: [QueueCounts], clientList: RedisValue?) -> [MetricFamily] {
+    private func countFamilies(_ counts: [QueueCounts], servers: [ServerReplies]) -> [MetricFamily] {
         var jobs: [Series] = [], paused: [Series] = [], overdue: [Series] = [], workers: [Series] = []
         jobs.reserveCapacity(counts.count * QueueMetrics.states.count)
-        let clientNames = Self.clientNames(clientList)
+        let clientNames = Self.clientNames(servers.map(\.clientList))
         for count in counts {
             let labels = count.queue.labels
             for index in QueueMetrics.statesInNameOrder {
@@ -218,7 +235,9 @@ public final class QueueCollector: Collector {
             }
             paused.append(Self.sample(count.isPaused ? 1 : 0, labels))
             overdue.append(Self.sample(Double(count.overdueDelayed), labels))
-            if let clientNames { workers.append(Self.sample(Double(Self.workerCount(count.queue, clientNames)), labels)) }
+            if let clientNames {
+                workers.append(Self.sample(Double(clientNames.map { Self.workerCount(count.queue, $0) }.max() ?? 0), labels))
+            }
         }
         var dropped = FamilyBuilder(CollectorHealth.seriesDropped)
         dropped.set(state.withLock { $0.dropped }, ["collector": name, "metric": QueueMetrics.jobs.name])
@@ -239,7 +258,7 @@ public final class QueueCollector: Collector {
             unlocked.append(Self.sample(Double(followUp.unlockedActive(at: position, replies)), labels))
         }
         var roundTrips = FamilyBuilder(QueueMetrics.roundTrips)
-        roundTrips.set(Double(client.roundTripCount), ["collector": name])
+        roundTrips.set(Double(client.roundTripCount), ["collector": name, "redis": config.name])
         return [MetricFamily(QueueMetrics.oldestWaiting, series: oldest), MetricFamily(QueueMetrics.unlocked, series: unlocked),
                 roundTrips.build()]
     }
@@ -309,7 +328,7 @@ public final class QueueCollector: Collector {
                 state.failed.touchCounter(queue.labels, unlessNamed: config.jobNames)
             }
             let keep: (Labels) -> Bool = { labels in
-                present.contains(QueueID(prefix: labels["prefix"] ?? "", name: labels["queue"] ?? ""))
+                present.contains(QueueID(prefix: labels["prefix"] ?? "", name: labels["queue"] ?? "", source: ""))
             }
             state.completed.retain(where: keep)
             state.failed.retain(where: keep)
@@ -328,11 +347,14 @@ public final class QueueCollector: Collector {
         return name
     }
 
-    /// `name=` fields of CLIENT LIST, or nil when the user may not run it.
-    private static func clientNames(_ reply: RedisValue?) -> [Substring]? {
-        guard let text = reply?.string else { return nil }
-        return text.split(separator: "\n").compactMap { line in
-            line.split(separator: " ").first { $0.hasPrefix("name=") }?.dropFirst(5)
+    /// `name=` fields of each server's CLIENT LIST, or nil when the user may not run it.
+    private static func clientNames(_ replies: [RedisValue?]) -> [[Substring]]? {
+        let texts = replies.compactMap { $0?.string }
+        guard !texts.isEmpty else { return nil }
+        return texts.map { text in
+            text.split(separator: "\n").compactMap { line in
+                line.split(separator: " ").first { $0.hasPrefix("name=") }?.dropFirst(5)
+            }
         }
     }
 
@@ -342,6 +364,36 @@ public final class QueueCollector: Collector {
         let base64 = Data(queue.name.utf8).base64EncodedString()
         let roots = ["\(queue.prefix):\(base64)", "\(queue.prefix):\(queue.name)"]
         return names.filter { name in roots.contains { name == $0 || name.hasPrefix($0 + ":w:") } }.count
+    }
+}
+
+/// INFO and CLIENT LIST of one server: the Redis itself, and the workers connected to it.
+/// A BullMQ worker on a cluster connects to every master, so a queue's workers are the most
+/// any one server lists.
+struct ServerReplies {
+    static let commands = [["INFO"], ["CLIENT", "LIST"]]
+    static var commandCount: Int { commands.count }
+
+    let server: String
+    let info: RedisValue?
+    let clientList: RedisValue?
+
+    init(server: String, _ replies: ArraySlice<RedisValue>) {
+        self.server = server
+        info = replies.first
+        clientList = replies.dropFirst().first
+    }
+
+    /// The servers' replies, all in parallel.
+    static func read(_ servers: ArraySlice<String>, _ client: any RedisQuerying) async throws -> [ServerReplies] {
+        try await withThrowingTaskGroup(of: (Int, ServerReplies).self) { group in
+            for (index, server) in servers.enumerated() {
+                group.addTask { (index, ServerReplies(server: server, try await client.pipeline(RedisCommands(commands), on: server)[...])) }
+            }
+            var replies: [(Int, ServerReplies)] = []
+            for try await reply in group { replies.append(reply) }
+            return replies.sorted { $0.0 < $1.0 }.map(\.1)
+        }
     }
 }
 

@@ -2,17 +2,21 @@ import TelltaleClients
 import TelltaleCore
 import TelltaleMetrics
 
-/// A BullMQ/Bull queue: its key prefix (`bull`, or hash-tagged `{bull}`) and name.
+/// A BullMQ/Bull queue: its key prefix (`bull`, or hash-tagged `{bull}`) and name, in the
+/// source (`redis` label) that reads it.
 public struct QueueID: Sendable, Hashable, Comparable {
     public let prefix: String
     public let name: String
     /// `bull:emails:`, the start of every key of the queue.
     let keyPrefix: String
+    /// `queue`, `prefix` and `redis`: made once, as every family of every run uses them.
+    let labels: Labels
 
-    public init(prefix: String, name: String) {
+    public init(prefix: String, name: String, source: String) {
         self.prefix = prefix
         self.name = name
         keyPrefix = "\(prefix):\(name):"
+        labels = ["queue": name, "prefix": prefix, "redis": source]
     }
 
     /// The Redis key of one of the queue's parts, e.g. `bull:emails:wait`.
@@ -27,15 +31,16 @@ public struct QueueID: Sendable, Hashable, Comparable {
         hasher.combine(name)
     }
 
-    var labels: Labels { ["queue": name, "prefix": prefix] }
-
     public static func < (lhs: QueueID, rhs: QueueID) -> Bool {
         (lhs.prefix, lhs.name) < (rhs.prefix, rhs.name)
     }
 }
 
-/// The job-queue collector: one Redis, explicit queues and/or discovery by SCAN.
+/// One source of the job-queue collector: one Redis (a server, a Sentinel-managed master or
+/// a Cluster), explicit queues and/or discovery by SCAN.
 public struct QueueCollectorConfig: Sendable {
+    /// The `redis` label, and the collector's name `queues:<name>`.
+    public var name = QueueSources.defaultName
     public var enabled = false
     public var redis = RedisSettings()
     public var schedule = Schedule(interval: .seconds(15), timeout: .seconds(5))
@@ -52,8 +57,9 @@ public struct QueueCollectorConfig: Sendable {
     public var durationBuckets: [Double] = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300]
     public var waitBuckets: [Double] = [0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600]
 
-    package static func read(_ map: ConfigMap) -> QueueCollectorConfig {
+    package static func read(_ map: ConfigMap, name: String) -> QueueCollectorConfig {
         var config = QueueCollectorConfig()
+        config.name = name
         config.enabled = map.bool("enabled") ?? true
         config.schedule.read(map)
         if let redis = map.map("redis") {
@@ -65,10 +71,11 @@ public struct QueueCollectorConfig: Sendable {
         if let prefixes = map.stringList("prefixes") { config.prefixes = prefixes }
         for (path, node) in map.list("queues") ?? [] {
             if case .scalar(let scalar) = node {
-                config.queues += config.prefixes.map { QueueID(prefix: $0, name: scalar.string) }
+                config.queues += config.prefixes.map { QueueID(prefix: $0, name: scalar.string, source: name) }
             } else if let item = ConfigMap(node, path: path, problems: map.problems) {
-                if let name = item.string("name") {
-                    config.queues.append(QueueID(prefix: item.string("prefix") ?? config.prefixes.first ?? "bull", name: name))
+                if let queueName = item.string("name") {
+                    let prefix = item.string("prefix") ?? config.prefixes.first ?? "bull"
+                    config.queues.append(QueueID(prefix: prefix, name: queueName, source: name))
                 } else {
                     item.problems.add(item.childPath("name"), "is required")
                 }
@@ -110,13 +117,37 @@ public struct QueueCollectorConfig: Sendable {
     public init() {}
 }
 
-extension QueueCollectorConfig: SourceSettings {
+/// `queues:`: a list of named sources, or one mapping, which is the source `default`.
+public struct QueueSources: SourceSettings {
+    public static let defaultName = "default"
+    public var sources: [QueueCollectorConfig] = []
+
     /// `queues`.
     static let registration = SourceRegistration { sections in
-        sections.root.map("queues").map(QueueCollectorConfig.read) ?? QueueCollectorConfig()
+        let root = sections.root
+        guard let node = root.node("queues") else { return QueueSources() }
+        if case .sequence = node {
+            return QueueSources(sources: sections.namedList("queues", item: { readNamed($0) }, name: \.name))
+        }
+        return QueueSources(sources: root.map("queues").map { [readNamed($0, default: defaultName)] } ?? [])
+    }
+
+    /// A source: its `name` (required in a list) must be safe in a label and a collector name.
+    private static func readNamed(_ map: ConfigMap, default: String? = nil) -> QueueCollectorConfig {
+        let name = map.string("name") ?? `default` ?? ""
+        if !isValidName(name) {
+            map.problems.add(map.childPath("name"), "is required: 1 to 64 letters, digits, '_', '-' or '.'")
+        }
+        return QueueCollectorConfig.read(map, name: name)
+    }
+
+    static func isValidName(_ name: String) -> Bool {
+        (1...64).contains(name.utf8.count) && name.utf8.allSatisfy { byte in
+            (48...57).contains(byte) || (65...90).contains(byte) || (97...122).contains(byte) || "_-.".utf8.contains(byte)
+        }
     }
 
     public func collectors(_ shared: SharedClients) -> [any Collector] {
-        enabled ? [QueueCollector(config: self)] : []
+        sources.filter(\.enabled).map { QueueCollector(config: $0) }
     }
 }

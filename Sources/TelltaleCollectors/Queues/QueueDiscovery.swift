@@ -8,23 +8,26 @@ import TelltaleMetrics
 struct QueueDiscovery: Sendable {
     private(set) var known: Set<QueueID> = []
     private var found: Set<QueueID> = []
-    private var pendingPrefixes: [String] = []
+    /// The SCANs still to make in this pass: every prefix on every server (each master of a
+    /// cluster holds its own keys).
+    private var pending: [(server: String, prefix: String)] = []
     private var cursor = "0"
     private var nextPass: ContinuousClock.Instant?
 
-    var isDue: Bool { !pendingPrefixes.isEmpty || nextPass.map { ContinuousClock.now >= $0 } ?? true }
+    var isDue: Bool { !pending.isEmpty || nextPass.map { ContinuousClock.now >= $0 } ?? true }
 
     /// Continues (or starts) a pass within `budget`.
-    mutating func advance(client: any RedisQuerying, config: QueueCollectorConfig) async throws(RedisError) {
-        if pendingPrefixes.isEmpty {
-            pendingPrefixes = config.prefixes
+    mutating func advance(client: any RedisQuerying, servers: [String], config: QueueCollectorConfig) async throws(RedisError) {
+        if pending.isEmpty {
+            pending = servers.flatMap { server in config.prefixes.map { (server, $0) } }
             found = []
             cursor = "0"
         }
         let deadline = ContinuousClock.now + config.discoveryBudget
-        while let prefix = pendingPrefixes.first, ContinuousClock.now < deadline {
+        while let (server, prefix) = pending.first, ContinuousClock.now < deadline {
             let pattern = Self.globEscaped(prefix) + ":*:[im][de]*"
-            let reply = try await client.pipeline(RedisCommands([["SCAN", cursor, "MATCH", pattern, "COUNT", String(config.scanCount)]]))
+            let scan = RedisCommands([["SCAN", cursor, "MATCH", pattern, "COUNT", String(config.scanCount)]])
+            let reply = try await client.pipeline(scan, on: server)
             if case .error(let message) = reply.first {
                 // NOAUTH, NOPERM, a Sentinel's unknown command…: a clear message, not "unexpected reply".
                 let redactor = Redactor(config.redis.password.map { [$0] } ?? [])
@@ -35,12 +38,12 @@ struct QueueDiscovery: Sendable {
                 throw RedisError(kind: .connection, message: "unexpected SCAN reply")
             }
             for key in parts[1].array.compactMap(\.string) {
-                if let queue = Self.queue(fromKey: key, prefix: prefix) { found.insert(queue) }
+                if let queue = Self.queue(fromKey: key, prefix: prefix, source: config.name) { found.insert(queue) }
             }
             cursor = next
-            if next == "0" { pendingPrefixes.removeFirst() }
+            if next == "0" { pending.removeFirst() }
         }
-        if pendingPrefixes.isEmpty {
+        if pending.isEmpty {
             known = found
             nextPass = .now + config.discoveryInterval
         } else {
@@ -55,10 +58,10 @@ struct QueueDiscovery: Sendable {
     }
 
     /// `bull:emails:id` or `bull:emails:meta` → queue `emails` of prefix `bull`.
-    static func queue(fromKey key: String, prefix: String) -> QueueID? {
+    static func queue(fromKey key: String, prefix: String, source: String) -> QueueID? {
         for suffix in [":id", ":meta"] where key.hasSuffix(suffix) && key.hasPrefix(prefix + ":") {
             let name = key.dropFirst(prefix.count + 1).dropLast(suffix.count)
-            return name.isEmpty ? nil : QueueID(prefix: prefix, name: String(name))
+            return name.isEmpty ? nil : QueueID(prefix: prefix, name: String(name), source: source)
         }
         return nil
     }
