@@ -832,3 +832,27 @@ def test_other_endpoints(private_redis, start_telltale, endpoint):
     tt = start_telltale(queue_config("unused", redis=redis))
     wait_for(tt, lambda s: up(s) == 1 and s.get("telltale_queue_jobs", queue="sockq", state="waiting") == 3,
              6, f"counts over {endpoint}")
+
+
+def test_stalled_events_exhausted_attempts_and_names_of_jobs_queued_before(qredis, start_telltale):
+    """Events as BullMQ's scripts write them (moveStalledJobsToWait, moveToFinished): stalled
+    jobs are counted; a failed job removed at once has its attempts from `retries-exhausted`;
+    a job queued before Telltale saw the queue keeps its name when its hash is gone by the
+    time it completes."""
+    tool, r = qredis.tool("v6"), qredis.r
+    old = tool("add", "ev", json.dumps([{"name": "report", "data": {}}]))["ids"][0]
+    config = queue_config(qredis.url, job_names={"enabled": True})
+    tt = start_telltale(config)
+    wait_for(tt, lambda s: s.get("telltale_queue_jobs_stalled_total", queue="ev") == 0, 15, "first sight of ev")
+    # The old job starts (its `added` event was before Telltale's cursor): its name is read.
+    r.cmd("XADD", "bull:ev:events", "*", "event", "active", "jobId", old, "prev", "waiting")
+    wait_runs(tt, "queues:default", 2)
+    r.cmd("XADD", "bull:ev:events", "*", "event", "stalled", "jobId", old)
+    r.cmd("DEL", f"bull:ev:{old}")  # removeOnComplete
+    r.cmd("XADD", "bull:ev:events", "*", "event", "completed", "jobId", old, "returnvalue", "null", "prev", "active")
+    r.cmd("XADD", "bull:ev:events", "*", "event", "failed", "jobId", "gone1", "failedReason", "x", "prev", "active")
+    r.cmd("XADD", "bull:ev:events", "*", "event", "retries-exhausted", "jobId", "gone1", "attemptsMade", 4)
+    s, _ = wait_for(tt, lambda s: s.get("telltale_queue_jobs_failed_total", queue="ev", job_name="") == 1, 15, "failure")
+    assert s.get("telltale_queue_jobs_stalled_total", queue="ev") == 1
+    assert s.get("telltale_queue_jobs_completed_total", queue="ev", job_name="report") == 1, s.excerpt("completed")
+    assert s.get("telltale_queue_job_attempts_sum", queue="ev") == 4

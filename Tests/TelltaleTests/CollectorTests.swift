@@ -117,7 +117,7 @@ final class GatedCollector: Collector {
             + PostgresHealthCollector.databaseCounters.map(\.descriptor)
         descriptors += [QueueMetrics.jobs, QueueMetrics.paused, QueueMetrics.up, QueueMetrics.oldestWaiting, QueueMetrics.overdue,
                         QueueMetrics.unlocked, QueueMetrics.workers, QueueMetrics.completed, QueueMetrics.failed,
-                        QueueMetrics.duration, QueueMetrics.wait, QueueMetrics.attempts, QueueMetrics.roundTrips,
+                        QueueMetrics.duration, QueueMetrics.wait, QueueMetrics.attempts, QueueMetrics.roundTrips, QueueMetrics.stalled,
                         RedisInfoMetrics.up, RedisInfoMetrics.info, RedisInfoMetrics.usedMemory, RedisInfoMetrics.maxMemory,
                         RedisInfoMetrics.memoryRatio, RedisInfoMetrics.clients, RedisInfoMetrics.evicted, RedisInfoMetrics.rejected]
         descriptors += [ProviderCollector.balance, ProviderCollector.pending, ProviderCollector.up, ProviderCollector.stale,

@@ -55,6 +55,40 @@ import Testing
         #expect(second.value("telltale_redis_round_trips") == 4)
     }
 
+    /// Stalled events are counted; a failed job's attempts come from `retries-exhausted` once
+    /// its hash is gone; a job active before Telltale saw its queue keeps its name.
+    @Test func stalledExhaustedAndJobsQueuedBeforeTelltale() async throws {
+        let events = RedisValue.array([
+            Self.event("1700000005000-0", ["event", "stalled", "jobId", "9"]),
+            Self.event("1700000006000-0", ["event", "failed", "jobId", "8", "failedReason", "boom", "prev", "active"]),
+            Self.event("1700000006000-1", ["event", "retries-exhausted", "jobId", "8", "attemptsMade", "3"]),
+            Self.event("1700000007000-0", ["event", "completed", "jobId", "7", "returnvalue", "null", "prev", "active"]),
+        ])
+        let redis = ScriptedRedis { command in
+            switch (command.first, command.dropFirst().first) {
+            case ("LRANGE", "bull:emails:active"): RESP.encode(.array([.string("7")]))
+            case ("XRANGE", "bull:emails:events"): RESP.encode(events)
+            case ("HMGET", "bull:emails:7") where command[2] == "name":
+                RESP.encode(.array([.string("report"), .string("1700000000000")]))
+            default: nil
+            }
+        }
+        var config = QueueCollectorConfig.listing(["emails"])
+        config.jobNames = true
+        let collector = QueueCollector(config: config, client: redis)
+        let first = try await collector.collect()
+        #expect(first.value("telltale_queue_jobs_stalled", ["queue": "emails"]) == 0)
+
+        let second = try await collector.collect()
+        #expect(second.problems.isEmpty)
+        #expect(second.value("telltale_queue_jobs_stalled", ["queue": "emails"]) == 1)
+        #expect(second.value("telltale_queue_jobs_completed", ["queue": "emails", "job_name": "report"]) == 1)
+        #expect(second.value("telltale_queue_jobs_failed", ["queue": "emails", "job_name": ""]) == 1)
+        #expect(second.histogram("telltale_queue_job_attempts", ["queue": "emails"])?.sum == 3)
+        // Job 7 was enqueued at 1700000000000 by its hash; it has no `active` time, so no wait.
+        #expect(second.histogram("telltale_queue_job_wait_seconds", ["queue": "emails"])?.count ?? 0 == 0)
+    }
+
     /// An error reply costs its queue (up 0, no series); Redis down costs every queue.
     @Test func anErrorReplyDownsItsQueueAndAnOutageAllQueues() async throws {
         let redis = ScriptedRedis { command in

@@ -75,7 +75,7 @@ import Testing
             QueueCounts(queue: queue, replies: ArraySlice(FakeRedis.countsReplies(wait: 1, head: "1")))
         }
         let finished = [FinishedJob(queue: queues[2], position: 2, id: "9", failed: false, eventMs: 1, activeMs: nil, added: nil)]
-        let followUp = FollowUp(counts: counts, finished: finished)
+        let followUp = FollowUp(counts: counts, finished: finished, unnamed: [])
         #expect(followUp.commands.count == 4)  // three heads, one finished job
         let clean: [RedisValue] = [.string("1"), .string("2"), .string("3"), .array([])]
         #expect(followUp.errors(clean).allSatisfy { $0 == nil })

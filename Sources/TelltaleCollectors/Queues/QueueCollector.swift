@@ -39,6 +39,7 @@ public final class QueueCollector: Collector {
         var duration: FamilyBuilder
         var wait: FamilyBuilder
         var attempts: FamilyBuilder
+        var stalled: FamilyBuilder
         var jobNames: Set<String> = []
         var dropped = 0.0
         /// The queues of the last run (at first, the listed ones), sorted, for
@@ -65,6 +66,7 @@ public final class QueueCollector: Collector {
             duration: FamilyBuilder(QueueMetrics.duration, buckets: config.durationBuckets),
             wait: FamilyBuilder(QueueMetrics.wait, buckets: config.waitBuckets),
             attempts: FamilyBuilder(QueueMetrics.attempts, buckets: QueueMetrics.attemptBuckets),
+            stalled: FamilyBuilder(QueueMetrics.stalled),
             lastQueues: Array(Set(config.queues).sorted().prefix(config.maxQueues))))
     }
 
@@ -106,10 +108,11 @@ public final class QueueCollector: Collector {
         if !gone.isEmpty { forget(gone) }
         // Only queues read cleanly feed the events: a failed queue's cursor stays where it
         // was, and its events are read once it answers again.
-        let finished = recordEvents(counts)
-        // Round trip 2: head jobs' timestamps, active jobs' locks, finished jobs' hashes. The
-        // families of the counts are built meanwhile.
-        let followUp = FollowUp(counts: counts, finished: finished)
+        let events = recordEvents(counts)
+        // Round trip 2: head jobs' timestamps, active jobs' locks, finished jobs' hashes, the
+        // names of jobs queued before Telltale saw them. The families of the counts are built
+        // meanwhile.
+        let followUp = FollowUp(counts: counts, finished: events.finished, unnamed: events.unnamed)
         async let pendingReplies = client.pipeline(followUp.commands)
         var families = countFamilies(counts, servers: serverReplies)
         let followReplies = try await pendingReplies
@@ -126,7 +129,8 @@ public final class QueueCollector: Collector {
             families = families.map { Self.without(down, $0) }
         }
         families += followUpFamilies(counts, followUp, followReplies, errors: followUpErrors)
-        families += accumulate(finished, followUp.finishedJobReplies(followReplies),
+        remember(events, followUp.unnamedJobReplies(followReplies))
+        families += accumulate(events, followUp.finishedJobReplies(followReplies),
                                clean: zip(counts, followUpErrors).compactMap { $1 == nil ? $0.queue : nil },
                                present: Set(queues).subtracting(gone))
         let (up, present) = upFamily(all, readings, followUpErrors)
@@ -265,37 +269,80 @@ public final class QueueCollector: Collector {
 
     private static func sample(_ value: Double, _ labels: Labels) -> Series { Series(labels: labels, value: .number(value)) }
 
+    /// What the new events of a run tell.
+    struct Events {
+        /// Jobs that completed or failed, in stream order.
+        var finished: [FinishedJob] = []
+        /// Jobs seen starting (or active at first sight of their queue) whose `added` event
+        /// came before Telltale read the stream: their hashes' name and timestamp are read.
+        var unnamed: [(queue: QueueID, id: String)] = []
+        /// `stalled` events by queue.
+        var stalled: [QueueID: Int] = [:]
+    }
+
     /// Reads the new events of every queue: remembers when jobs were added and started, and
     /// returns the jobs that finished, in stream order.
-    private func recordEvents(_ counts: [QueueCounts]) -> [FinishedJob] {
+    private func recordEvents(_ counts: [QueueCounts]) -> Events {
         state.withLock { state in
-            var finished: [FinishedJob] = []
+            var events = Events()
             for (position, count) in counts.enumerated() {
                 let (queue, entries) = (count.queue, count.events)
                 guard state.streamCursors[queue] != nil else {
                     // First read: start at the stream's end, so earlier history is not counted (or at
                     // its beginning once there is one, if it did not exist yet).
                     state.streamCursors[queue] = entries.last?.id ?? "0-0"
+                    events.unnamed += count.activeJobIDs.map { (queue, $0) }
                     continue
                 }
-                for entry in entries {
-                    let jobKey = queue.key(entry.jobId)
-                    switch entry.event {
-                    case "added": state.addedAt[jobKey] = (entry.ms, entry.fields["name"] ?? "")
-                    case "active": state.activeSince[jobKey] = entry.ms
-                    case "completed", "failed":
-                        finished.append(FinishedJob(queue: queue, position: position, id: entry.jobId, failed: entry.event == "failed", eventMs: entry.ms,
-                                                    activeMs: state.activeSince.removeValue(forKey: jobKey),
-                                                    added: state.addedAt.removeValue(forKey: jobKey)))
-                    default: break
-                    }
-                }
+                Self.record(entries, of: queue, at: position, into: &events, &state)
                 if let last = entries.last { state.streamCursors[queue] = last.id }
             }
             // Jobs whose end was never seen (removed streams, crashed workers) must not pile up.
             if state.addedAt.count > Self.trackedJobsCap { state.addedAt.removeAll() }
             if state.activeSince.count > Self.trackedJobsCap { state.activeSince.removeAll() }
-            return finished
+            return events
+        }
+    }
+
+    private static func record(_ entries: [StreamEntry], of queue: QueueID, at position: Int, into events: inout Events,
+                               _ state: inout State) {
+        // A failed job's `retries-exhausted` follows its `failed` event in the same script.
+        var lastFinished: [String: Int] = [:]
+        for entry in entries {
+            let jobKey = queue.key(entry.jobId)
+            switch entry.event {
+            case "added": state.addedAt[jobKey] = (entry.ms, entry.fields["name"] ?? "")
+            case "active":
+                state.activeSince[jobKey] = entry.ms
+                if state.addedAt[jobKey] == nil { events.unnamed.append((queue, entry.jobId)) }
+            case "completed", "failed":
+                lastFinished[jobKey] = events.finished.count
+                events.finished.append(FinishedJob(
+                    queue: queue, position: position, id: entry.jobId, failed: entry.event == "failed", eventMs: entry.ms,
+                    activeMs: state.activeSince.removeValue(forKey: jobKey), added: state.addedAt.removeValue(forKey: jobKey)))
+            case "retries-exhausted":
+                let attempts = entry.fields["attemptsMade"].flatMap(Double.init).flatMap { $0.isFinite && $0 >= 0 ? $0 : nil }
+                if let index = lastFinished[jobKey] { events.finished[index].attemptsFromEvent = attempts }
+            case "stalled": events.stalled[queue, default: 0] += 1
+            default: break
+            }
+        }
+    }
+
+    /// The name and enqueue time of jobs whose `added` event was not seen, from their hashes,
+    /// for when they finish (their hash may be gone by then). Jobs that finished this run
+    /// already are not kept.
+    private func remember(_ events: Events, _ replies: ArraySlice<RedisValue>) {
+        guard !events.unnamed.isEmpty else { return }
+        let finished = Set(events.finished.map { $0.queue.key($0.id) })
+        state.withLock { state in
+            for (job, reply) in zip(events.unnamed, replies) {
+                let fields = reply.array
+                let jobKey = job.queue.key(job.id)
+                guard fields.count == 2, let name = fields[0].string, !finished.contains(jobKey),
+                      let timestamp = fields[1].string.flatMap(Double.init), timestamp.isFinite else { continue }
+                state.addedAt[jobKey] = (timestamp, name)
+            }
         }
     }
 
@@ -303,17 +350,17 @@ public final class QueueCollector: Collector {
     /// stream timestamps stand in for jobs already removed (and for a hash read with an error
     /// reply, which is never read as numbers). Queues read cleanly get zero totals before their
     /// first finished job; queues down this run keep what they have; the others are dropped.
-    private func accumulate(_ finished: [FinishedJob], _ replies: ArraySlice<RedisValue>, clean: [QueueID],
+    private func accumulate(_ events: Events, _ replies: ArraySlice<RedisValue>, clean: [QueueID],
                             present: Set<QueueID>) -> [MetricFamily] {
         state.withLock { state in
-            for (job, reply) in zip(finished, replies) {
+            for (job, reply) in zip(events.finished, replies) {
                 // Only finite times: an `inf` in a job hash would stick a histogram's _sum at NaN.
                 let fields = reply.array.map { $0.string.flatMap(Double.init).flatMap { $0.isFinite ? $0 : nil } }
                 let hashName = reply.array.count == 6 ? reply.array[5].string : nil
                 let processedOn = fields.count == 6 ? fields[0] ?? job.activeMs : job.activeMs
                 let finishedOn = fields.count == 6 ? fields[1] ?? job.eventMs : job.eventMs
                 let timestamp = fields.count == 6 ? fields[2] ?? job.added?.ms : job.added?.ms
-                let attempts = fields.count == 6 ? fields[3] ?? fields[4] : nil
+                let attempts = (fields.count == 6 ? fields[3] ?? fields[4] : nil) ?? job.attemptsFromEvent
                 var labels = job.queue.labels
                 if config.jobNames {
                     labels = labels.adding("job_name", jobNameLabel(hashName ?? job.added?.name ?? "", &state.jobNames))
@@ -323,9 +370,11 @@ public final class QueueCollector: Collector {
                 if let processedOn, let timestamp { state.wait.observe(max(0, processedOn - timestamp) / 1000, job.queue.labels) }
                 if let attempts { state.attempts.observe(attempts, job.queue.labels) }
             }
+            for (queue, stalled) in events.stalled { state.stalled.add(Double(stalled), queue.labels) }
             for queue in clean {
                 state.completed.touchCounter(queue.labels, unlessNamed: config.jobNames)
                 state.failed.touchCounter(queue.labels, unlessNamed: config.jobNames)
+                state.stalled.touchCounter(queue.labels, unlessNamed: false)
             }
             let keep: (Labels) -> Bool = { labels in
                 present.contains(QueueID(prefix: labels["prefix"] ?? "", name: labels["queue"] ?? "", source: ""))
@@ -335,7 +384,8 @@ public final class QueueCollector: Collector {
             state.duration.retain(where: keep)
             state.wait.retain(where: keep)
             state.attempts.retain(where: keep)
-            return [state.completed, state.failed, state.duration, state.wait, state.attempts].map { $0.build() }
+            state.stalled.retain(where: keep)
+            return [state.completed, state.failed, state.duration, state.wait, state.attempts, state.stalled].map { $0.build() }
         }
     }
 

@@ -23,6 +23,9 @@ enum QueueMetrics {
         "telltale_queue_jobs_completed", .counter, help: "Jobs completed since Telltale started (from the events stream).")
     static let failed = MetricDescriptor(
         "telltale_queue_jobs_failed", .counter, help: "Jobs failed for good since Telltale started (from the events stream).")
+    static let stalled = MetricDescriptor(
+        "telltale_queue_jobs_stalled", .counter,
+        help: "Jobs found stalled (active without a lock) and moved back to wait since Telltale started (from the events stream).")
     static let duration = MetricDescriptor(
         "telltale_queue_job_duration_seconds", .histogram, help: "Processing time of finished jobs (finishedOn - processedOn).",
         unit: "seconds")

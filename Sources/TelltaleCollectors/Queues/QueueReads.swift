@@ -139,6 +139,8 @@ struct FinishedJob {
     let eventMs: Double
     let activeMs: Double?
     let added: (ms: Double, name: String)?
+    /// `attemptsMade` of its `retries-exhausted` event, for a failed job whose hash is gone.
+    var attemptsFromEvent: Double?
 }
 
 /// The second round trip: what the counts pointed at (the head job, active jobs' locks) and
@@ -153,8 +155,9 @@ struct FollowUp {
     /// By position in the counts: the HMGETs of the queue's finished jobs (contiguous, as
     /// finished jobs come queue by queue).
     private var finishedByQueue: [Range<Int>] = []
+    private var unnamedRange = 0..<0
 
-    init(counts: [QueueCounts], finished: [FinishedJob]) {
+    init(counts: [QueueCounts], finished: [FinishedJob], unnamed: [(queue: QueueID, id: String)]) {
         headIndex.reserveCapacity(counts.count)
         lockChecks.reserveCapacity(counts.count)
         for count in counts {
@@ -178,6 +181,8 @@ struct FollowUp {
             finishedByQueue[job.position] = range.isEmpty ? index..<index + 1 : range.lowerBound..<index + 1
         }
         finishedRange = start..<commands.count
+        for job in unnamed { commands.append("HMGET", key: job.queue.keyPrefix, job.id, "name", "timestamp") }
+        unnamedRange = finishedRange.upperBound..<commands.count
     }
 
     /// The first error reply among each queue's follow-up commands (its head job, its locks,
@@ -208,5 +213,11 @@ struct FollowUp {
     /// One HMGET reply per finished job, in their order.
     func finishedJobReplies(_ replies: [RedisValue]) -> ArraySlice<RedisValue> {
         finishedRange.upperBound <= replies.count ? replies[finishedRange] : []
+    }
+
+    /// One HMGET (name, timestamp) reply per unnamed job, in their order. An error reply
+    /// there only leaves the name unknown: it is not the queue's error.
+    func unnamedJobReplies(_ replies: [RedisValue]) -> ArraySlice<RedisValue> {
+        unnamedRange.upperBound <= replies.count ? replies[unnamedRange] : []
     }
 }
