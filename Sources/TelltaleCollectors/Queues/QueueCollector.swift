@@ -93,7 +93,7 @@ public final class QueueCollector: Collector {
         async let otherServers = ServerReplies.read(servers.dropFirst(), client)
         let countReplies = try await client.pipeline(countCommands)
         let serverReplies = [ServerReplies(server: servers.first ?? "", countReplies.suffix(ServerReplies.commandCount))]
-            + (try await otherServers)
+            + (await otherServers)
         let all = zip(queues, countReplies.chunks(of: QueueCounts.commandCount)).map { QueueCounts(queue: $0, replies: $1) }
         let readings = all.map(reading)
         var counts: [QueueCounts] = [], failed: [QueueCounts] = [], gone: Set<QueueID> = []
@@ -208,7 +208,8 @@ public final class QueueCollector: Collector {
     private func serverFamilies(_ servers: [ServerReplies]) -> [MetricFamily] {
         var info = RedisInfoFamilies()
         for server in servers { info.add(server.info, source: config.name, node: server.server) }
-        return [RedisInfoFamilies.up(1, source: config.name)] + info.build()
+        let up: Double = servers.allSatisfy(\.answered) ? 1 : 0
+        return [RedisInfoFamilies.up(up, source: config.name)] + info.build()
     }
 
     /// Explicit queues plus discovered ones, sorted, capped at `max_queues`.
@@ -427,21 +428,38 @@ struct ServerReplies {
     let server: String
     let info: RedisValue?
     let clientList: RedisValue?
+    /// False when the server could not be reached (one node of a cluster, say).
+    let answered: Bool
 
     init(server: String, _ replies: ArraySlice<RedisValue>) {
         self.server = server
         info = replies.first
         clientList = replies.dropFirst().first
+        answered = true
     }
 
-    /// The servers' replies, all in parallel.
-    static func read(_ servers: ArraySlice<String>, _ client: any RedisQuerying) async throws -> [ServerReplies] {
-        try await withThrowingTaskGroup(of: (Int, ServerReplies).self) { group in
+    private init(unreachable server: String) {
+        self.server = server
+        info = nil
+        clientList = nil
+        answered = false
+    }
+
+    /// The servers' replies, all in parallel. A server that cannot be reached costs its own
+    /// replies only: the queues on the other servers are still read.
+    static func read(_ servers: ArraySlice<String>, _ client: any RedisQuerying) async -> [ServerReplies] {
+        await withTaskGroup(of: (Int, ServerReplies).self) { group in
             for (index, server) in servers.enumerated() {
-                group.addTask { (index, ServerReplies(server: server, try await client.pipeline(RedisCommands(commands), on: server)[...])) }
+                group.addTask {
+                    do {
+                        return (index, ServerReplies(server: server, try await client.pipeline(RedisCommands(commands), on: server)[...]))
+                    } catch {
+                        return (index, ServerReplies(unreachable: server))
+                    }
+                }
             }
             var replies: [(Int, ServerReplies)] = []
-            for try await reply in group { replies.append(reply) }
+            for await reply in group { replies.append(reply) }
             return replies.sorted { $0.0 < $1.0 }.map(\.1)
         }
     }
