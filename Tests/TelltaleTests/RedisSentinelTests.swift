@@ -169,6 +169,25 @@ import Testing
         #expect(!RedisSentinelReplies.stale([.string("# Replication\r\nrole:slave\r\n")], role: .replica))
     }
 
+    @Test func theServerChosenAndWhetherItStillIs() {
+        let (m, r1, r2) = (RedisEndpoint.tcp(host: "m", port: 1), RedisEndpoint.tcp(host: "r1", port: 1),
+                           RedisEndpoint.tcp(host: "r2", port: 1))
+        let view = RedisSentinel.View(master: m, healthyReplicas: [r1, r2])
+        #expect(view.choose(replica: false, pick: 1) == (m, .master))
+        #expect(view.choose(replica: true, pick: 0) == (r1, .replica))
+        #expect(view.choose(replica: true, pick: 3) == (r2, .replica))
+        #expect(RedisSentinel.View(master: m).choose(replica: true, pick: 0) == (m, .master))
+        // Master mode: only the master is confirmed.
+        #expect(view.confirms(m, as: .master, replica: false))
+        #expect(!RedisSentinel.View(master: r1).confirms(m, as: .master, replica: false))
+        // Replica mode: a replica while healthy; the master while no replica is.
+        #expect(view.confirms(r2, as: .replica, replica: true))
+        #expect(!RedisSentinel.View(master: m, healthyReplicas: [r2]).confirms(r1, as: .replica, replica: true))
+        #expect(!RedisSentinel.View(master: r1, healthyReplicas: [m]).confirms(r1, as: .replica, replica: true))
+        #expect(RedisSentinel.View(master: m).confirms(m, as: .master, replica: true))
+        #expect(!view.confirms(m, as: .master, replica: true))
+    }
+
     @Test func sentinelErrorsNameTheFixAndNeverAPassword() {
         let redactor = Redactor(["s3cret"])
         #expect(RedisSentinel.describeSentinelError("NOAUTH Authentication required.", redactor: redactor)

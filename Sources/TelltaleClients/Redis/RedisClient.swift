@@ -34,10 +34,11 @@ extension RedisClient: RedisQuerying {
 /// capped backoff, blocking hiredis calls on the client's own thread.
 ///
 /// With Sentinel (`RedisTopology.sentinel`) every new connection starts by asking the
-/// Sentinels for the server (`RedisSentinel.connect`); the connection is dropped, and the
-/// Sentinels asked again at the next call, after an I/O error or timeout, or when a reply
-/// shows that the server no longer has the role it was chosen for
-/// (`RedisSentinelReplies.stale`).
+/// Sentinels for the server (`RedisSentinel.connect`). The connection is dropped, and the
+/// Sentinels asked again, after an I/O error or timeout, when a reply shows that the server
+/// no longer has the role it was chosen for (`RedisSentinelReplies.stale`), and when the
+/// Sentinel, asked again before a call at most every `RedisSentinel.checkInterval`, names
+/// another server (`RedisSentinel.check`).
 public actor RedisClient {
     public nonisolated let settings: RedisSettings
     private let thread = BlockingThreads(count: 1)
@@ -51,6 +52,9 @@ public actor RedisClient {
     private var sentinelOrder: [RedisEndpoint] = []
     private var resolvedServer: RedisEndpoint?
     private var resolvedRole: RedisSentinel.Role?
+    /// The connection to the Sentinel that named the server, and when to ask it again.
+    private var sentinelConnection: RedisConnection?
+    private var nextSentinelCheck = ContinuousClock.now
 
     public init(settings: RedisSettings) {
         self.settings = settings
@@ -81,7 +85,11 @@ public actor RedisClient {
     }
 
     private func connected() async throws(RedisError) -> RedisConnection {
-        if let connection, !connection.isBroken { return connection }
+        if let connection, !connection.isBroken {
+            guard case .sentinel(let sentinel) = settings.topology, let server = resolvedServer, let role = resolvedRole,
+                  ContinuousClock.now >= nextSentinelCheck else { return connection }
+            if await sentinelStillNames(server, as: role, sentinel) { return connection }
+        }
         connection = nil
         if backoff.isWaiting {
             throw RedisError(kind: .connect, message: "reconnecting after: \(backoff.lastError)")
@@ -98,6 +106,8 @@ public actor RedisClient {
                 if resolved.sentinelIndex != 0 { sentinelOrder.swapAt(0, resolved.sentinelIndex) }
                 resolvedServer = resolved.server
                 resolvedRole = resolved.role
+                sentinelConnection = resolved.sentinel
+                nextSentinelCheck = .now + RedisSentinel.checkInterval
                 fresh = resolved.connection
             } else {
                 fresh = try await thread.run { () throws(RedisError) -> RedisConnection in
@@ -115,6 +125,23 @@ public actor RedisClient {
             backoff.failed((error as? RedisError)?.message ?? "\(error)")
             throw RedisError(kind: .connect, message: backoff.lastError)
         }
+    }
+
+    /// Asks the Sentinel (one round trip) whether `server` is still the one to read. A
+    /// Sentinel that cannot be reached leaves the connection as it is, and is asked again
+    /// only after `RedisSentinel.checkRetry`.
+    private func sentinelStillNames(_ server: RedisEndpoint, as role: RedisSentinel.Role,
+                                    _ sentinel: RedisSentinelSettings) async -> Bool {
+        let (settings, order, kept) = (settings, sentinelOrder, sentinelConnection)
+        sentinelConnection = nil
+        guard let check = await thread.run({ () -> RedisSentinel.Check in
+            RedisSentinel.check(kept, settings, sentinel, order: order, server: server, role: role)
+        }) else { return true }
+        roundTrips.add(1, ordering: .relaxed)
+        sentinelConnection = check.sentinel
+        if let index = check.sentinelIndex, index != 0 { sentinelOrder.swapAt(0, index) }
+        nextSentinelCheck = .now + (check.confirmed == nil ? RedisSentinel.checkRetry : RedisSentinel.checkInterval)
+        return check.confirmed ?? true
     }
 
     /// AUTH, SELECT and `probe` (`INFO server`, or `ROLE` for a server named by Sentinels) in

@@ -4,13 +4,22 @@ import TelltaleMetrics
 
 /// Finding the server through Redis Sentinel: ask the Sentinels in order which server is the
 /// master (or which replicas are healthy), connect to it, log in and check its `ROLE` in the
-/// same round trip. Blocking: runs on the client's own thread.
+/// same round trip. The connection to the Sentinel that answered is kept, to ask it again
+/// now and then (`check`) whether the server is still the one it names. Blocking: runs on
+/// the client's own thread.
 package enum RedisSentinel {
     /// Resolutions tried when the server named turns out to have another role (a failover
     /// under way) or cannot be reached, before the attempt fails with `.connect`.
     package static let maxAttempts = 3
     /// The pause between two such resolutions, on the client's own thread.
     static let retryPause = Duration.milliseconds(200)
+    /// How often, at most, a call first asks the Sentinel whether the server is still the
+    /// one it names: during a failover the old master may keep answering as a master for a
+    /// while, and only the Sentinels know better.
+    package static let checkInterval = Duration.milliseconds(500)
+    /// After a check that reached no Sentinel, the next is not tried before this long: a
+    /// Sentinel that does not answer must not slow every call down.
+    package static let checkRetry = Duration.seconds(10)
 
     /// The role a server reports in `ROLE`: `master`, or `slave` for a replica.
     package enum Role: String, Sendable {
@@ -26,8 +35,39 @@ package enum RedisSentinel {
         package let server: RedisEndpoint
         /// The role it had when checked: what it must keep (see `RedisSentinelReplies.stale`).
         package let role: Role
-        /// The position, in the order the Sentinels were asked, of the one that answered.
+        /// The Sentinel that named it, logged in, kept for `check`.
+        package let sentinel: RedisConnection
+        /// Its position in the order the Sentinels were asked.
         package let sentinelIndex: Int
+    }
+
+    /// What a Sentinel says of the master: where it is and which replicas are healthy (only
+    /// asked for with `read_from: replica`).
+    package struct View: Sendable, Equatable {
+        package let master: RedisEndpoint
+        package let healthyReplicas: [RedisEndpoint]
+
+        package init(master: RedisEndpoint, healthyReplicas: [RedisEndpoint] = []) {
+            self.master = master
+            self.healthyReplicas = healthyReplicas
+        }
+
+        /// The server to read: the `pick`-th healthy replica (modulo their number) when
+        /// asked for one, else the master.
+        package func choose(replica: Bool, pick: Int) -> (RedisEndpoint, Role) {
+            if replica, !healthyReplicas.isEmpty { return (healthyReplicas[pick % healthyReplicas.count], .replica) }
+            return (master, .master)
+        }
+
+        /// Whether `server`, chosen for `role`, is still what `choose` would allow: the master,
+        /// or a healthy replica; the master chosen for want of a healthy replica only while
+        /// there is still none.
+        package func confirms(_ server: RedisEndpoint, as role: Role, replica: Bool) -> Bool {
+            switch role {
+            case .master: server == master && (!replica || healthyReplicas.isEmpty)
+            case .replica: healthyReplicas.contains(server)
+            }
+        }
     }
 
     /// Asks the Sentinels (in `order`, first answer wins), connects to the server they name and
@@ -40,17 +80,17 @@ package enum RedisSentinel {
         for attempt in 0..<maxAttempts {
             if attempt > 0 { pause(retryPause) }
             let answer = try ask(order, settings, sentinel, startingAt: attempt, redactor: redactor)
-            let asked = order[answer.sentinelIndex]
+            let (server, expected) = answer.view.choose(replica: sentinel.readFromReplica, pick: attempt)
             do {
-                let connection = try open(answer.server, tls: settings.tls, settings)
-                let roleReply = try RedisClient.logIn(connection, settings, at: answer.server, probe: ["ROLE"])
+                let connection = try open(server, tls: settings.tls, settings)
+                let roleReply = try RedisClient.logIn(connection, settings, at: server, probe: ["ROLE"])
                 // No answer to ROLE (an ACL without +role, a renamed command): the Sentinel's word is taken.
-                guard let role = RedisSentinelReplies.role(roleReply), role != answer.role.rawValue else {
-                    return Resolved(connection: connection, server: answer.server, role: answer.role,
-                                    sentinelIndex: answer.sentinelIndex)
+                guard let role = RedisSentinelReplies.role(roleReply), role != expected.rawValue else {
+                    return Resolved(connection: connection, server: server, role: expected,
+                                    sentinel: answer.connection, sentinelIndex: answer.sentinelIndex)
                 }
-                append("\(answer.server), named by sentinel \(asked), reports role \(role.clipped(20)), "
-                           + "not \(answer.role.name)", to: &problems)
+                append("\(server), named by sentinel \(order[answer.sentinelIndex]), reports role \(role.clipped(20)), "
+                           + "not \(expected.name)", to: &problems)
             } catch {
                 append(redactor.redact(error.message), to: &problems)
             }
@@ -59,10 +99,36 @@ package enum RedisSentinel {
                              + "'\(sentinel.master)' after \(maxAttempts) resolutions: " + problems.joined(separator: "; "))
     }
 
-    /// What one Sentinel answered.
+    /// What `check` found.
+    package struct Check: @unchecked Sendable {
+        /// Whether the Sentinel still names the server; nil when no Sentinel answered.
+        package let confirmed: Bool?
+        /// The Sentinel connection to keep (nil when none answered).
+        package let sentinel: RedisConnection?
+        /// The position of a Sentinel newly connected to, in `order`.
+        package let sentinelIndex: Int?
+    }
+
+    /// Asks the kept Sentinel connection, or else the Sentinels in order, whether `server`
+    /// (chosen for `role`) is still the one to read: one round trip to a Sentinel.
+    package static func check(_ kept: RedisConnection?, _ settings: RedisSettings, _ sentinel: RedisSentinelSettings,
+                              order: [RedisEndpoint], server: RedisEndpoint, role: Role) -> Check {
+        let redactor = Redactor(settings.secrets)
+        if let kept, let view = try? readView(kept, at: nil, sentinel, logIn: false, redactor: redactor) {
+            return Check(confirmed: view.confirms(server, as: role, replica: sentinel.readFromReplica), sentinel: kept,
+                         sentinelIndex: nil)
+        }
+        guard let answer = try? ask(order, settings, sentinel, startingAt: 0, redactor: redactor) else {
+            return Check(confirmed: nil, sentinel: nil, sentinelIndex: nil)
+        }
+        return Check(confirmed: answer.view.confirms(server, as: role, replica: sentinel.readFromReplica),
+                     sentinel: answer.connection, sentinelIndex: answer.sentinelIndex)
+    }
+
+    /// What one Sentinel answered, and the connection to it.
     struct Answer {
-        let server: RedisEndpoint
-        let role: Role
+        let view: View
+        let connection: RedisConnection
         let sentinelIndex: Int
     }
 
@@ -74,9 +140,11 @@ package enum RedisSentinel {
         var problems: [String] = []
         for offset in 0..<order.count {
             let index = (start + offset) % order.count
-            do {
-                let (server, role) = try askOne(order[index], settings, sentinel, pick: start, redactor: redactor)
-                return Answer(server: server, role: role, sentinelIndex: index)
+            let address = order[index]
+            do throws(RedisError) {
+                let connection = try openSentinel(address, settings, sentinel)
+                let view = try readView(connection, at: address, sentinel, logIn: true, redactor: redactor)
+                return Answer(view: view, connection: connection, sentinelIndex: index)
             } catch {
                 problems.append(redactor.redact(error.message))
             }
@@ -84,19 +152,22 @@ package enum RedisSentinel {
         throw RedisError(kind: .connect, message: problems.joined(separator: "; "))
     }
 
-    /// One round trip to one Sentinel: AUTH, then `SENTINEL REPLICAS` (for `read_from:
-    /// replica`) and `SENTINEL GET-MASTER-ADDR-BY-NAME`. In replica mode the `pick`-th healthy
-    /// replica (modulo their number) is chosen, or the master when none is healthy.
-    static func askOne(_ address: RedisEndpoint, _ settings: RedisSettings, _ sentinel: RedisSentinelSettings,
-                       pick: Int, redactor: Redactor) throws(RedisError) -> (RedisEndpoint, Role) {
-        let connection: RedisConnection
+    private static func openSentinel(_ address: RedisEndpoint, _ settings: RedisSettings,
+                                     _ sentinel: RedisSentinelSettings) throws(RedisError) -> RedisConnection {
         do {
-            connection = try open(address, tls: sentinel.tls, settings)
+            return try open(address, tls: sentinel.tls, settings)
         } catch {
             throw RedisError(kind: .connect, message: "sentinel \(address): \(error.message)")
         }
+    }
+
+    /// One round trip to one Sentinel: AUTH (when `logIn`), then `SENTINEL REPLICAS` (for
+    /// `read_from: replica`) and `SENTINEL GET-MASTER-ADDR-BY-NAME`.
+    static func readView(_ connection: RedisConnection, at address: RedisEndpoint?, _ sentinel: RedisSentinelSettings,
+                     logIn: Bool, redactor: Redactor) throws(RedisError) -> View {
+        let name = address.map { "sentinel \($0)" } ?? "sentinel"
         var commands = RedisCommands()
-        if let password = sentinel.password {
+        if logIn, let password = sentinel.password {
             commands.append(["AUTH"] + (sentinel.username.map { [$0] } ?? []) + [password])
         }
         if sentinel.readFromReplica { commands.append(["SENTINEL", "REPLICAS", sentinel.master]) }
@@ -105,29 +176,25 @@ package enum RedisSentinel {
         do {
             replies = try connection.pipeline(commands)
         } catch {
-            throw RedisError(kind: .connect, message: "sentinel \(address): \(error.message)")
+            throw RedisError(kind: .connect, message: "\(name): \(error.message)")
         }
-        if sentinel.password != nil, case .error(let message) = replies.first {
-            throw RedisError(kind: .connect, message: "sentinel \(address) refused the login: "
-                                 + describeSentinelError(message, redactor: redactor))
+        if logIn, sentinel.password != nil, case .error(let message) = replies.first {
+            throw RedisError(kind: .connect, message: "\(name) refused the login: " + describeSentinelError(message, redactor: redactor))
         }
         let masterReply = replies.last ?? .null
         if case .error(let message) = masterReply {
-            throw RedisError(kind: .connect, message: "sentinel \(address): " + describeSentinelError(message, redactor: redactor))
+            throw RedisError(kind: .connect, message: "\(name): " + describeSentinelError(message, redactor: redactor))
         }
         let master: RedisEndpoint
         switch RedisSentinelReplies.masterAddress(masterReply) {
         case .known(let endpoint): master = endpoint
-        case .unknown: throw RedisError(kind: .connect, message: "sentinel \(address) does not know master '\(sentinel.master)'")
-        case .malformed:
-            throw RedisError(kind: .connect, message: "sentinel \(address): unexpected reply to SENTINEL GET-MASTER-ADDR-BY-NAME")
+        case .unknown: throw RedisError(kind: .connect, message: "\(name) does not know master '\(sentinel.master)'")
+        case .malformed: throw RedisError(kind: .connect, message: "\(name): unexpected reply to SENTINEL GET-MASTER-ADDR-BY-NAME")
         }
-        if sentinel.readFromReplica, replies.count >= 2 {
-            // An error here (a Sentinel older than 5.0 knows only SENTINEL SLAVES) falls back to the master.
-            let healthy = RedisSentinelReplies.healthyReplicas(replies[replies.count - 2])
-            if !healthy.isEmpty { return (healthy[pick % healthy.count], .replica) }
-        }
-        return (master, .master)
+        // An error to REPLICAS (a Sentinel older than 5.0 knows only SENTINEL SLAVES) leaves the master.
+        let healthy = sentinel.readFromReplica && replies.count >= 2
+            ? RedisSentinelReplies.healthyReplicas(replies[replies.count - 2]) : []
+        return View(master: master, healthyReplicas: healthy)
     }
 
     /// A Sentinel's error reply for the log and `/`: never a command's argument, never a password.
