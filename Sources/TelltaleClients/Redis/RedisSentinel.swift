@@ -30,7 +30,7 @@ package enum RedisSentinel {
     }
 
     /// A server found, connected, logged in and checked.
-    package struct Resolved: @unchecked Sendable {
+    package struct Resolved: Sendable {
         package let connection: RedisConnection
         package let server: RedisEndpoint
         /// The role it had when checked: what it must keep (see `RedisSentinelReplies.stale`).
@@ -100,7 +100,7 @@ package enum RedisSentinel {
     }
 
     /// What `check` found.
-    package struct Check: @unchecked Sendable {
+    package struct Check: Sendable {
         /// Whether the Sentinel still names the server; nil when no Sentinel answered.
         package let confirmed: Bool?
         /// The Sentinel connection to keep (nil when none answered).
@@ -340,7 +340,7 @@ extension RedisSettings {
     }
 }
 
-extension Duration {
+fileprivate extension Duration {
     var timespec: Glibc.timespec {
         let (seconds, attoseconds) = components
         return Glibc.timespec(tv_sec: Int(seconds), tv_nsec: Int(attoseconds / 1_000_000_000))
