@@ -19,7 +19,11 @@ package protocol RedisQuerying: Sendable {
 }
 
 extension RedisClient: RedisQuerying {
-    package func servers() async throws(RedisError) -> [String] { [settings.endpoint.description] }
+    /// With Sentinel: the server resolved last, or the master's name before the first resolution.
+    package func servers() async throws(RedisError) -> [String] {
+        guard case .sentinel(let sentinel) = settings.topology else { return [settings.endpoint.description] }
+        return [resolvedServer?.description ?? sentinel.master]
+    }
 
     package func pipeline(_ commands: RedisCommands, on server: String) async throws(RedisError) -> [RedisValue] {
         try await pipeline(commands)
@@ -28,6 +32,13 @@ extension RedisClient: RedisQuerying {
 
 /// Telltale's access to one Redis: one connection, one pipeline in flight, reconnects with
 /// capped backoff, blocking hiredis calls on the client's own thread.
+///
+/// With Sentinel (`RedisTopology.sentinel`) every new connection starts by asking the
+/// Sentinels for the server (`RedisSentinel.connect`). The connection is dropped, and the
+/// Sentinels asked again, after an I/O error or timeout, when a reply shows that the server
+/// no longer has the role it was chosen for (`RedisSentinelReplies.stale`), and when the
+/// Sentinel, asked again before a call at most every `RedisSentinel.checkInterval`, names
+/// another server (`RedisSentinel.check`).
 public actor RedisClient {
     public nonisolated let settings: RedisSettings
     private let thread = BlockingThreads(count: 1)
@@ -36,9 +47,18 @@ public actor RedisClient {
     private let gate = SerialGate()
     /// Network round trips made, for `telltale_redis_round_trips_total` and the benchmark.
     private let roundTrips = Atomic<UInt64>(0)
+    /// With Sentinel: the Sentinels in the order to ask them (the last to answer first), the
+    /// server resolved last and the role it was chosen for.
+    private var sentinelOrder: [RedisEndpoint] = []
+    private var resolvedServer: RedisEndpoint?
+    private var resolvedRole: RedisSentinel.Role?
+    /// The connection to the Sentinel that named the server, and when to ask it again.
+    private var sentinelConnection: RedisConnection?
+    private var nextSentinelCheck = ContinuousClock.now
 
     public init(settings: RedisSettings) {
         self.settings = settings
+        if case .sentinel(let sentinel) = settings.topology { sentinelOrder = sentinel.addresses }
     }
 
     public nonisolated var roundTripCount: UInt64 { roundTrips.load(ordering: .relaxed) }
@@ -51,7 +71,12 @@ public actor RedisClient {
         let connection = try await connected()
         roundTrips.add(1, ordering: .relaxed)
         do {
-            return try await thread.run { () throws(RedisError) in try connection.pipeline(commands) }
+            let replies = try await thread.run { () throws(RedisError) in try connection.pipeline(commands) }
+            if let role = resolvedRole, RedisSentinelReplies.stale(replies, role: role) {
+                // Kept for this call (an error reply is the queue's error); the next asks the Sentinels.
+                self.connection = nil
+            }
+            return replies
         } catch {
             // After an I/O error or timeout hiredis cannot resynchronise replies: start afresh.
             self.connection = nil
@@ -60,18 +85,37 @@ public actor RedisClient {
     }
 
     private func connected() async throws(RedisError) -> RedisConnection {
-        if let connection, !connection.isBroken { return connection }
+        if let connection, !connection.isBroken {
+            guard case .sentinel(let sentinel) = settings.topology, let server = resolvedServer, let role = resolvedRole,
+                  ContinuousClock.now >= nextSentinelCheck else { return connection }
+            if await sentinelStillNames(server, as: role, sentinel) { return connection }
+        }
         connection = nil
         if backoff.isWaiting {
             throw RedisError(kind: .connect, message: "reconnecting after: \(backoff.lastError)")
         }
         let settings = settings
         do {
-            let fresh = try await thread.run { () throws(RedisError) -> RedisConnection in
-                let connection = try RedisConnection(endpoint: settings.endpoint, connectTimeout: settings.connectTimeout,
-                                                     commandTimeout: settings.commandTimeout)
-                try Self.logIn(connection, settings)
-                return connection
+            let fresh: RedisConnection
+            if case .sentinel(let sentinel) = settings.topology {
+                let order = sentinelOrder
+                let resolved = try await thread.run { () throws(RedisError) -> RedisSentinel.Resolved in
+                    try RedisSentinel.connect(settings, sentinel, order: order)
+                }
+                // As redis-py does: the Sentinel that answered is asked first next time.
+                if resolved.sentinelIndex != 0 { sentinelOrder.swapAt(0, resolved.sentinelIndex) }
+                resolvedServer = resolved.server
+                resolvedRole = resolved.role
+                sentinelConnection = resolved.sentinel
+                nextSentinelCheck = .now + RedisSentinel.checkInterval
+                fresh = resolved.connection
+            } else {
+                fresh = try await thread.run { () throws(RedisError) -> RedisConnection in
+                    let connection = try RedisConnection(endpoint: settings.endpoint, connectTimeout: settings.connectTimeout,
+                                                         commandTimeout: settings.commandTimeout)
+                    _ = try Self.logIn(connection, settings, at: settings.endpoint, probe: ["INFO", "server"])
+                    return connection
+                }
             }
             roundTrips.add(1, ordering: .relaxed)
             connection = fresh
@@ -83,31 +127,56 @@ public actor RedisClient {
         }
     }
 
-    /// AUTH, SELECT and INFO server in one round trip. A server that does not know AUTH (a
-    /// renamed command) quotes its arguments in the error: only the sanitised text is kept,
-    /// and the password is redacted besides. INFO tells a Sentinel apart (it knows AUTH and
-    /// INFO but no SELECT and no data command), and, without a password, NOAUTH to INFO
+    /// Asks the Sentinel (one round trip) whether `server` is still the one to read. A
+    /// Sentinel that cannot be reached leaves the connection as it is, and is asked again
+    /// only after `RedisSentinel.checkRetry`.
+    private func sentinelStillNames(_ server: RedisEndpoint, as role: RedisSentinel.Role,
+                                    _ sentinel: RedisSentinelSettings) async -> Bool {
+        let (settings, order, kept) = (settings, sentinelOrder, sentinelConnection)
+        sentinelConnection = nil
+        guard let check = await thread.run({ () -> RedisSentinel.Check in
+            RedisSentinel.check(kept, settings, sentinel, order: order, server: server, role: role)
+        }) else { return true }
+        roundTrips.add(1, ordering: .relaxed)
+        sentinelConnection = check.sentinel
+        if let index = check.sentinelIndex, index != 0 { sentinelOrder.swapAt(0, index) }
+        nextSentinelCheck = .now + (check.confirmed == nil ? RedisSentinel.checkRetry : RedisSentinel.checkInterval)
+        return check.confirmed ?? true
+    }
+
+    /// AUTH, SELECT and `probe` (`INFO server`, or `ROLE` for a server named by Sentinels) in
+    /// one round trip; returns the probe's reply. A server that does not know AUTH (a renamed
+    /// command) quotes its arguments in the error: only the sanitised text is kept, and the
+    /// password is redacted besides. The probe tells a Sentinel apart (it knows AUTH, INFO
+    /// and ROLE but no SELECT and no data command), and, without a password, NOAUTH to it
     /// tells that the server wants one before any data command is sent.
-    private static func logIn(_ connection: RedisConnection, _ settings: RedisSettings) throws(RedisError) {
+    static func logIn(_ connection: RedisConnection, _ settings: RedisSettings, at endpoint: RedisEndpoint,
+                      probe: [String]) throws(RedisError) -> RedisValue {
         var commands = RedisCommands()
         if let password = settings.password {
             commands.append(["AUTH"] + (settings.username.map { [$0] } ?? []) + [password])
         }
         if settings.database != 0 { commands.append(["SELECT", String(settings.database)]) }
-        commands.append(["INFO", "server"])
+        commands.append(probe)
         let replies = try connection.pipeline(commands)
-        // An ACL user may not be allowed INFO: then this check is skipped.
-        if replies.last?.string?.contains("redis_mode:sentinel") == true {
-            throw RedisError(kind: .connect, message: "\(settings.endpoint) is a Redis Sentinel, not a Redis server: "
-                                 + "point queues.redis at the server that holds the queues")
+        let probeReply = replies.last ?? .null
+        // An ACL user may not be allowed INFO or ROLE: then this check is skipped.
+        if probeReply.string?.contains("redis_mode:sentinel") == true || RedisSentinelReplies.role(probeReply) == "sentinel" {
+            if case .sentinel = settings.topology {
+                throw RedisError(kind: .connect, message: "\(endpoint), named by the Sentinels, is itself a Redis Sentinel")
+            }
+            throw RedisError(kind: .connect, message: "\(endpoint) is a Redis Sentinel, not a Redis server: "
+                                 + "point queues.redis at the server that holds the queues, or use queues.redis.sentinel")
         }
-        let redactor = Redactor(settings.password.map { [$0] } ?? [])
+        let redactor = Redactor(settings.secrets)
         for (index, reply) in replies.enumerated() {
             guard case .error(let message) = reply else { continue }
-            // INFO itself may be refused to an ACL user; only NOAUTH there is a login problem.
+            // The probe itself may be refused to an ACL user; only NOAUTH there is a login problem.
             if index == replies.count - 1 && RedisReplyError.code(message) != "NOAUTH" { continue }
-            throw RedisError(kind: .connect,
-                             message: "login to \(settings) refused: \(RedisReplyError.describe(message, redacting: redactor))")
+            let user = settings.username.map { " as \($0)" } ?? ""
+            throw RedisError(kind: .connect, message: "login to \(endpoint) db \(settings.database)\(user) refused: "
+                                 + RedisReplyError.describe(message, redacting: redactor))
         }
+        return probeReply
     }
 }

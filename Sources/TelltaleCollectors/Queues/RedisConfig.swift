@@ -24,6 +24,7 @@ extension RedisSettings {
         if let database = map.int("db", in: 0...10_000) { settings.database = database }
         if let timeout = map.duration("connect_timeout") { settings.connectTimeout = timeout }
         if let timeout = map.duration("command_timeout") { settings.commandTimeout = timeout }
+        if let sentinel = RedisSentinelSettings.read(map) { settings.topology = .sentinel(sentinel) }
         return settings
     }
 }
