@@ -34,7 +34,7 @@ MASTER = "mymaster"
 
 def collector() -> str:
     """The queue collector's name (becomes ``queues:default`` with several sources)."""
-    return "queues"
+    return "queues:default"
 
 
 def collector_up(s: QueueSamples) -> float | None:

@@ -13,7 +13,7 @@ import Testing
     private func redis(_ block: String) throws(ConfigErrors) -> RedisSettings {
         let indented = block.split(separator: "\n").map { "    " + $0 }.joined(separator: "\n")
         let config = try TelltaleConfig.parse("queues:\n  redis:\n" + indented + "\n")
-        return config.source(QueueCollectorConfig.self)!.redis
+        return config.source(QueueSources.self)!.sources[0].redis
     }
 
     private func problems(_ block: String) -> [String] {

@@ -330,15 +330,6 @@ package enum RedisSentinelReplies {
     }
 }
 
-extension RedisSettings {
-    /// Every secret of these settings (the server's password and the Sentinels'), for a
-    /// `Redactor`: Redis and Sentinel may echo a command's arguments in their errors.
-    package var secrets: [String] {
-        var secrets = password.map { [$0] } ?? []
-        if case .sentinel(let sentinel) = topology, let password = sentinel.password { secrets.append(password) }
-        return secrets
-    }
-}
 
 fileprivate extension Duration {
     var timespec: Glibc.timespec {

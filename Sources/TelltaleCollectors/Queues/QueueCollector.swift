@@ -59,7 +59,7 @@ public final class QueueCollector: Collector {
         name = "queues:\(config.name)"
         self.schedule = config.schedule
         self.client = client
-        redactor = Redactor(config.redis.password.map { [$0] } ?? [])
+        redactor = Redactor(config.redis.secrets)
         explicitQueues = Set(config.queues)
         state = Mutex(State(
             completed: FamilyBuilder(QueueMetrics.completed), failed: FamilyBuilder(QueueMetrics.failed),

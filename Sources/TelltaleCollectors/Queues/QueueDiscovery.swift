@@ -30,7 +30,7 @@ struct QueueDiscovery: Sendable {
             let reply = try await client.pipeline(scan, on: server)
             if case .error(let message) = reply.first {
                 // NOAUTH, NOPERM, a Sentinel's unknown command…: a clear message, not "unexpected reply".
-                let redactor = Redactor(config.redis.password.map { [$0] } ?? [])
+                let redactor = Redactor(config.redis.secrets)
                 throw RedisError(kind: .redisError, message: "SCAN for queues: " + RedisReplyError.describe(message, redacting: redactor))
             }
             let parts = reply.first?.array ?? []
