@@ -24,6 +24,11 @@ public struct RedisSettings: Sendable, Equatable, CustomStringConvertible {
         return secrets
     }
 
+    /// Whether the counts are read from a replica the Sentinels name.
+    package var readsFromReplica: Bool {
+        if case .sentinel(let sentinel) = topology { sentinel.readFromReplica } else { false }
+    }
+
     public var description: String {
         "\(endpoint) db \(database)" + (username.map { " as \($0)" } ?? "")
     }

@@ -232,7 +232,8 @@ public final class QueueCollector: Collector {
     private func countFamilies(_ counts: [QueueCounts], servers: [ServerReplies]) -> [MetricFamily] {
         var jobs: [Series] = [], paused: [Series] = [], overdue: [Series] = [], workers: [Series] = []
         jobs.reserveCapacity(counts.count * QueueMetrics.states.count)
-        let clientNames = Self.clientNames(servers.map(\.clientList))
+        // Workers connect to the master: a replica's CLIENT LIST cannot tell them.
+        let clientNames = config.redis.readsFromReplica ? nil : Self.clientNames(servers.map(\.clientList))
         for count in counts {
             let labels = count.queue.labels
             for index in QueueMetrics.statesInNameOrder {
