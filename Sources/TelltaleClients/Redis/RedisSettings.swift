@@ -20,7 +20,9 @@ public struct RedisSettings: Sendable, Equatable, CustomStringConvertible {
         "\(endpoint) db \(database)" + (username.map { " as \($0)" } ?? "")
     }
 
-    /// Reads `redis://[user[:password]@]host[:port][/db]` or `unix:///path/to/socket[?db=N]`.
+    /// Reads `redis://[user[:password]@]host[:port][/db]`, the same with `rediss://` (TLS with
+    /// the default settings: verified against the system's CAs and the host name; port 6379
+    /// by default, as redis-py has it) or `unix:///path/to/socket[?db=N]`.
     package static func parse(url: String) -> RedisSettings? {
         var settings = RedisSettings()
         if url.hasPrefix("unix://") {
@@ -34,8 +36,16 @@ public struct RedisSettings: Sendable, Equatable, CustomStringConvertible {
             }
             return settings
         }
-        guard url.hasPrefix("redis://") else { return nil }
-        var rest = Substring(url.dropFirst("redis://".count))
+        let scheme: String
+        if url.hasPrefix("redis://") {
+            scheme = "redis://"
+        } else if url.hasPrefix("rediss://") {
+            scheme = "rediss://"
+            settings.tls = RedisTLSSettings()
+        } else {
+            return nil
+        }
+        var rest = Substring(url.dropFirst(scheme.count))
         if let at = rest.lastIndex(of: "@") {
             let credentials = rest[..<at]
             rest = rest[rest.index(after: at)...]
