@@ -28,6 +28,17 @@ static inline int telltale_no_password(char *buffer, int size, int rwflag, void 
     return 0;
 }
 
+/* Without a client certificate configured: notes that the server asked for one (in the
+   session's app data), so that the connection it then drops can say why. */
+static inline int telltale_client_certificate_requested(SSL *ssl, X509 **certificate, EVP_PKEY **key) {
+    (void)certificate; (void)key;
+    SSL_set_ex_data(ssl, 0, (void *)1);
+    return 0;
+}
+static inline int telltale_client_certificate_was_requested(const SSL *ssl) {
+    return SSL_get_ex_data(ssl, 0) != NULL;
+}
+
 /* A socket BIO of Telltale's own, on a non-blocking socket the caller owns (the BIO never
    closes it): send() with MSG_NOSIGNAL, so that a peer gone away is EPIPE and not SIGPIPE,
    which OpenSSL's own socket BIO (write()) would raise and which would end the process. */

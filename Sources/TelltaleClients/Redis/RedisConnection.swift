@@ -126,8 +126,14 @@ package final class RedisConnection: @unchecked Sendable {
         let result = commands.bytes.withUnsafeReadableBytes { bytes in
             Result { () throws(RedisError) in try exchange(bytes, replies: commands.count) }
         }
-        if case .failure = result { broken = true }
-        return try result.get()
+        guard case .failure(let error) = result else { return try result.get() }
+        broken = true
+        // A server that drops a client it refuses (a plain client on a TLS port, a TLS client
+        // without the certificate it wants) does so before any reply.
+        if !receivedAny, error.kind == .connection, let hint = transport.hintBeforeFirstReply {
+            throw RedisError(kind: .connection, message: error.message + hint)
+        }
+        throw error
     }
 
     private func exchange(_ bytes: UnsafeRawBufferPointer, replies count: Int) throws(RedisError) -> [RedisValue] {
@@ -143,7 +149,7 @@ package final class RedisConnection: @unchecked Sendable {
                     written += sent
                     progressed = true
                 case .wants(let wanted): events |= wanted
-                case .closed(let reason): throw lost(reason)
+                case .closed(let reason): throw RedisError(kind: .connection, message: reason)
                 }
             }
             switch try transport.read(into: buffer) {
@@ -161,7 +167,7 @@ package final class RedisConnection: @unchecked Sendable {
                     throw RedisError(kind: .connection, message: "\(transport.endpoint) sent more replies than commands")
                 }
             case .wants(let wanted): events |= wanted
-            case .closed(let reason): throw lost(reason)
+            case .closed(let reason): throw RedisError(kind: .connection, message: reason)
             }
             if progressed { continue }
             switch transport.wait(for: events, until: Deadline(after: commandTimeout)) {
@@ -171,12 +177,6 @@ package final class RedisConnection: @unchecked Sendable {
             }
         }
         return replies
-    }
-
-    private func lost(_ reason: String) -> RedisError {
-        // A plain-TCP client on a TLS port: Redis drops it without a word.
-        let hint = !receivedAny && !transport.isTLS ? " (does it require TLS? use rediss:// or a tls: block)" : ""
-        return RedisError(kind: .connection, message: reason + hint)
     }
 
     /// A hiredis reply as a `RedisValue` (also used by the reply fuzz target).
@@ -195,12 +195,5 @@ package final class RedisConnection: @unchecked Sendable {
             return .array((0..<node.elements).compactMap { index in node.element?[index].map(value) })
         default: return .null
         }
-    }
-}
-
-extension Duration {
-    package var timeval: Glibc.timeval {
-        let (seconds, attoseconds) = components
-        return Glibc.timeval(tv_sec: Int(seconds), tv_usec: Int(attoseconds / 1_000_000_000_000))
     }
 }

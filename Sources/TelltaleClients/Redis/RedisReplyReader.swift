@@ -7,11 +7,11 @@ import TelltaleCore
 /// hiredis 0.14 bounds neither a reply's size nor an array's length (up to 2³¹ elements,
 /// allocated up front when the header arrives): both are capped here, so that a server (or
 /// anything answering on its port) makes an error, not an exhausted memory.
-final class RedisReplyReader {
+package final class RedisReplyReader {
     /// The most bytes one reply (with everything nested in it) may take on the wire.
-    static let maxReplyBytes = 512 << 20
+    package static let maxReplyBytes = 512 << 20
     /// The most array elements one reply may hold, nested arrays included.
-    static let maxReplyElements = 1 << 24
+    package static let maxReplyElements = 1 << 24
 
     private let maxBytes: Int
 
@@ -30,7 +30,7 @@ final class RedisReplyReader {
     }
 
     /// A reader with the given caps (smaller ones in tests).
-    init(maxBytes: Int = maxReplyBytes, maxElements: Int = maxReplyElements) throws(RedisError) {
+    package init(maxBytes: Int = maxReplyBytes, maxElements: Int = maxReplyElements) throws(RedisError) {
         guard let reader = redisReaderCreate(), let defaults = reader.pointee.fn else {
             throw RedisError(kind: .connect, message: "hiredis could not allocate a reply reader")
         }
@@ -67,9 +67,9 @@ final class RedisReplyReader {
     }
 
     /// Whether bytes were fed that no returned reply accounts for.
-    var hasPendingBytes: Bool { pendingBytes > 0 }
+    package var hasPendingBytes: Bool { pendingBytes > 0 }
 
-    func feed(_ bytes: UnsafeRawBufferPointer) throws(RedisError) {
+    package func feed(_ bytes: UnsafeRawBufferPointer) throws(RedisError) {
         pendingBytes += bytes.count
         guard pendingBytes <= maxBytes else {
             throw RedisError(kind: .connection, message: "a reply larger than \(Self.size(maxBytes)): refused")
@@ -80,7 +80,7 @@ final class RedisReplyReader {
     }
 
     /// The next complete reply as a value, or nil until more bytes are fed.
-    func next() throws(RedisError) -> RedisValue? {
+    package func next() throws(RedisError) -> RedisValue? {
         var raw: UnsafeMutableRawPointer?
         guard redisReaderGetReply(reader, &raw) == REDIS_OK else { throw readerError() }
         guard let raw else { return nil }

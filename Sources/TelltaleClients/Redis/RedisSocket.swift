@@ -84,7 +84,8 @@ final class RedisSocket {
         guard fd >= 0 else { return .failed(String(cString: strerror(errno))) }
         let owned = RedisSocket(fd: fd)
         if Glibc.connect(fd, address, length) == 0 { return .connected(owned) }
-        guard errno == EINPROGRESS || errno == EAGAIN else { return .failed(String(cString: strerror(errno))) }
+        // Only EINPROGRESS completes later: a unix socket's EAGAIN is a full backlog, a failure.
+        guard errno == EINPROGRESS else { return .failed(String(cString: strerror(errno))) }
         let deadline = Deadline(after: timeout)
         switch owned.wait(for: Int16(POLLOUT), until: deadline) {
         case .ready: break

@@ -70,7 +70,8 @@ package final class RedisTLSContext: @unchecked Sendable {
         case (nil, .some):
             throw FileProblem(key: "cert_file", reason: "needed with key_file")
         case (nil, nil):
-            break
+            // Notes a server's request for one, so that its refusal can be explained.
+            SSL_CTX_set_client_cert_cb(context, telltale_client_certificate_requested)
         }
     }
 
@@ -132,7 +133,11 @@ package final class RedisTLSContext: @unchecked Sendable {
         }
         defer { EVP_PKEY_free(key) }
         guard SSL_CTX_use_PrivateKey(context, key) == 1 else {
-            throw FileProblem(key: "key_file", reason: "\(path): \(OpenSSLErrors.drain())")
+            let reason = OpenSSLErrors.drain()
+            if reason.contains("key values mismatch") {
+                throw FileProblem(key: "key_file", reason: "\(path) is not the key of tls.cert_file's certificate")
+            }
+            throw FileProblem(key: "key_file", reason: "\(path): \(reason)")
         }
     }
 }
@@ -260,7 +265,8 @@ final class RedisTLSSession {
             switch socket.wait(for: events, until: deadline) {
             case .ready: continue
             case .timedOut:
-                throw RedisError(kind: .connect, message: "TLS handshake with \(endpoint) timed out after \(timeout)")
+                throw RedisError(kind: .connect, message: "TLS handshake with \(endpoint) timed out after \(timeout)"
+                                     + " (no TLS server answered: is this a plain-TCP port?)")
             case .failed(let reason):
                 throw RedisError(kind: .connect, message: "TLS handshake with \(endpoint) failed: \(reason)")
             }
@@ -281,8 +287,18 @@ final class RedisTLSSession {
         }
         if reason.contains("wrong version number") || reason.contains("packet length too long") {
             reason += " (is this a plain-TCP port? TLS is on for it: rediss:// or a tls: block)"
+        } else if let hint = clientCertificateHint {
+            reason += hint
         }
         return RedisError(kind: .connect, message: "TLS handshake with \(endpoint) failed: \(reason)")
+    }
+
+    /// Why a server may drop the connection right after the handshake: with TLS 1.3 it
+    /// checks the client's certificate only then, and Redis closes without an alert.
+    var clientCertificateHint: String? {
+        telltale_client_certificate_was_requested(ssl) == 1
+            ? " (the server asked for a client certificate and none is configured: set tls.cert_file and tls.key_file)"
+            : nil
     }
 
     func read(into buffer: UnsafeMutableRawBufferPointer) -> Result<TransportStep, RedisError> {

@@ -37,6 +37,12 @@ final class RedisTransport {
 
     var isTLS: Bool { session != nil }
 
+    /// What may explain a connection dropped before Redis said anything.
+    var hintBeforeFirstReply: String? {
+        guard let session else { return " (does it require TLS? use rediss:// or a tls: block)" }
+        return session.clientCertificateHint
+    }
+
     func read(into buffer: UnsafeMutableRawBufferPointer) throws(RedisError) -> TransportStep {
         if let session { return try session.read(into: buffer).get() }
         while true {
