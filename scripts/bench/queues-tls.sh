@@ -41,6 +41,7 @@ if [[ -n ${BASELINE_BIN:-} ]]; then
     [[ -x $BASELINE_BIN ]] || bdie "BASELINE_BIN=$BASELINE_BIN is not an executable"
     cp -p "$BASELINE_BIN" "$WORK/telltale-baseline"
     MODES+=(baseline)
+    BENCH_COMMAND="BASELINE_BIN=$BASELINE_BIN ${BASELINE_NAME:+BASELINE_NAME=\"$BASELINE_NAME\" }$BENCH_COMMAND"
 fi
 TT_URL="http://127.0.0.1:$BENCH_TELLTALE_PORT/metrics"
 QC='collector="queues"'
