@@ -135,6 +135,19 @@ import Yams
         #expect(try read("{socket: /run/redis.sock, tls: {insecure_skip_verify: true}}").problems.isEmpty)
     }
 
+    @Test func aClientBuildsEachContextOnce() throws {
+        let contexts = RedisTLSContexts()
+        #expect(try contexts.context(for: nil) == nil)
+        var settings = RedisTLSSettings()
+        let first = try #require(try contexts.context(for: settings))
+        #expect(try contexts.context(for: settings) === first)
+        settings.serverName = "sentinel.example"  // the Sentinels' own settings: a context of their own
+        let second = try #require(try contexts.context(for: settings))
+        #expect(second !== first && second.settings == settings)
+        settings.caFile = "/nonexistent/ca.pem"
+        #expect(throws: RedisError.self) { try contexts.context(for: settings) }
+    }
+
     private func write(_ path: String, _ text: String) -> Bool {
         guard let file = fopen(path, "w") else { return false }
         defer { fclose(file) }

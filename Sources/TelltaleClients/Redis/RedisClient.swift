@@ -32,8 +32,8 @@ public actor RedisClient {
     public nonisolated let settings: RedisSettings
     private let thread = BlockingThreads(count: 1)
     private var connection: RedisConnection?
-    /// The TLS context of every connection, built at the first one (nil without TLS).
-    private var tlsContext: RedisTLSContext?
+    /// The TLS context of every connection, built at the first one, on `thread`.
+    private let tlsContexts = RedisTLSContexts()
     private var backoff = ReconnectBackoff()
     private let gate = SerialGate()
     /// Network round trips made, for `telltale_redis_round_trips_total` and the benchmark.
@@ -67,28 +67,15 @@ public actor RedisClient {
         if backoff.isWaiting {
             throw RedisError(kind: .connect, message: "reconnecting after: \(backoff.lastError)")
         }
-        let settings = settings
-        let tlsContext = tlsContext
+        let (settings, tlsContexts) = (settings, tlsContexts)
         do {
-            let (outcome, context) = try await thread.run { () throws -> (Result<RedisConnection, RedisError>, RedisTLSContext?) in
-                // Built once, at the first connection, on this thread: it reads files.
-                var context = tlsContext
-                if context == nil, let tls = settings.tls {
-                    do throws(RedisError) {
-                        context = try RedisTLSContext(tls)
-                    } catch {
-                        return (.failure(error), nil)
-                    }
-                }
-                return (Result { () throws(RedisError) in
-                    let connection = try RedisConnection(endpoint: settings.endpoint, connectTimeout: settings.connectTimeout,
-                                                         commandTimeout: settings.commandTimeout, tls: context)
-                    try Self.logIn(connection, settings)
-                    return connection
-                }, context)
+            let fresh = try await thread.run { () throws(RedisError) -> RedisConnection in
+                let connection = try RedisConnection(endpoint: settings.endpoint, connectTimeout: settings.connectTimeout,
+                                                     commandTimeout: settings.commandTimeout,
+                                                     tls: tlsContexts.context(for: settings.tls))
+                try Self.logIn(connection, settings)
+                return connection
             }
-            if let context { self.tlsContext = context }
-            let fresh = try outcome.get()
             roundTrips.add(1, ordering: .relaxed)
             connection = fresh
             backoff.succeeded()

@@ -102,7 +102,7 @@ public struct RedisSettings: Sendable, Equatable, CustomStringConvertible {
 
 /// TLS to a Redis server: the certificate and host name are verified unless
 /// `insecureSkipVerify`; TLS 1.2 or later.
-public struct RedisTLSSettings: Sendable, Equatable {
+public struct RedisTLSSettings: Sendable, Hashable {
     /// PEM bundle of the CAs to trust; the system's store when nil.
     public var caFile: String?
     /// Client certificate and key (PEM), for servers that require one.

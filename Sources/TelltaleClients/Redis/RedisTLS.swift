@@ -1,5 +1,6 @@
 import COpenSSL
 import Glibc
+import Synchronization
 import TelltaleCore
 
 /// Owns one OpenSSL `SSL_CTX` built from `RedisTLSSettings` and frees it exactly once, in
@@ -138,6 +139,27 @@ package final class RedisTLSContext: @unchecked Sendable {
                 throw FileProblem(key: "key_file", reason: "\(path) is not the key of tls.cert_file's certificate")
             }
             throw FileProblem(key: "key_file", reason: "\(path): \(reason)")
+        }
+    }
+}
+
+/// The TLS contexts of one client, each built at its first use (on the client's thread: it
+/// reads files) and kept for every later connection: one per distinct settings (the
+/// server's; the Sentinels', which may differ). A failed build is tried again next time.
+package final class RedisTLSContexts: Sendable {
+    private let built = Mutex<[RedisTLSSettings: RedisTLSContext]>([:])
+
+    package init() {}
+
+    /// The context for `settings`, nil without TLS.
+    package func context(for settings: RedisTLSSettings?) throws(RedisError) -> RedisTLSContext? {
+        guard let settings else { return nil }
+        if let context = built.withLock({ $0[settings] }) { return context }
+        let context = try RedisTLSContext(settings)
+        return built.withLock { built in
+            if let existing = built[settings] { return existing }
+            built[settings] = context
+            return context
         }
     }
 }

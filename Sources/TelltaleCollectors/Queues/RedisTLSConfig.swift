@@ -31,6 +31,12 @@ extension RedisTLSSettings {
             return enabled ? RedisTLSSettings() : nil
         }
         guard let block = ConfigMap(node, path: path, problems: map.problems) else { return settings.tls }
+        return read(block)
+    }
+
+    /// A `tls:` mapping itself (also the Sentinels' `sentinel.tls`): its keys, then the files
+    /// checked. Reports unknown keys (`finish()`).
+    static func read(_ block: ConfigMap) -> RedisTLSSettings {
         var tls = RedisTLSSettings()
         tls.caFile = block.string("ca_file")
         tls.certFile = block.string("cert_file")
@@ -49,7 +55,7 @@ extension RedisTLSSettings {
         } else if tls.keyFile != nil && tls.certFile == nil {
             block.problems.add(block.childPath("cert_file"), "is required with key_file (the client certificate)")
         } else if case .failure(let problem) = RedisTLSContext.make(tls) {
-            block.problems.add(problem.key.isEmpty ? path : block.childPath(problem.key), problem.reason)
+            block.problems.add(problem.key.isEmpty ? block.path : block.childPath(problem.key), problem.reason)
         }
         return tls
     }
