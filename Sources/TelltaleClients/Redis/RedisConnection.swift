@@ -86,13 +86,13 @@ package final class RedisConnection: @unchecked Sendable {
     /// Bytes read from the socket per call.
     static let bufferSize = 64 << 10
     /// Bytes fed to the reader before asking it for replies. hiredis moves the unread rest of
-    /// its buffer forward each time a reply leaves 1 KiB behind it: small slices keep that
-    /// rest, and so the copying, small (feeding 64 KiB at once copied about 30 times more).
+    /// its buffer forward each time its replies have used 1 KiB of it: small slices keep that
+    /// rest, and so the copying, small (64 KiB at once would copy about 16 times more).
     static let feedSlice = 4 << 10
 
     /// Connects within `connectTimeout` (and completes the TLS handshake within it again);
     /// each later wait for Redis may last `commandTimeout`. `tls` is the client's context:
-    /// build it once per client (`RedisTLSContext(settings)`), not per connection.
+    /// built once per client (`RedisTLSContexts.context(for:)`), not per connection.
     package init(endpoint: RedisEndpoint, connectTimeout: Duration, commandTimeout: Duration,
                  tls: RedisTLSContext? = nil) throws(RedisError) {
         reader = try RedisReplyReader()
@@ -102,7 +102,7 @@ package final class RedisConnection: @unchecked Sendable {
     }
 
     /// A one-off connection with TLS settings of its own (its context is built here, files
-    /// read included); a client that reconnects keeps one `RedisTLSContext` instead.
+    /// read included); a client that reconnects keeps its contexts in `RedisTLSContexts`.
     package convenience init(endpoint: RedisEndpoint, connectTimeout: Duration, commandTimeout: Duration,
                              tls settings: RedisTLSSettings?) throws(RedisError) {
         var context: RedisTLSContext?
