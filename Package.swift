@@ -29,6 +29,9 @@ let package = Package(
         .systemLibrary(name: "CHiredis", providers: [.apt(["libhiredis-dev"])]),
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
+        // TLS to Redis: Debian 12's hiredis 0.14 has none, so Telltale owns the transport and
+        // wraps it in OpenSSL (which libpq and libcurl link already).
+        .systemLibrary(name: "COpenSSL", providers: [.apt(["libssl-dev"])]),
         // Rule matchers' regular expressions: PCRE2 with match and depth limits, so a
         // pattern's cost is bounded (Swift's Regex backtracks without any limit).
         .systemLibrary(name: "CPCRE2", providers: [.apt(["libpcre2-dev"])]),
@@ -58,10 +61,10 @@ let package = Package(
             swiftSettings: strict
         ),
 
-        // The owners of the C handles: libpq, hiredis and libcurl.
+        // The owners of the C handles: libpq, hiredis (its reply reader), OpenSSL and libcurl.
         .target(
             name: "TelltaleClients",
-            dependencies: ["TelltaleCore", "CLibPQ", "CHiredis", "CCurl"],
+            dependencies: ["TelltaleCore", "CLibPQ", "CHiredis", "COpenSSL", "CCurl"],
             swiftSettings: strict
         ),
 

@@ -74,21 +74,21 @@ enum FuzzTargets {
         }
     }
 
-    /// Redis replies as a server (or anything on its port) might send them, through hiredis'
-    /// reply reader and the conversion to `RedisValue`; then through the queue reads.
+    /// Redis replies as a server (or anything on its port) might send them, through the
+    /// connection's reply reader (hiredis' reader with Telltale's caps) and the conversion to
+    /// `RedisValue`; then through the queue reads.
     static func redisReplies(_ bytes: [UInt8]) {
-        guard let reader = redisReaderCreate() else { return }
-        defer { redisReaderFree(reader) }
-        let fed = bytes.withUnsafeBufferPointer { buffer in
-            buffer.withMemoryRebound(to: CChar.self) { redisReaderFeed(reader, $0.baseAddress, buffer.count) }
-        }
-        guard fed == REDIS_OK else { return }
+        guard let reader = try? RedisReplyReader() else { return }
         var values: [RedisValue] = []
-        while values.count < 10_000 {
-            var raw: UnsafeMutableRawPointer?
-            guard redisReaderGetReply(reader, &raw) == REDIS_OK, let raw else { break }
-            values.append(RedisConnection.value(raw.assumingMemoryBound(to: redisReply.self)))
-            freeReplyObject(raw)
+        // Fed in two parts, as replies arrive split across reads.
+        let half = bytes.count / 2
+        for part in [bytes[..<half], bytes[half...]] {
+            do {
+                try part.withUnsafeBytes { try reader.feed($0) }
+                while values.count < 10_000, let value = try reader.next() { values.append(value) }
+            } catch {
+                break
+            }
         }
         for chunk in values.chunks(of: QueueCounts.commandCount) {
             let counts = QueueCounts(queue: QueueID(prefix: "bull", name: "fuzz", source: "default"), replies: chunk)

@@ -31,7 +31,7 @@ extension RedisClient: RedisQuerying {
 }
 
 /// Telltale's access to one Redis: one connection, one pipeline in flight, reconnects with
-/// capped backoff, blocking hiredis calls on the client's own thread.
+/// capped backoff, every blocking call (socket, TLS, reply reader) on the client's own thread.
 ///
 /// With Sentinel (`RedisTopology.sentinel`) every new connection starts by asking the
 /// Sentinels for the server (`RedisSentinel.connect`). The connection is dropped, and the
@@ -43,6 +43,8 @@ public actor RedisClient {
     public nonisolated let settings: RedisSettings
     private let thread = BlockingThreads(count: 1)
     private var connection: RedisConnection?
+    /// The TLS context of every connection, built at the first one, on `thread`.
+    private let tlsContexts = RedisTLSContexts()
     private var backoff = ReconnectBackoff()
     private let gate = SerialGate()
     /// Network round trips made, for `telltale_redis_round_trips_total` and the benchmark.
@@ -94,13 +96,13 @@ public actor RedisClient {
         if backoff.isWaiting {
             throw RedisError(kind: .connect, message: "reconnecting after: \(backoff.lastError)")
         }
-        let settings = settings
+        let (settings, tlsContexts) = (settings, tlsContexts)
         do {
             let fresh: RedisConnection
             if case .sentinel(let sentinel) = settings.topology {
                 let order = sentinelOrder
                 let resolved = try await thread.run { () throws(RedisError) -> RedisSentinel.Resolved in
-                    try RedisSentinel.connect(settings, sentinel, order: order)
+                    try RedisSentinel.connect(settings, sentinel, order: order, tlsContexts: tlsContexts)
                 }
                 // As redis-py does: the Sentinel that answered is asked first next time.
                 if resolved.sentinelIndex != 0 { sentinelOrder.swapAt(0, resolved.sentinelIndex) }
@@ -112,7 +114,8 @@ public actor RedisClient {
             } else {
                 fresh = try await thread.run { () throws(RedisError) -> RedisConnection in
                     let connection = try RedisConnection(endpoint: settings.endpoint, connectTimeout: settings.connectTimeout,
-                                                         commandTimeout: settings.commandTimeout)
+                                                         commandTimeout: settings.commandTimeout,
+                                                         tls: tlsContexts.context(for: settings.tls))
                     _ = try Self.logIn(connection, settings, at: settings.endpoint, probe: ["INFO", "server"])
                     return connection
                 }
@@ -132,10 +135,10 @@ public actor RedisClient {
     /// only after `RedisSentinel.checkRetry`.
     private func sentinelStillNames(_ server: RedisEndpoint, as role: RedisSentinel.Role,
                                     _ sentinel: RedisSentinelSettings) async -> Bool {
-        let (settings, order, kept) = (settings, sentinelOrder, sentinelConnection)
+        let (settings, order, kept, tlsContexts) = (settings, sentinelOrder, sentinelConnection, tlsContexts)
         sentinelConnection = nil
         guard let check = await thread.run({ () -> RedisSentinel.Check in
-            RedisSentinel.check(kept, settings, sentinel, order: order, server: server, role: role)
+            RedisSentinel.check(kept, settings, sentinel, order: order, server: server, role: role, tlsContexts: tlsContexts)
         }) else { return true }
         roundTrips.add(1, ordering: .relaxed)
         sentinelConnection = check.sentinel

@@ -67,64 +67,116 @@ public enum RedisEndpoint: Sendable, Equatable, CustomStringConvertible {
     }
 }
 
-/// Owns one hiredis `redisContext` and frees it exactly once, in `deinit`.
+/// One connection to Redis: Telltale's own transport (a socket, in TLS when configured)
+/// and hiredis' reply reader. Each C handle has one owner that frees it once: the socket
+/// (`RedisSocket`), the TLS session (`RedisTLSSession`), the reader (`RedisReplyReader`);
+/// the TLS context (`RedisTLSContext`) belongs to the client and outlives connections.
 ///
-/// hiredis is blocking and not thread-safe; `RedisClient` serialises every use on its own
-/// thread, which is what makes the unchecked `Sendable` sound.
+/// Every call blocks (within its timeouts); `RedisClient` makes them all on its own thread,
+/// one at a time, which is what makes the unchecked `Sendable` sound.
 package final class RedisConnection: @unchecked Sendable {
-    private let context: UnsafeMutablePointer<redisContext>
+    private let transport: RedisTransport
+    private let reader: RedisReplyReader
+    private let commandTimeout: Duration
+    /// Where replies are received; fed to the reader a slice at a time.
+    private let buffer: UnsafeMutableRawBufferPointer
+    private var broken = false
+    private var receivedAny = false
 
-    package init(endpoint: RedisEndpoint, connectTimeout: Duration, commandTimeout: Duration) throws(RedisError) {
-        let connected: UnsafeMutablePointer<redisContext>? = switch endpoint {
-        case .tcp(let host, let port): redisConnectWithTimeout(host, Int32(port), connectTimeout.timeval)
-        case .unix(let path): redisConnectUnixWithTimeout(path, connectTimeout.timeval)
-        }
-        guard let connected else { throw RedisError(kind: .connect, message: "hiredis could not allocate a context") }
-        if connected.pointee.err != 0 {
-            let message = Self.errorString(connected)
-            redisFree(connected)
-            throw RedisError(kind: .connect, message: "cannot connect to \(endpoint): \(message)")
-        }
-        context = connected
-        redisSetTimeout(context, commandTimeout.timeval)
+    /// Bytes read from the socket per call.
+    static let bufferSize = 64 << 10
+    /// Bytes fed to the reader before asking it for replies. hiredis moves the unread rest of
+    /// its buffer forward each time its replies have used 1 KiB of it: small slices keep that
+    /// rest, and so the copying, small (64 KiB at once would copy about 16 times more).
+    static let feedSlice = 4 << 10
+
+    /// Connects within `connectTimeout` (and completes the TLS handshake within it again);
+    /// each later wait for Redis may last `commandTimeout`. `tls` is the client's context:
+    /// built once per client (`RedisTLSContexts.context(for:)`), not per connection.
+    package init(endpoint: RedisEndpoint, connectTimeout: Duration, commandTimeout: Duration,
+                 tls: RedisTLSContext? = nil) throws(RedisError) {
+        reader = try RedisReplyReader()
+        transport = try RedisTransport(endpoint: endpoint, connectTimeout: connectTimeout, tls: tls)
+        self.commandTimeout = commandTimeout
+        buffer = .allocate(byteCount: Self.bufferSize, alignment: 16)
+    }
+
+    /// A one-off connection with TLS settings of its own (its context is built here, files
+    /// read included); a client that reconnects keeps its contexts in `RedisTLSContexts`.
+    package convenience init(endpoint: RedisEndpoint, connectTimeout: Duration, commandTimeout: Duration,
+                             tls settings: RedisTLSSettings?) throws(RedisError) {
+        var context: RedisTLSContext?
+        if let settings { context = try RedisTLSContext(settings) }
+        try self.init(endpoint: endpoint, connectTimeout: connectTimeout, commandTimeout: commandTimeout, tls: context)
     }
 
     deinit {
-        redisFree(context)
+        buffer.deallocate()
     }
 
-    /// Whether the connection is unusable after an I/O error or timeout.
-    package var isBroken: Bool { context.pointee.err != 0 }
+    /// Whether the connection is unusable after an I/O error, a timeout or a malformed reply.
+    package var isBroken: Bool { broken }
 
     /// Sends all commands, then reads one reply each: one network round trip for the batch.
+    /// Replies are read while the commands are still being written, so neither side's
+    /// buffers fill up. Fails if Redis makes no progress for `commandTimeout`.
     package func pipeline(_ commands: RedisCommands) throws(RedisError) -> [RedisValue] {
         if commands.isEmpty { return [] }
-        let appended = commands.bytes.withUnsafeReadableBytes { encoded in
-            redisAppendFormattedCommand(context, encoded.baseAddress?.assumingMemoryBound(to: CChar.self), encoded.count)
+        guard !broken else { throw RedisError(kind: .connection, message: "the connection to \(transport.endpoint) is broken") }
+        let result = commands.bytes.withUnsafeReadableBytes { bytes in
+            Result { () throws(RedisError) in try exchange(bytes, replies: commands.count) }
         }
-        guard appended == 0 else { throw connectionError() }
+        guard case .failure(let error) = result else { return try result.get() }
+        broken = true
+        // A server that drops a client it refuses (a plain client on a TLS port, a TLS client
+        // without the certificate it wants) does so before any reply.
+        if !receivedAny, error.kind == .connection, let hint = transport.hintBeforeFirstReply {
+            throw RedisError(kind: .connection, message: error.message + hint)
+        }
+        throw error
+    }
+
+    private func exchange(_ bytes: UnsafeRawBufferPointer, replies count: Int) throws(RedisError) -> [RedisValue] {
         var replies: [RedisValue] = []
-        replies.reserveCapacity(commands.count)
-        for _ in 0..<commands.count {
-            var raw: UnsafeMutableRawPointer?
-            guard redisGetReply(context, &raw) == 0, let raw else { throw connectionError() }
-            let reply = raw.assumingMemoryBound(to: redisReply.self)
-            replies.append(Self.value(reply))
-            freeReplyObject(raw)
+        replies.reserveCapacity(count)
+        var written = 0
+        while replies.count < count {
+            var progressed = false
+            var events: Int16 = 0
+            if written < bytes.count {
+                switch try transport.write(UnsafeRawBufferPointer(rebasing: bytes[written...])) {
+                case .transferred(let sent):
+                    written += sent
+                    progressed = true
+                case .wants(let wanted): events |= wanted
+                case .closed(let reason): throw RedisError(kind: .connection, message: reason)
+                }
+            }
+            switch try transport.read(into: buffer) {
+            case .transferred(let received):
+                receivedAny = true
+                progressed = true
+                var offset = 0
+                while offset < received {
+                    let slice = min(Self.feedSlice, received - offset)
+                    try reader.feed(UnsafeRawBufferPointer(rebasing: buffer[offset..<(offset + slice)]))
+                    offset += slice
+                    while replies.count < count, let reply = try reader.next() { replies.append(reply) }
+                }
+                if replies.count == count && (offset < received || reader.hasPendingBytes || written < bytes.count) {
+                    throw RedisError(kind: .connection, message: "\(transport.endpoint) sent more replies than commands")
+                }
+            case .wants(let wanted): events |= wanted
+            case .closed(let reason): throw RedisError(kind: .connection, message: reason)
+            }
+            if progressed { continue }
+            switch transport.wait(for: events, until: Deadline(after: commandTimeout)) {
+            case .ready: continue
+            case .timedOut: throw RedisError(kind: .timeout, message: "command timed out")
+            case .failed(let reason): throw RedisError(kind: .connection, message: reason)
+            }
         }
         return replies
-    }
-
-    private func connectionError() -> RedisError {
-        let message = Self.errorString(context)
-        let timedOut = context.pointee.err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK)
-        return RedisError(kind: timedOut ? .timeout : .connection, message: timedOut ? "command timed out" : message)
-    }
-
-    private static func errorString(_ context: UnsafeMutablePointer<redisContext>) -> String {
-        withUnsafeBytes(of: context.pointee.errstr) { raw in
-            String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
-        }
     }
 
     /// A hiredis reply as a `RedisValue` (also used by the reply fuzz target).
@@ -143,12 +195,5 @@ package final class RedisConnection: @unchecked Sendable {
             return .array((0..<node.elements).compactMap { index in node.element?[index].map(value) })
         default: return .null
         }
-    }
-}
-
-extension Duration {
-    package var timeval: Glibc.timeval {
-        let (seconds, attoseconds) = components
-        return Glibc.timeval(tv_sec: Int(seconds), tv_usec: Int(attoseconds / 1_000_000_000_000))
     }
 }

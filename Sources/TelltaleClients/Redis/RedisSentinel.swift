@@ -74,15 +74,15 @@ package enum RedisSentinel {
     /// checks its role; again with the next Sentinel first when the role is not the one
     /// expected, at most `maxAttempts` times.
     package static func connect(_ settings: RedisSettings, _ sentinel: RedisSentinelSettings,
-                                order: [RedisEndpoint]) throws(RedisError) -> Resolved {
+                                order: [RedisEndpoint], tlsContexts: RedisTLSContexts) throws(RedisError) -> Resolved {
         let redactor = Redactor(settings.secrets)
         var problems: [String] = []
         for attempt in 0..<maxAttempts {
             if attempt > 0 { pause(retryPause) }
-            let answer = try ask(order, settings, sentinel, startingAt: attempt, redactor: redactor)
+            let answer = try ask(order, settings, sentinel, startingAt: attempt, tlsContexts: tlsContexts, redactor: redactor)
             let (server, expected) = answer.view.choose(replica: sentinel.readFromReplica, pick: attempt)
             do {
-                let connection = try open(server, tls: settings.tls, settings)
+                let connection = try open(server, tls: tlsContexts.context(for: settings.tls), settings)
                 let roleReply = try RedisClient.logIn(connection, settings, at: server, probe: ["ROLE"])
                 // No answer to ROLE (an ACL without +role, a renamed command): the Sentinel's word is taken.
                 guard let role = RedisSentinelReplies.role(roleReply), role != expected.rawValue else {
@@ -112,13 +112,13 @@ package enum RedisSentinel {
     /// Asks the kept Sentinel connection, or else the Sentinels in order, whether `server`
     /// (chosen for `role`) is still the one to read: one round trip to a Sentinel.
     package static func check(_ kept: RedisConnection?, _ settings: RedisSettings, _ sentinel: RedisSentinelSettings,
-                              order: [RedisEndpoint], server: RedisEndpoint, role: Role) -> Check {
+                              order: [RedisEndpoint], server: RedisEndpoint, role: Role, tlsContexts: RedisTLSContexts) -> Check {
         let redactor = Redactor(settings.secrets)
         if let kept, let view = try? readView(kept, at: nil, sentinel, logIn: false, redactor: redactor) {
             return Check(confirmed: view.confirms(server, as: role, replica: sentinel.readFromReplica), sentinel: kept,
                          sentinelIndex: nil)
         }
-        guard let answer = try? ask(order, settings, sentinel, startingAt: 0, redactor: redactor) else {
+        guard let answer = try? ask(order, settings, sentinel, startingAt: 0, tlsContexts: tlsContexts, redactor: redactor) else {
             return Check(confirmed: nil, sentinel: nil, sentinelIndex: nil)
         }
         return Check(confirmed: answer.view.confirms(server, as: role, replica: sentinel.readFromReplica),
@@ -135,14 +135,14 @@ package enum RedisSentinel {
     /// Asks each Sentinel in turn, from `start`; the first answer wins. Fails with every
     /// Sentinel's problem when none answers.
     static func ask(_ order: [RedisEndpoint], _ settings: RedisSettings, _ sentinel: RedisSentinelSettings,
-                    startingAt start: Int, redactor: Redactor) throws(RedisError) -> Answer {
+                    startingAt start: Int, tlsContexts: RedisTLSContexts, redactor: Redactor) throws(RedisError) -> Answer {
         guard !order.isEmpty else { throw RedisError(kind: .connect, message: "no Sentinel addresses") }
         var problems: [String] = []
         for offset in 0..<order.count {
             let index = (start + offset) % order.count
             let address = order[index]
             do throws(RedisError) {
-                let connection = try openSentinel(address, settings, sentinel)
+                let connection = try openSentinel(address, settings, sentinel, tlsContexts)
                 let view = try readView(connection, at: address, sentinel, logIn: true, redactor: redactor)
                 return Answer(view: view, connection: connection, sentinelIndex: index)
             } catch {
@@ -153,9 +153,9 @@ package enum RedisSentinel {
     }
 
     private static func openSentinel(_ address: RedisEndpoint, _ settings: RedisSettings,
-                                     _ sentinel: RedisSentinelSettings) throws(RedisError) -> RedisConnection {
+                                     _ sentinel: RedisSentinelSettings, _ tlsContexts: RedisTLSContexts) throws(RedisError) -> RedisConnection {
         do {
-            return try open(address, tls: sentinel.tls, settings)
+            return try open(address, tls: tlsContexts.context(for: sentinel.tls), settings)
         } catch {
             throw RedisError(kind: .connect, message: "sentinel \(address): \(error.message)")
         }
@@ -215,14 +215,10 @@ package enum RedisSentinel {
 
     /// Opens a connection to a Sentinel or a server.
     ///
-    /// TODO(merge): with the TLS transport, open a TLS connection here when `tls` is set. Until
-    /// then TLS is refused rather than silently replaced by plain TCP.
-    static func open(_ endpoint: RedisEndpoint, tls: RedisTLSSettings?, _ settings: RedisSettings) throws(RedisError) -> RedisConnection {
-        if tls != nil {
-            throw RedisError(kind: .connect, message: "cannot connect to \(endpoint): TLS is not available in this build")
-        }
-        return try RedisConnection(endpoint: endpoint, connectTimeout: settings.connectTimeout,
-                                   commandTimeout: settings.commandTimeout)
+    /// A connection to a Sentinel or to the server it names, over TLS when `tls` is set.
+    static func open(_ endpoint: RedisEndpoint, tls: RedisTLSContext?, _ settings: RedisSettings) throws(RedisError) -> RedisConnection {
+        try RedisConnection(endpoint: endpoint, connectTimeout: settings.connectTimeout,
+                            commandTimeout: settings.commandTimeout, tls: tls)
     }
 
     private static func append(_ problem: String, to problems: inout [String]) {

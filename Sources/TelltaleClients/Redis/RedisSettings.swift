@@ -33,7 +33,9 @@ public struct RedisSettings: Sendable, Equatable, CustomStringConvertible {
         "\(endpoint) db \(database)" + (username.map { " as \($0)" } ?? "")
     }
 
-    /// Reads `redis://[user[:password]@]host[:port][/db]` or `unix:///path/to/socket[?db=N]`.
+    /// Reads `redis://[user[:password]@]host[:port][/db]`, the same with `rediss://` (TLS with
+    /// the default settings: verified against the system's CAs and the host name; port 6379
+    /// by default, as redis-py has it) or `unix:///path/to/socket[?db=N]`.
     package static func parse(url: String) -> RedisSettings? {
         var settings = RedisSettings()
         if url.hasPrefix("unix://") {
@@ -47,8 +49,16 @@ public struct RedisSettings: Sendable, Equatable, CustomStringConvertible {
             }
             return settings
         }
-        guard url.hasPrefix("redis://") else { return nil }
-        var rest = Substring(url.dropFirst("redis://".count))
+        let scheme: String
+        if url.hasPrefix("redis://") {
+            scheme = "redis://"
+        } else if url.hasPrefix("rediss://") {
+            scheme = "rediss://"
+            settings.tls = RedisTLSSettings()
+        } else {
+            return nil
+        }
+        var rest = Substring(url.dropFirst(scheme.count))
         if let at = rest.lastIndex(of: "@") {
             let credentials = rest[..<at]
             rest = rest[rest.index(after: at)...]
@@ -105,7 +115,7 @@ public struct RedisSettings: Sendable, Equatable, CustomStringConvertible {
 
 /// TLS to a Redis server: the certificate and host name are verified unless
 /// `insecureSkipVerify`; TLS 1.2 or later.
-public struct RedisTLSSettings: Sendable, Equatable {
+public struct RedisTLSSettings: Sendable, Hashable {
     /// PEM bundle of the CAs to trust; the system's store when nil.
     public var caFile: String?
     /// Client certificate and key (PEM), for servers that require one.

@@ -2,7 +2,7 @@ import TelltaleClients
 import TelltaleCore
 
 extension RedisSettings {
-    /// A source's `redis:` block: `url`, or `host`/`port`/`socket`, credentials, timeouts.
+    /// A source's `redis:` block: `url`, or `host`/`port`/`socket`, credentials, timeouts, `tls`.
     static func read(_ map: ConfigMap) -> RedisSettings {
         var settings = RedisSettings()
         if let url = map.secret("url") {
@@ -10,7 +10,7 @@ extension RedisSettings {
                 settings = parsed
             } else {
                 // The URL may hold a password: the problem names the key only.
-                map.problems.add(map.childPath("url"), "expected redis://[user[:password]@]host[:port][/db] or unix:///path")
+                map.problems.add(map.childPath("url"), "expected redis://[user[:password]@]host[:port][/db], rediss://… or unix:///path")
             }
         }
         if let host = map.string("host") {
@@ -24,6 +24,7 @@ extension RedisSettings {
         if let database = map.int("db", in: 0...10_000) { settings.database = database }
         if let timeout = map.duration("connect_timeout") { settings.connectTimeout = timeout }
         if let timeout = map.duration("command_timeout") { settings.commandTimeout = timeout }
+        settings.tls = RedisTLSSettings.read(map, for: settings)
         if let sentinel = RedisSentinelSettings.read(map) { settings.topology = .sentinel(sentinel) }
         return settings
     }

@@ -118,11 +118,8 @@ extension RedisSentinelSettings {
 
     /// TLS to the Sentinels.
     ///
-    /// TODO(merge): replace the body with `map.map("tls").map(RedisTLSSettings.read)` (the
-    /// `tls:` reader written on the TLS branch, in RedisTLSConfig.swift) and delete this
-    /// stub. Until then a `tls:` block only records that TLS is wanted; its keys are not
-    /// read, and `RedisSentinel.open` refuses to connect rather than fall back to plain TCP.
+    /// The Sentinels' own `tls:` block (the server's is the `redis:` block's).
     static func readTLS(_ map: ConfigMap) -> RedisTLSSettings? {
-        map.node("tls") == nil ? nil : RedisTLSSettings()
+        RedisTLSSettings.read(map, for: RedisSettings())
     }
 }
