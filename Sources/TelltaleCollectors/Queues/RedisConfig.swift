@@ -24,6 +24,7 @@ extension RedisSettings {
         if let database = map.int("db", in: 0...10_000) { settings.database = database }
         if let timeout = map.duration("connect_timeout") { settings.connectTimeout = timeout }
         if let timeout = map.duration("command_timeout") { settings.commandTimeout = timeout }
+        settings.readCluster(map)
         return settings
     }
 }
