@@ -8,7 +8,8 @@ import TelltaleMetrics
 struct QueueDiscovery: Sendable {
     private(set) var known: Set<QueueID> = []
     private var found: Set<QueueID> = []
-    private var pendingPrefixes: [String] = []
+    /// The prefixes still to scan this pass, each on every server (every master of a cluster).
+    private var pendingPrefixes: [(prefix: String, server: String)] = []
     private var cursor = "0"
     private var nextPass: ContinuousClock.Instant?
 
@@ -17,14 +18,16 @@ struct QueueDiscovery: Sendable {
     /// Continues (or starts) a pass within `budget`.
     mutating func advance(client: any RedisQuerying, config: QueueCollectorConfig) async throws(RedisError) {
         if pendingPrefixes.isEmpty {
-            pendingPrefixes = config.prefixes
+            let servers = try await client.servers()
+            pendingPrefixes = config.prefixes.flatMap { prefix in servers.map { (prefix, $0) } }
             found = []
             cursor = "0"
         }
         let deadline = ContinuousClock.now + config.discoveryBudget
-        while let prefix = pendingPrefixes.first, ContinuousClock.now < deadline {
+        while let (prefix, server) = pendingPrefixes.first, ContinuousClock.now < deadline {
             let pattern = Self.globEscaped(prefix) + ":*:[im][de]*"
-            let reply = try await client.pipeline(RedisCommands([["SCAN", cursor, "MATCH", pattern, "COUNT", String(config.scanCount)]]))
+            let reply = try await client.pipeline(RedisCommands([["SCAN", cursor, "MATCH", pattern, "COUNT", String(config.scanCount)]]),
+                                                  on: server)
             if case .error(let message) = reply.first {
                 // NOAUTH, NOPERM, a Sentinel's unknown command…: a clear message, not "unexpected reply".
                 let redactor = Redactor(config.redis.password.map { [$0] } ?? [])
