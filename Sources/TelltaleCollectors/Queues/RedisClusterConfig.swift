@@ -54,14 +54,15 @@ extension QueueCollectorConfig {
         return Self.clusterPrefixWarnings(prefixes: prefixes)
     }
 
-    /// One warning per prefix without a hash tag (a non-empty `{…}`): BullMQ needs one on a
-    /// Redis Cluster so that all of a queue's keys share a slot; without it a queue's keys
-    /// spread over the nodes, and Telltale's reads of several keys at once fail (CROSSSLOT).
+    /// One warning per prefix without a hash tag (a non-empty `{…}`): BullMQ needs all of a
+    /// queue's keys in one slot on a Redis Cluster, with a tag in the prefix or in every
+    /// queue's name; otherwise a queue's keys spread over the nodes, BullMQ's scripts fail and
+    /// so do Telltale's reads of several keys at once (CROSSSLOT).
     package static func clusterPrefixWarnings(prefixes: [String]) -> [String] {
         prefixes.compactMap { prefix in
             RedisHashSlot.hashTag(prefix) != nil ? nil
-                : "queues: prefix \"\(prefix)\" has no hash tag: on a Redis Cluster use one such as \"{\(prefix)}\" "
-                + "(BullMQ needs every key of a queue in one slot)"
+                : "queues: prefix \"\(prefix)\" has no hash tag: on a Redis Cluster BullMQ needs one in the prefix "
+                + "(such as \"{\(prefix)}\") or in every queue name, so that a queue's keys share a slot"
         }
     }
 }
