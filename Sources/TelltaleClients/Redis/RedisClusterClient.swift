@@ -158,16 +158,12 @@ public final class RedisClusterClient: RedisQuerying {
                 } else {
                     part = commands.subset(batch.indices)
                 }
-                group.addTask {
-                    do throws(RedisError) {
-                        return (position, .success(try await client.pipeline(part)))
-                    } catch {
-                        return (position, .failure(error))
-                    }
-                }
+                // Not a `do throws(RedisError)` in this closure: Swift 6.3 -O loses the tuple's
+                // first element there (every task reported position 0).
+                group.addTask { (position, await Self.outcome(client, part)) }
             }
             var results = [Result<[RedisValue], RedisError>?](repeating: nil, count: batches.count)
-            for await (position, result) in group { results[position] = result }
+            for await (position, result) in group where results.indices.contains(position) { results[position] = result }
             return results
         }
         var failures = 0
@@ -190,6 +186,14 @@ public final class RedisClusterClient: RedisQuerying {
         }
         if failures > 0 { state.withLock { $0.stale = true } }
         return failures
+    }
+
+    private static func outcome(_ client: any RedisQuerying, _ commands: RedisCommands) async -> Result<[RedisValue], RedisError> {
+        do {
+            return .success(try await client.pipeline(commands))
+        } catch {
+            return .failure(error)
+        }
     }
 
     /// The commands of `batches` answered with MOVED or ASK, grouped by where to send them.
