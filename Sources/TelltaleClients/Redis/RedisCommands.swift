@@ -142,10 +142,11 @@ extension RedisCommands {
         count += 1
     }
 
-    /// The commands at `indices`, in that order.
+    /// The commands at `indices`, in that order, in a buffer of their exact size.
     package func subset(_ indices: [Int]) -> RedisCommands {
         var commands = RedisCommands()
         commands.routes.reserveCapacity(indices.count)
+        commands.bytes.reserveCapacity(indices.reduce(0) { $0 + range(of: $1).count })
         for index in indices { commands.append(commandAt: index, of: self) }
         return commands
     }
