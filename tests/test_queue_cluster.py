@@ -300,3 +300,43 @@ def test_a_slot_moved_mid_run_leaves_no_gap(fresh, start_telltale):
     assert not mismatches(s, expected)
     status = tt.get("/").text
     assert "MOVED" not in status and "TRYAGAIN" not in status, status
+
+
+def test_an_unreachable_master_fails_only_its_queues(start_telltale):
+    """A master shut down (on a cluster that serves the other slots without it): its queues
+    read telltale_queue_up 0, the queues on the other masters keep their exact counts, and
+    discovery goes on scanning the masters that answer."""
+    flags = ("--cluster-enabled", "yes", "--cluster-node-timeout", "2000", "--cluster-require-full-coverage", "no")
+    with contextlib.ExitStack() as stack:
+        ports = [stack.enter_context(own_redis(*flags)) for _ in range(3)]
+        r = subprocess.run(["redis-cli", "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports], "--cluster-yes"],
+                           capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+        assert r.returncode == 0, f"redis-cli --cluster create failed\n{r.stdout}\n{r.stderr}"
+        c = Cluster(ports)
+        stack.callback(c.close)
+        c.wait_consistent()
+        prefixes = spread_tags(c, 3)
+        t = tool(c)
+        jobs = json.dumps([{"data": {"n": i}} for i in range(2)])
+        calls = [("add", "q", jobs, "--prefix", p) for p in prefixes]
+        run_tools(t, calls)
+        expected = {(p, "q"): {s: (2 if s == "waiting" else 0) for s in STATES} for p in prefixes}
+        tt = start_telltale(cluster_config(c.ports, prefixes))
+        wait_for(tt, lambda s: not mismatches(s, expected), 20, "counts on every master")
+
+        down = prefixes[1]
+        port = c.owner(down)
+        with contextlib.suppress(Exception):
+            c.nodes[port].cmd("SHUTDOWN", "NOSAVE")
+        alive = {k: v for k, v in expected.items() if k[0] != down}
+
+        def others_fine_and_down_is_down(s: QueueSamples) -> bool:
+            fine = not [p for p in mismatches(s, alive) if "telltale_collector_up" not in p]
+            return fine and queue_up(s, down, "q") == 0
+        wait_for(tt, others_fine_and_down_is_down, 20, "the other masters' queues read, the stopped one's down")
+        # And it stays so, run after run (discovery included: it runs every second here).
+        for _ in range(3):
+            s = wait_runs(tt, COLLECTOR, runs=1)
+            assert others_fine_and_down_is_down(s), s.excerpt("telltale_queue_up", "telltale_queue_jobs{")
+            assert s.get("telltale_queue_jobs", prefix=down, queue="q", state="waiting") is None
+        assert "unreachable" in tt.get("/").text

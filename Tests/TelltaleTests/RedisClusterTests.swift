@@ -264,6 +264,39 @@ import Testing
         #expect(nodes.allSatisfy { $0.password == "pw" && $0.username == "u" && $0.topology == .standalone && $0.database == 0 })
     }
 
+    // MARK: discovery
+
+    @Test func discoveryScansEveryMasterAndKeepsAnUnreachableOnesQueues() async throws {
+        let cluster = FakeCluster(nodes: 3)
+        cluster.setScanKeys(0, ["{a}:q0:meta", "{a}:q0:wait"])
+        cluster.setScanKeys(1, ["{b}:q1:id"])
+        cluster.setScanKeys(2, ["{c}:q2:meta", "other:x:meta"])
+        let client = cluster.client()
+        var config = QueueCollectorConfig()
+        config.prefixes = ["{a}", "{b}", "{c}"]
+        var discovery = QueueDiscovery()
+        try await discovery.advance(client: client, config: config)
+        let first: Set = [QueueID(prefix: "{a}", name: "q0"), QueueID(prefix: "{b}", name: "q1"), QueueID(prefix: "{c}", name: "q2")]
+        #expect(discovery.known == first)
+        // A master down: the others are scanned, and its queues stay known (their reads fail).
+        cluster.setDown(1, true)
+        cluster.setScanKeys(0, ["{a}:q0:meta", "{a}:q3:meta"])
+        try await discovery.advance(client: client, config: config)
+        #expect(discovery.known == first.union([QueueID(prefix: "{a}", name: "q3")]))
+        // Back: a complete pass replaces the known set again.
+        cluster.setDown(1, false)
+        cluster.setScanKeys(1, [])
+        try await discovery.advance(client: client, config: config)
+        #expect(discovery.known == [QueueID(prefix: "{a}", name: "q0"), QueueID(prefix: "{a}", name: "q3"), QueueID(prefix: "{c}", name: "q2")])
+    }
+
+    @Test func aStandaloneServerThatFailsStillFailsDiscovery() async {
+        let redis = ScriptedRedis()
+        redis.isDown.value = true
+        var discovery = QueueDiscovery()
+        await #expect(throws: RedisError.self) { try await discovery.advance(client: redis, config: QueueCollectorConfig()) }
+    }
+
     // MARK: configuration
 
     static func queues(_ redis: String, prefixes: String = "[\"{bull}\"]") throws -> QueueCollectorConfig {
@@ -323,6 +356,7 @@ final class FakeCluster: Sendable {
         var pipelines: [Int: Int] = [:]
         var askings: [Int: Int] = [:]
         var mapReads = 0
+        var scanKeys: [Int: [String]] = [:]
     }
 
     let count: Int
@@ -358,6 +392,7 @@ final class FakeCluster: Sendable {
     var mapReads: Int { state.withLock { $0.mapReads } }
     func move(slot: Int, to node: Int) { state.withLock { $0.owners[slot] = node } }
     func migrate(slot: Int, to node: Int) { state.withLock { $0.migrating[slot] = node } }
+    func setScanKeys(_ node: Int, _ keys: [String]) { state.withLock { $0.scanKeys[node] = keys } }
     func pingPong(slot: Int) { state.withLock { _ = $0.pingPong.insert(slot) } }
     func setDown(_ node: Int, _ down: Bool) {
         state.withLock { if down { $0.down.insert(node) } else { $0.down.remove(node) } }
@@ -392,6 +427,8 @@ final class FakeCluster: Sendable {
                     }
                     if owner != node { return .error("MOVED \(slot) n\(owner):\(7000 + owner)") }
                     return .string("\(key)@node\(node)")
+                case ("SCAN", _) where state.scanKeys[node] != nil:
+                    return .array([.string("0"), .array((state.scanKeys[node] ?? []).map { .string($0) })])
                 case (let name, _):
                     return .string("\(name.lowercased())@node\(node)")
                 }

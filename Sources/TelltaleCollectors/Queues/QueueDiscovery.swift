@@ -12,6 +12,11 @@ struct QueueDiscovery: Sendable {
     private var pendingPrefixes: [(prefix: String, server: String)] = []
     private var cursor = "0"
     private var nextPass: ContinuousClock.Instant?
+    /// Set when one server of several (a cluster's master) could not be reached this pass:
+    /// the pass then adds to the known queues instead of replacing them, so that the queues
+    /// of that server stay (and read `telltale_queue_up` 0) while the others are scanned.
+    private var partial = false
+    private var serverCount = 0
 
     var isDue: Bool { !pendingPrefixes.isEmpty || nextPass.map { ContinuousClock.now >= $0 } ?? true }
 
@@ -22,12 +27,24 @@ struct QueueDiscovery: Sendable {
             pendingPrefixes = config.prefixes.flatMap { prefix in servers.map { (prefix, $0) } }
             found = []
             cursor = "0"
+            partial = false
+            serverCount = servers.count
         }
         let deadline = ContinuousClock.now + config.discoveryBudget
         while let (prefix, server) = pendingPrefixes.first, ContinuousClock.now < deadline {
             let pattern = Self.globEscaped(prefix) + ":*:[im][de]*"
-            let reply = try await client.pipeline(RedisCommands([["SCAN", cursor, "MATCH", pattern, "COUNT", String(config.scanCount)]]),
+            let reply: [RedisValue]
+            do {
+                reply = try await client.pipeline(RedisCommands([["SCAN", cursor, "MATCH", pattern, "COUNT", String(config.scanCount)]]),
                                                   on: server)
+            } catch {
+                // One server alone (a standalone Redis) fails the pass as before.
+                guard serverCount > 1 else { throw error }
+                pendingPrefixes.removeAll { $0.server == server }
+                partial = true
+                cursor = "0"
+                continue
+            }
             if case .error(let message) = reply.first {
                 // NOAUTH, NOPERM, a Sentinel's unknown command…: a clear message, not "unexpected reply".
                 let redactor = Redactor(config.redis.password.map { [$0] } ?? [])
@@ -44,7 +61,7 @@ struct QueueDiscovery: Sendable {
             if next == "0" { pendingPrefixes.removeFirst() }
         }
         if pendingPrefixes.isEmpty {
-            known = found
+            known = partial ? known.union(found) : found
             nextPass = .now + config.discoveryInterval
         } else {
             known.formUnion(found)
