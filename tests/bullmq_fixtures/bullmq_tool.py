@@ -18,6 +18,10 @@ pytest venv.  Every subcommand prints exactly one JSON document on stdout.
     python bullmq_tool.py URL counts QUEUE [--prefix P]
         Prints getJobCounts() (default and all eight states) and isPaused().
     python bullmq_tool.py URL flow PARENT_QUEUE CHILD_QUEUE N_CHILDREN [--prefix P]
+
+    --cluster: URL is one node of a Redis Cluster, reached through redis-py's RedisCluster
+    (bullmq 3.x works on a cluster, with hash-tagged prefixes; its addBulk does not, so jobs
+    are added one by one, as everywhere here).
 """
 
 from __future__ import annotations
@@ -34,15 +38,23 @@ from bullmq import FlowProducer, Queue, Worker
 ALL_STATES = ["waiting", "paused", "active", "prioritized", "delayed",
               "waiting-children", "completed", "failed"]
 HOUR_MS = 3_600_000
+CLUSTER = False  # --cluster: connections are RedisCluster clients
+
+
+def connection(url: str):
+    if not CLUSTER:
+        return url
+    from redis.asyncio.cluster import RedisCluster
+    return RedisCluster.from_url(url, decode_responses=True)
 
 
 def queue_opts(url: str, prefix: str) -> dict:
-    return {"connection": url, "prefix": prefix}
+    return {"connection": connection(url), "prefix": prefix}
 
 
 def worker_opts(url: str, prefix: str, concurrency: int = 1) -> dict:
     # A short drainDelay: bullmq 2.x's close() otherwise waits out a 5 s BZPOPMIN.
-    return {"connection": url, "prefix": prefix, "concurrency": concurrency,
+    return {"connection": connection(url), "prefix": prefix, "concurrency": concurrency,
             "drainDelay": 0.2, "name": "tt-test"}
 
 
@@ -117,7 +129,7 @@ async def add_jobs(queue: Queue, jobs: list[dict]) -> list[str]:
 #              3 waiting, 2 delayed (1 h), 3 prioritized (priority 1, 3, 7)
 #   paused     3 jobs, pause(), 2 more jobs, 1 delayed job: paused, nothing processed
 #   removed    5 jobs with removeOnComplete (completed stays 0), 2 failing ones kept
-#   flowparent 1 parent (waiting-children) of 2 children waiting in flowchild
+#   flowparent 1 parent (waiting-children) of 2 children waiting in flowchild (not with --cluster)
 #   tagged     under the hash-tag prefix: 2 waiting, 1 completed, 1 prioritized
 
 
@@ -149,16 +161,18 @@ async def scenario(url: str, prefix: str, tagged: str | None) -> dict:
     await add_jobs(q("removed"), jobs)
     await run_worker(url, prefix, "removed", attempts_of(jobs), concurrency=3)
 
-    # flow
-    flow = FlowProducer(url, {"prefix": prefix})
-    try:
-        await flow.add({
-            "name": "parent", "queueName": "flowparent", "data": {},
-            "children": [{"name": "child", "queueName": "flowchild", "data": {"c": i}} for i in range(2)],
-        })
-    finally:
-        await flow.close()
-    q("flowparent"), q("flowchild")
+    # flow (not on a cluster: python bullmq adds a flow with a pipelined EVALSHA, which
+    # redis-py's RedisCluster refuses)
+    if not CLUSTER:
+        flow = FlowProducer(connection(url), {"prefix": prefix})
+        try:
+            await flow.add({
+                "name": "parent", "queueName": "flowparent", "data": {},
+                "children": [{"name": "child", "queueName": "flowchild", "data": {"c": i}} for i in range(2)],
+            })
+        finally:
+            await flow.close()
+        q("flowparent"), q("flowchild")
 
     if tagged:
         jobs = [{"data": {"n": 0}}]
@@ -184,7 +198,10 @@ async def main() -> None:
     parser.add_argument("--prefix", default="bull")
     parser.add_argument("--tagged-prefix")
     parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--cluster", action="store_true")
     a = parser.parse_args()
+    global CLUSTER
+    CLUSTER = a.cluster
     if a.command == "version":
         out = {"bullmq": bullmq.__version__}
     elif a.command == "scenario":
@@ -204,7 +221,7 @@ async def main() -> None:
         out = await counts_of(queue)
         await queue.close()
     elif a.command == "flow":
-        flow = FlowProducer(a.url, {"prefix": a.prefix})
+        flow = FlowProducer(connection(a.url), {"prefix": a.prefix})
         await flow.add({
             "name": "parent", "queueName": a.args[0], "data": {},
             "children": [{"name": "child", "queueName": a.args[1], "data": {"c": i}} for i in range(int(a.args[2]))],

@@ -50,7 +50,7 @@ public final class QueueCollector: Collector {
     private let state: Mutex<State>
 
     public convenience init(config: QueueCollectorConfig) {
-        self.init(config: config, client: RedisClient(settings: config.redis))
+        self.init(config: config, client: config.redis.makeClient())
     }
 
     /// Reads the queues through `client` rather than the configured Redis (unit tests' fakes).

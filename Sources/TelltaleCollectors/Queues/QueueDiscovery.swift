@@ -8,26 +8,42 @@ import TelltaleMetrics
 struct QueueDiscovery: Sendable {
     private(set) var known: Set<QueueID> = []
     private var found: Set<QueueID> = []
-    /// The SCANs still to make in this pass: every prefix on every server (each master of a
-    /// cluster holds its own keys).
-    private var pending: [(server: String, prefix: String)] = []
+    /// The prefixes still to scan this pass, each on every server (every master of a cluster).
+    private var pendingPrefixes: [(prefix: String, server: String)] = []
     private var cursor = "0"
     private var nextPass: ContinuousClock.Instant?
+    /// Set when one server of several (a cluster's master) could not be reached this pass:
+    /// the pass then adds to the known queues instead of replacing them, so that the queues
+    /// of that server stay (and read `telltale_queue_up` 0) while the others are scanned.
+    private var partial = false
+    private var serverCount = 0
 
-    var isDue: Bool { !pending.isEmpty || nextPass.map { ContinuousClock.now >= $0 } ?? true }
+    var isDue: Bool { !pendingPrefixes.isEmpty || nextPass.map { ContinuousClock.now >= $0 } ?? true }
 
     /// Continues (or starts) a pass within `budget`.
     mutating func advance(client: any RedisQuerying, servers: [String], config: QueueCollectorConfig) async throws(RedisError) {
-        if pending.isEmpty {
-            pending = servers.flatMap { server in config.prefixes.map { (server, $0) } }
+        if pendingPrefixes.isEmpty {
+            pendingPrefixes = config.prefixes.flatMap { prefix in servers.map { (prefix, $0) } }
             found = []
             cursor = "0"
+            partial = false
+            serverCount = servers.count
         }
         let deadline = ContinuousClock.now + config.discoveryBudget
-        while let (server, prefix) = pending.first, ContinuousClock.now < deadline {
+        while let (prefix, server) = pendingPrefixes.first, ContinuousClock.now < deadline {
             let pattern = Self.globEscaped(prefix) + ":*:[im][de]*"
-            let scan = RedisCommands([["SCAN", cursor, "MATCH", pattern, "COUNT", String(config.scanCount)]])
-            let reply = try await client.pipeline(scan, on: server)
+            let reply: [RedisValue]
+            do {
+                reply = try await client.pipeline(RedisCommands([["SCAN", cursor, "MATCH", pattern, "COUNT", String(config.scanCount)]]),
+                                                  on: server)
+            } catch {
+                // One server alone (a standalone Redis) fails the pass as before.
+                guard serverCount > 1 else { throw error }
+                pendingPrefixes.removeAll { $0.server == server }
+                partial = true
+                cursor = "0"
+                continue
+            }
             if case .error(let message) = reply.first {
                 // NOAUTH, NOPERM, a Sentinel's unknown command…: a clear message, not "unexpected reply".
                 let redactor = Redactor(config.redis.secrets)
@@ -41,10 +57,10 @@ struct QueueDiscovery: Sendable {
                 if let queue = Self.queue(fromKey: key, prefix: prefix, source: config.name) { found.insert(queue) }
             }
             cursor = next
-            if next == "0" { pending.removeFirst() }
+            if next == "0" { pendingPrefixes.removeFirst() }
         }
-        if pending.isEmpty {
-            known = found
+        if pendingPrefixes.isEmpty {
+            known = partial ? known.union(found) : found
             nextPass = .now + config.discoveryInterval
         } else {
             known.formUnion(found)

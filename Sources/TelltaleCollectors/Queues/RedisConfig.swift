@@ -26,6 +26,7 @@ extension RedisSettings {
         if let timeout = map.duration("command_timeout") { settings.commandTimeout = timeout }
         settings.tls = RedisTLSSettings.read(map, for: settings)
         if let sentinel = RedisSentinelSettings.read(map) { settings.topology = .sentinel(sentinel) }
+        settings.readCluster(map)
         return settings
     }
 }
