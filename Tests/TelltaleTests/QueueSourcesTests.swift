@@ -81,4 +81,14 @@ import Testing
         let failed = CollectionResult(families: collector.familiesWhenFailed())
         #expect(failed.value("telltale_redis_up", ["redis": "default"]) == 0)
     }
+
+    @Test func aRefusedScanLeavesRedisUp() async throws {
+        let redis = ScriptedRedis { command in
+            command.first == "SCAN" ? "-NOPERM this user has no permissions to run the 'scan' command\r\n" : nil
+        }
+        let collector = QueueCollector(config: QueueCollectorConfig(), client: redis)
+        await #expect(throws: CollectionProblem.self) { try await collector.collect() }
+        let failed = CollectionResult(families: collector.familiesWhenFailed())
+        #expect(failed.value("telltale_redis_up", ["redis": "default"]) == 1)
+    }
 }

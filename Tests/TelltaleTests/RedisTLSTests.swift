@@ -187,14 +187,15 @@ import Yams
         } throws: { error in
             "\(error)".contains("more than \(RedisReplyReader.maxReplyElements) array elements")
         }
-        // Nested arrays count together, per reply.
+        // Nested arrays count together, and every reply of a pipeline too.
         #expect {
             try replies("*2\r\n*3\r\n", maxElements: 4)
         } throws: { error in
             (error as? RedisError)?.kind == .connection && "\(error)".contains("more than 4 array elements")
         }
         let three = RedisValue.array([.integer(1), .integer(2), .integer(3)])
-        #expect((try? replies(String(repeating: "*3\r\n:1\r\n:2\r\n:3\r\n", count: 3), maxElements: 4)) == [three, three, three])
+        #expect((try? replies(String(repeating: "*3\r\n:1\r\n:2\r\n:3\r\n", count: 3), maxElements: 9)) == [three, three, three])
+        #expect(throws: RedisError.self) { try replies(String(repeating: "*3\r\n:1\r\n:2\r\n:3\r\n", count: 3), maxElements: 8) }
     }
 
     @Test func aReplyBeyondTheByteCapIsRefused() throws {
@@ -228,5 +229,13 @@ import Yams
         } throws: { error in
             (error as? RedisError)?.kind == .connection && "\(error)".hasPrefix("unreadable reply: ")
         }
+    }
+}
+
+/// A whole round trip is bounded, not only each wait in it.
+@Suite struct RedisPipelineLimitTests {
+    @Test func aPipelineMayTakeFiveCommandTimeoutsAndAnAbsurdOneDoesNotTrap() {
+        #expect(RedisConnection.pipelineLimit(.seconds(2)) == .seconds(10))
+        #expect(RedisConnection.pipelineLimit(.seconds(Int64.max / 2)) == .seconds(Int64.max / 2))
     }
 }

@@ -80,7 +80,9 @@ public actor RedisClient {
             }
             return replies
         } catch {
-            // After an I/O error or timeout hiredis cannot resynchronise replies: start afresh.
+            // A run cancelled (timed out) before its commands went out leaves the connection as
+            // it was; after an I/O error or timeout replies cannot be resynchronised: start afresh.
+            if error is CancellationError { throw RedisError(kind: .timeout, message: "cancelled before sending") }
             self.connection = nil
             throw error as? RedisError ?? RedisError(kind: .connection, message: "\(error)")
         }
@@ -125,6 +127,7 @@ public actor RedisClient {
             backoff.succeeded()
             return fresh
         } catch {
+            if error is CancellationError { throw RedisError(kind: .timeout, message: "cancelled before connecting") }
             backoff.failed((error as? RedisError)?.message ?? "\(error)")
             throw RedisError(kind: .connect, message: backoff.lastError)
         }

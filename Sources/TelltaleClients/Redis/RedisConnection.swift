@@ -136,10 +136,22 @@ package final class RedisConnection: @unchecked Sendable {
         throw error
     }
 
+    /// The most reply bytes one pipeline may bring: replies are all kept until the last.
+    static let maxPipelineBytes = 512 << 20
+
+    /// The longest a whole pipeline may take, `commandTimeout` × 5: a peer that trickles a
+    /// byte now and then must not hold the client's thread for ever.
+    static func pipelineLimit(_ commandTimeout: Duration) -> Duration {
+        commandTimeout.components.seconds > 3600 ? commandTimeout : commandTimeout * 5
+    }
+
     private func exchange(_ bytes: UnsafeRawBufferPointer, replies count: Int) throws(RedisError) -> [RedisValue] {
         var replies: [RedisValue] = []
         replies.reserveCapacity(count)
         var written = 0
+        var receivedTotal = 0
+        let overall = Deadline(after: Self.pipelineLimit(commandTimeout))
+        reader.startPipeline()
         while replies.count < count {
             var progressed = false
             var events: Int16 = 0
@@ -156,11 +168,18 @@ package final class RedisConnection: @unchecked Sendable {
             case .transferred(let received):
                 receivedAny = true
                 progressed = true
+                receivedTotal += received
+                guard receivedTotal <= Self.maxPipelineBytes else {
+                    throw RedisError(kind: .connection, message: "replies larger than \(Self.maxPipelineBytes >> 20) MiB to one pipeline: refused")
+                }
                 var offset = 0
                 while offset < received {
-                    let slice = min(Self.feedSlice, received - offset)
-                    try reader.feed(UnsafeRawBufferPointer(rebasing: buffer[offset..<(offset + slice)]))
-                    offset += slice
+                    let slice = UnsafeRawBufferPointer(rebasing: buffer[offset..<(offset + min(Self.feedSlice, received - offset))])
+                    try reader.feed(slice)
+                    offset += slice.count
+                    // Every reply ends with CRLF: without a line feed nothing can complete, and
+                    // asking anyway would make hiredis rescan an unterminated line each time.
+                    guard let start = slice.baseAddress, memchr(start, 0x0A, slice.count) != nil else { continue }
                     while replies.count < count, let reply = try reader.next() { replies.append(reply) }
                 }
                 if replies.count == count && (offset < received || reader.hasPendingBytes || written < bytes.count) {
@@ -170,8 +189,9 @@ package final class RedisConnection: @unchecked Sendable {
             case .closed(let reason): throw RedisError(kind: .connection, message: reason)
             }
             if progressed { continue }
-            switch transport.wait(for: events, until: Deadline(after: commandTimeout)) {
-            case .ready: continue
+            switch transport.wait(for: events, until: Deadline(after: commandTimeout).earlier(overall)) {
+            case .ready:
+                guard overall.remainingMilliseconds > 0 else { throw RedisError(kind: .timeout, message: "pipeline timed out") }
             case .timedOut: throw RedisError(kind: .timeout, message: "command timed out")
             case .failed(let reason): throw RedisError(kind: .connection, message: reason)
             }

@@ -10,8 +10,9 @@ import TelltaleCore
 package final class RedisReplyReader {
     /// The most bytes one reply (with everything nested in it) may take on the wire.
     package static let maxReplyBytes = 512 << 20
-    /// The most array elements one reply may hold, nested arrays included.
-    package static let maxReplyElements = 1 << 24
+    /// The most array elements the replies to one pipeline may hold, nested arrays included
+    /// (each costs hiredis about 64 bytes, and the pipeline's replies are all kept).
+    package static let maxReplyElements = 1 << 22
 
     private let maxBytes: Int
 
@@ -66,6 +67,11 @@ package final class RedisReplyReader {
         limits.deallocate()
     }
 
+    /// A new pipeline: its replies get the whole element budget.
+    package func startPipeline() {
+        limits.pointee.elements = 0
+    }
+
     /// Whether bytes were fed that no returned reply accounts for.
     package var hasPendingBytes: Bool { pendingBytes > 0 }
 
@@ -85,7 +91,6 @@ package final class RedisReplyReader {
         guard redisReaderGetReply(reader, &raw) == REDIS_OK else { throw readerError() }
         guard let raw else { return nil }
         defer { freeReplyObject(raw) }
-        limits.pointee.elements = 0
         pendingBytes = reader.pointee.len - reader.pointee.pos
         return RedisConnection.value(raw.assumingMemoryBound(to: redisReply.self))
     }
@@ -96,7 +101,7 @@ package final class RedisReplyReader {
 
     private func readerError() -> RedisError {
         if limits.pointee.exceeded {
-            return RedisError(kind: .connection, message: "a reply with more than \(limits.pointee.maxElements) array elements: refused")
+            return RedisError(kind: .connection, message: "replies to one pipeline with more than \(limits.pointee.maxElements) array elements: refused")
         }
         let message = withUnsafeBytes(of: reader.pointee.errstr) { raw in
             String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)

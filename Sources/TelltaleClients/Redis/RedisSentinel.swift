@@ -19,7 +19,7 @@ package enum RedisSentinel {
     package static let checkInterval = Duration.milliseconds(500)
     /// After a check that reached no Sentinel, the next is not tried before this long: a
     /// Sentinel that does not answer must not slow every call down.
-    package static let checkRetry = Duration.seconds(10)
+    package static let checkRetry = Duration.seconds(60)
 
     /// The role a server reports in `ROLE`: `master`, or `slave` for a replica.
     package enum Role: String, Sendable {
@@ -118,7 +118,10 @@ package enum RedisSentinel {
             return Check(confirmed: view.confirms(server, as: role, replica: sentinel.readFromReplica), sentinel: kept,
                          sentinelIndex: nil)
         }
-        guard let answer = try? ask(order, settings, sentinel, startingAt: 0, tlsContexts: tlsContexts, redactor: redactor) else {
+        // One Sentinel besides the kept one: the check must stay well within a run's timeout
+        // when the Sentinels do not answer.
+        guard let answer = try? ask(order, settings, sentinel, startingAt: 0, limit: 1, tlsContexts: tlsContexts,
+                                    redactor: redactor) else {
             return Check(confirmed: nil, sentinel: nil, sentinelIndex: nil)
         }
         return Check(confirmed: answer.view.confirms(server, as: role, replica: sentinel.readFromReplica),
@@ -135,10 +138,11 @@ package enum RedisSentinel {
     /// Asks each Sentinel in turn, from `start`; the first answer wins. Fails with every
     /// Sentinel's problem when none answers.
     static func ask(_ order: [RedisEndpoint], _ settings: RedisSettings, _ sentinel: RedisSentinelSettings,
-                    startingAt start: Int, tlsContexts: RedisTLSContexts, redactor: Redactor) throws(RedisError) -> Answer {
+                    startingAt start: Int, limit: Int = .max, tlsContexts: RedisTLSContexts,
+                    redactor: Redactor) throws(RedisError) -> Answer {
         guard !order.isEmpty else { throw RedisError(kind: .connect, message: "no Sentinel addresses") }
         var problems: [String] = []
-        for offset in 0..<order.count {
+        for offset in 0..<min(order.count, limit) {
             let index = (start + offset) % order.count
             let address = order[index]
             do throws(RedisError) {

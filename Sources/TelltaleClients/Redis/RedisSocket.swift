@@ -137,6 +137,9 @@ struct Deadline {
         nanoseconds = end.overflow ? Int64.max : end.partialValue
     }
 
+    /// Whichever of the two comes first.
+    func earlier(_ other: Deadline) -> Deadline { nanoseconds <= other.nanoseconds ? self : other }
+
     /// Milliseconds left, rounded up, at most `Int32.max`; 0 or less once passed.
     var remainingMilliseconds: Int32 {
         let (left, overflow) = nanoseconds.subtractingReportingOverflow(Self.now())

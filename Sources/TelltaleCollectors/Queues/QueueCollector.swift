@@ -45,6 +45,9 @@ public final class QueueCollector: Collector {
         /// The queues of the last run (at first, the listed ones), sorted, for
         /// `telltale_queue_up` 0 when a run fails as a whole.
         var lastQueues: [QueueID]
+        /// Whether the last failed run still heard Redis (an error reply such as a SCAN
+        /// refused by an ACL), so that `telltale_redis_up` stays 1.
+        var failedWithReply = false
     }
 
     private let state: Mutex<State>
@@ -71,9 +74,11 @@ public final class QueueCollector: Collector {
     }
 
     public func collect() async throws -> CollectionResult {
+        state.withLock { $0.failedWithReply = false }
         do {
             return try await collectQueues()
         } catch let error as RedisError {
+            state.withLock { $0.failedWithReply = error.kind == .redisError }
             throw CollectionProblem(reason: error.kind.rawValue, redactor.redact(error.message))
         }
     }
@@ -199,9 +204,9 @@ public final class QueueCollector: Collector {
     /// After a run that failed as a whole (Redis unreachable): every queue of the last run at
     /// 0, and the source's `telltale_redis_up` 0.
     public func familiesWhenFailed() -> [MetricFamily] {
-        let queues = state.withLock { $0.lastQueues }
+        let (queues, answered) = state.withLock { ($0.lastQueues, $0.failedWithReply) }
         return [MetricFamily(QueueMetrics.up, series: queues.map { Self.sample(0, $0.labels) }),
-                RedisInfoFamilies.up(0, source: config.name)]
+                RedisInfoFamilies.up(answered ? 1 : 0, source: config.name)]
     }
 
     /// `telltale_redis_up` 1 and every server's INFO.
