@@ -75,3 +75,15 @@ def test_two_redis_instances_are_two_sources_that_fail_alone(start_telltale):
         wait_for(tt, lambda s: source_up(s, "billing") == 1 and waiting(s, "billing", "emails") == 5, 45, "billing back")
         a.close()
         b.close()
+
+
+def test_a_cluster_prefix_without_a_hash_tag_is_a_warning(run_cli, tmp_path):
+    """Valid (exit 0) but named: BullMQ on a cluster needs a hash tag in the prefix."""
+    path = tmp_path / "cluster.yml"
+    path.write_text(yaml.safe_dump({"queues": [
+        {"name": "big", "redis": {"cluster": {"addresses": ["127.0.0.1:7000"]}}, "prefixes": ["bull", "{tagged}"]},
+        {"name": "plain", "redis": {"url": "redis://127.0.0.1:6379"}, "prefixes": ["bull"]}]}))
+    result = run_cli(["check-config", "--config", path])
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and 'prefix "bull" has no hash tag' in warnings[0], result.stderr

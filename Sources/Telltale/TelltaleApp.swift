@@ -35,6 +35,7 @@ public struct TelltaleApp: Sendable {
 
     /// Serves until SIGTERM or SIGINT, then shuts down gracefully.
     public func serve() async throws {
+        for warning in config.warnings { logger.warning("\(warning)") }
         let metrics = MetricsEndpoint(store: store, guardian: AuthCheck(config.server.auth))
         let router = HTTPServer.router(metrics: metrics, health: runner.health, alerting: alerting)
         let listen = config.server.listen

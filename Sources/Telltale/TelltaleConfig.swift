@@ -24,6 +24,9 @@ public struct TelltaleConfig: Sendable {
     }
 
     /// The settings of the source whose settings are of type `S`.
+    /// Every source's warnings: valid, but probably not what was meant.
+    public var warnings: [String] { sources.flatMap(\.warnings) }
+
     public func source<S: SourceSettings>(_ type: S.Type) -> S? {
         sources.lazy.compactMap { $0 as? S }.first
     }

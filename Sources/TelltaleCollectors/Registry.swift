@@ -6,6 +6,12 @@ import TelltaleCore
 public protocol SourceSettings: Sendable {
     /// The collectors to run, in the order `/` lists them; none when the source is off.
     func collectors(_ shared: SharedClients) -> [any Collector]
+    /// What is valid but probably wrong: printed by `check-config` and logged at start.
+    var warnings: [String] { get }
+}
+
+extension SourceSettings {
+    public var warnings: [String] { [] }
 }
 
 /// Where a source's configuration lives and how it is read. Adding a source means a folder

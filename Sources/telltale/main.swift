@@ -103,7 +103,8 @@ struct CheckConfig: AsyncParsableCommand {
     var config: String
 
     func run() async throws {
-        _ = try ConfigOptions(config: config).load()
+        let loaded = try ConfigOptions(config: config).load()
+        for warning in loaded.warnings { printError("warning: \(warning)") }
         print("\(config): configuration is valid")
     }
 }

@@ -150,4 +150,9 @@ public struct QueueSources: SourceSettings {
     public func collectors(_ shared: SharedClients) -> [any Collector] {
         sources.filter(\.enabled).map { QueueCollector(config: $0) }
     }
+
+    /// Prefixes without a hash tag on a cluster source.
+    public var warnings: [String] {
+        sources.flatMap(\.clusterWarnings)
+    }
 }
