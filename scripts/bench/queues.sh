@@ -126,7 +126,7 @@ redis_snapshot "$WORK/r-first.txt"
 first_metric() { awk -v n="$1" -v f="$2" '$0 !~ /^#/ && index($0, n f) == 1 {print $NF}' "$WORK/first.txt"; }
 FIRST_COUNT=$(first_metric telltale_collector_duration_seconds_count "{$QC}")
 FIRST_MS=$(calc "round($(first_metric telltale_collector_duration_seconds_sum "{$QC}") / $FIRST_COUNT * 1000, 1)")
-FIRST_RT=$(first_metric telltale_redis_round_trips_total "{$QC}")
+FIRST_RT=$(first_metric telltale_redis_round_trips_total "{$QC,redis=\"default\"}")
 [[ $FIRST_COUNT == 1 ]] || blog "note: $FIRST_COUNT runs before the first read (interval ${QUEUE_INTERVAL}s)"
 redis_delta "$WORK/r-start.txt" "$WORK/r-first.txt" "$FIRST_COUNT" >"$WORK/first.json"
 
