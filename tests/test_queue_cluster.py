@@ -105,19 +105,25 @@ class Cluster:
             time.sleep(0.1)
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
+@contextlib.contextmanager
+def three_masters(*flags: str) -> Iterator[Cluster]:
+    """Three cluster-enabled redis-servers joined by `redis-cli --cluster create`."""
     if not shutil.which("redis-cli"):
         pytest.fail("redis-cli not found (Debian's redis-tools)", pytrace=False)
-    flags = ("--cluster-enabled", "yes", "--cluster-node-timeout", "5000")
     with contextlib.ExitStack() as stack:
-        ports = [stack.enter_context(own_redis(*flags)) for _ in range(3)]
+        ports = [stack.enter_context(own_redis("--cluster-enabled", "yes", *flags)) for _ in range(3)]
         r = subprocess.run(["redis-cli", "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports], "--cluster-yes"],
                            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
         assert r.returncode == 0, f"redis-cli --cluster create failed\n{r.stdout}\n{r.stderr}"
         c = Cluster(ports)
         stack.callback(c.close)
         c.wait_consistent()
+        yield c
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    with three_masters("--cluster-node-timeout", "5000") as c:
         yield c
 
 
@@ -306,15 +312,7 @@ def test_an_unreachable_master_fails_only_its_queues(start_telltale):
     """A master shut down (on a cluster that serves the other slots without it): its queues
     read telltale_queue_up 0, the queues on the other masters keep their exact counts, and
     discovery goes on scanning the masters that answer."""
-    flags = ("--cluster-enabled", "yes", "--cluster-node-timeout", "2000", "--cluster-require-full-coverage", "no")
-    with contextlib.ExitStack() as stack:
-        ports = [stack.enter_context(own_redis(*flags)) for _ in range(3)]
-        r = subprocess.run(["redis-cli", "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports], "--cluster-yes"],
-                           capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
-        assert r.returncode == 0, f"redis-cli --cluster create failed\n{r.stdout}\n{r.stderr}"
-        c = Cluster(ports)
-        stack.callback(c.close)
-        c.wait_consistent()
+    with three_masters("--cluster-node-timeout", "2000", "--cluster-require-full-coverage", "no") as c:
         prefixes = spread_tags(c, 3)
         t = tool(c)
         jobs = json.dumps([{"data": {"n": i}} for i in range(2)])

@@ -254,3 +254,23 @@ EOF
 }
 
 BENCH_LOADAVG="$(cut -d' ' -f1-3 /proc/loadavg)"
+
+# check_queue_counts EXPOSITION DATA_JSON — "queues=… series=… counts=ok": the telltale_queue_jobs
+# of a scrape against what scripts/bench/queues_data.py wrote.
+check_queue_counts() {
+    python3 - "$1" "$2" <<'EOF'
+import json, re, sys
+data = json.load(open(sys.argv[2]))
+sums, queues, series = {}, set(), 0
+for line in open(sys.argv[1]):
+    m = re.match(r'telltale_queue_jobs\{(.*)\} (\S+)$', line)
+    if not m:
+        continue
+    labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
+    sums[labels["state"]] = sums.get(labels["state"], 0) + float(m.group(2))
+    queues.add(labels["queue"]); series += 1
+wrong = {s: (sums.get(s, 0), n) for s, n in data["states"].items() if sums.get(s, 0) != n}
+print(f"queues={len(queues)} series={series} " + ("counts=ok" if not wrong and len(queues) == data["queues"]
+      else f"counts=MISMATCH {wrong}"))
+EOF
+}

@@ -111,24 +111,6 @@ EOF
 
 binary() { if [[ $1 == baseline ]]; then echo "$WORK/telltale-baseline"; else echo "$TELLTALE_BIN"; fi; }
 
-# check_counts FILE — "queues=… series=… counts=ok" against the data written.
-check_counts() {
-    python3 - "$1" "$WORK/data.json" <<'EOF'
-import json, re, sys
-data = json.load(open(sys.argv[2]))
-sums, queues, series = {}, set(), 0
-for line in open(sys.argv[1]):
-    m = re.match(r'telltale_queue_jobs\{(.*)\} (\S+)$', line)
-    if not m:
-        continue
-    labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
-    sums[labels["state"]] = sums.get(labels["state"], 0) + float(m.group(2))
-    queues.add(labels["queue"]); series += 1
-wrong = {s: (sums.get(s, 0), n) for s, n in data["states"].items() if sums.get(s, 0) != n}
-print(f"queues={len(queues)} series={series} " + ("counts=ok" if not wrong and len(queues) == data["queues"]
-      else f"counts=MISMATCH {wrong}"))
-EOF
-}
 
 # net_bytes — "input output": Redis' total_net_input_bytes and total_net_output_bytes.
 net_bytes() {
@@ -149,7 +131,7 @@ run_mode() {
         ((SECONDS < deadline)) || bdie "no successful queues run over $mode (log: $log)"
         sleep 0.05
     done
-    echo "$mode $round $(check_counts "$WORK/first-$mode-$round.txt")" >>"$WORK/checks.txt"
+    echo "$mode $round $(check_queue_counts "$WORK/first-$mode-$round.txt" "$WORK/data.json")" >>"$WORK/checks.txt"
     c0=$(metric_sum "$TT_URL" telltale_collector_duration_seconds_count "$QC")
     s0=$(metric_sum "$TT_URL" telltale_collector_duration_seconds_sum "$QC")
     rt0=$(metric_sum "$TT_URL" telltale_redis_round_trips_total "$QC")

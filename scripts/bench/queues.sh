@@ -131,21 +131,7 @@ FIRST_RT=$(first_metric telltale_redis_round_trips_total "{$QC,redis=\"default\"
 redis_delta "$WORK/r-start.txt" "$WORK/r-first.txt" "$FIRST_COUNT" >"$WORK/first.json"
 
 # Correctness: the counts Telltale exports against what was written.
-python3 - "$WORK/first.txt" "$WORK/data.json" >"$WORK/check.txt" <<'EOF'
-import json, re, sys
-data = json.load(open(sys.argv[2]))
-sums, queues, series = {}, set(), 0
-for line in open(sys.argv[1]):
-    m = re.match(r'telltale_queue_jobs\{(.*)\} (\S+)$', line)
-    if not m:
-        continue
-    labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
-    sums[labels["state"]] = sums.get(labels["state"], 0) + float(m.group(2))
-    queues.add(labels["queue"]); series += 1
-wrong = {s: (sums.get(s, 0), n) for s, n in data["states"].items() if sums.get(s, 0) != n}
-print(f"queues={len(queues)} series={series} " + ("counts=ok" if not wrong and len(queues) == data["queues"]
-      else f"counts=MISMATCH {wrong}"))
-EOF
+check_queue_counts "$WORK/first.txt" "$WORK/data.json" >"$WORK/check.txt"
 CHECK="$(cat "$WORK/check.txt")"
 blog "Telltale check: $CHECK"
 TT_SERIES=$(grep -c '^telltale_queue' "$WORK/first.txt" || true)
