@@ -32,7 +32,8 @@ die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
 APT_PACKAGES=(
     postgresql postgresql-contrib          # server + pg_stat_statements
     redis-server                           # also pulls redis-tools (redis-cli)
-    libpq-dev libhiredis-dev libcurl4-openssl-dev zlib1g-dev libpcre2-dev   # C libs behind Sources/C*
+    libpq-dev libhiredis-dev libcurl4-openssl-dev zlib1g-dev libpcre2-dev libssl-dev   # C libs behind Sources/C*
+    openssl                                # certificates for the Redis TLS tests
     prometheus                             # promtool (rule/metric linting) + server
     nginx wrk                              # demo reverse proxy / load generator
     prometheus-postgres-exporter prometheus-redis-exporter     # comparison exporters
