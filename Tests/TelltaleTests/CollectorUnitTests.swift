@@ -145,6 +145,8 @@ import Testing
         #expect(RedisSettings.parse(url: "redis://:secret@h")?.password == "secret")
         #expect(RedisSettings.parse(url: "unix:///run/redis.sock?db=2")?.endpoint == .unix(path: "/run/redis.sock"))
         #expect(RedisSettings.parse(url: "http://x") == nil)
+        #expect(RedisSettings.parse(url: "redis://h/99999999999") == nil)
+        #expect(RedisSettings.parse(url: "unix:///s?db=-1") == nil)
         #expect(RedisSettings.parse(url: "redis://u:p%40ss%3Aw%2Frd%2541%231@h:1/0")?.password == "p@ss:w/rd%41#1")
         #expect(RedisSettings.parse(url: "redis://[::1]:6380/3")?.endpoint == .tcp(host: "::1", port: 6380))
         #expect(RedisSettings.parse(url: "redis://[::1]")?.endpoint == .tcp(host: "::1", port: 6379))

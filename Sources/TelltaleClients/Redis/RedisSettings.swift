@@ -33,6 +33,9 @@ public struct RedisSettings: Sendable, Equatable, CustomStringConvertible {
         "\(endpoint) db \(database)" + (username.map { " as \($0)" } ?? "")
     }
 
+    /// The database numbers a URL or the `db` key may name.
+    package static let databases = 0...10_000
+
     /// Reads `redis://[user[:password]@]host[:port][/db]`, the same with `rediss://` (TLS with
     /// the default settings: verified against the system's CAs and the host name; port 6379
     /// by default, as redis-py has it) or `unix:///path/to/socket[?db=N]`.
@@ -44,7 +47,7 @@ public struct RedisSettings: Sendable, Equatable, CustomStringConvertible {
             guard let path = parts.first, !path.isEmpty else { return nil }
             settings.endpoint = .unix(path: String(path))
             if parts.count == 2, parts[1].hasPrefix("db=") {
-                guard let database = Int(parts[1].dropFirst(3)) else { return nil }
+                guard let database = Int(parts[1].dropFirst(3)), Self.databases.contains(database) else { return nil }
                 settings.database = database
             }
             return settings
@@ -73,7 +76,7 @@ public struct RedisSettings: Sendable, Equatable, CustomStringConvertible {
         }
         let hostAndPath = rest.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false)
         if hostAndPath.count == 2, !hostAndPath[1].isEmpty {
-            guard let database = Int(hostAndPath[1]) else { return nil }
+            guard let database = Int(hostAndPath[1]), Self.databases.contains(database) else { return nil }
             settings.database = database
         }
         let hostPort = hostAndPath[0]

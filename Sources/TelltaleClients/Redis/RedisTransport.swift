@@ -14,8 +14,9 @@ enum TransportStep {
 /// step but the read and write calls themselves.
 final class RedisTransport {
     let endpoint: RedisEndpoint
-    private let socket: RedisSocket
+    // The TLS session first: it is freed before the socket whose descriptor it wrote to.
     private let session: RedisTLSSession?
+    private let socket: RedisSocket
 
     /// Connects (within `connectTimeout` per address), then, with `tls`, completes the
     /// handshake (within `connectTimeout` again).

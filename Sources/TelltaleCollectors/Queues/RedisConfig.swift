@@ -21,7 +21,7 @@ extension RedisSettings {
         if let socket = map.string("socket") { settings.endpoint = .unix(path: socket) }
         if let username = map.string("username") { settings.username = username }
         if let password = map.secret("password") { settings.password = password }
-        if let database = map.int("db", in: 0...10_000) { settings.database = database }
+        if let database = map.int("db", in: RedisSettings.databases) { settings.database = database }
         if let timeout = map.duration("connect_timeout") { settings.connectTimeout = timeout }
         if let timeout = map.duration("command_timeout") { settings.commandTimeout = timeout }
         settings.tls = RedisTLSSettings.read(map, for: settings)
