@@ -19,9 +19,13 @@ package protocol RedisQuerying: Sendable {
 }
 
 extension RedisClient: RedisQuerying {
-    /// With Sentinel: the server resolved last, or the master's name before the first resolution.
+    /// With Sentinel: the server the Sentinels name now (resolved, or checked again, first),
+    /// so that the run's `node` labels name the server that answers.
     package func servers() async throws(RedisError) -> [String] {
         guard case .sentinel(let sentinel) = settings.topology else { return [settings.endpoint.description] }
+        await gate.acquire()
+        defer { gate.release() }
+        _ = try await connected()
         return [resolvedServer?.description ?? sentinel.master]
     }
 
