@@ -290,6 +290,20 @@ import Testing
         #expect(discovery.known == [QueueID(prefix: "{a}", name: "q0", source: "default"), QueueID(prefix: "{a}", name: "q3", source: "default"), QueueID(prefix: "{c}", name: "q2", source: "default")])
     }
 
+    @Test func aPassStartsOverWhenTheServerChanges() async throws {
+        let redis = ScriptedRedis { command in
+            // A SCAN page that is never the last: the pass stays pending on its server.
+            command.first == "SCAN" ? "*2\r\n$2\r\n17\r\n*1\r\n$11\r\nbull:q:meta\r\n" : nil
+        }
+        var config = QueueCollectorConfig()
+        config.discoveryBudget = .milliseconds(1)
+        var discovery = QueueDiscovery()
+        try await discovery.advance(client: redis, servers: ["old:6379"], config: config)
+        #expect(discovery.pendingServers == ["old:6379"])
+        try await discovery.advance(client: redis, servers: ["new:6379"], config: config)
+        #expect(discovery.pendingServers == ["new:6379"])
+    }
+
     @Test func aStandaloneServerThatFailsStillFailsDiscovery() async {
         let redis = ScriptedRedis()
         redis.isDown.value = true

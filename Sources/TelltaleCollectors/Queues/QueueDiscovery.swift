@@ -18,10 +18,15 @@ struct QueueDiscovery: Sendable {
     private var partial = false
     private var serverCount = 0
 
+    /// The servers the pass still has to scan (for tests).
+    var pendingServers: [String] { pendingPrefixes.map(\.server) }
+
     var isDue: Bool { !pendingPrefixes.isEmpty || nextPass.map { ContinuousClock.now >= $0 } ?? true }
 
     /// Continues (or starts) a pass within `budget`.
     mutating func advance(client: any RedisQuerying, servers: [String], config: QueueCollectorConfig) async throws(RedisError) {
+        // A cursor means nothing on another server (a failover, another replica): start over.
+        if pendingPrefixes.contains(where: { !servers.contains($0.server) }) { pendingPrefixes = [] }
         if pendingPrefixes.isEmpty {
             pendingPrefixes = config.prefixes.flatMap { prefix in servers.map { (prefix, $0) } }
             found = []
