@@ -13,8 +13,11 @@ import Testing
 /// A collector whose run takes as long as asked, to exercise the runner's timeout.
 struct SleepyCollector: Collector {
     let name = "sleepy"
-    let schedule = Schedule(interval: .seconds(10), timeout: .milliseconds(100))
     let sleep: Duration
+    /// Generous, so that a busy machine does not time a quick run out; short where a test
+    /// wants the run to time out.
+    var timeout = Duration.seconds(30)
+    var schedule: Schedule { Schedule(interval: .seconds(10), timeout: timeout) }
 
     func collect() async throws -> CollectionResult {
         // A detached sleep ignores cancellation, as a blocking C call does.
@@ -78,7 +81,7 @@ final class GatedCollector: Collector {
 @Suite struct CollectorTests {
     @Test func timedOutRunIsReportedAsFailureAndItsFamiliesDropped() async {
         let store = MetricStore()
-        let runner = CollectorRunner(collectors: [SleepyCollector(sleep: .milliseconds(400))], store: store,
+        let runner = CollectorRunner(collectors: [SleepyCollector(sleep: .milliseconds(400), timeout: .milliseconds(100))], store: store,
                                      logger: Logger(label: "test"))
         let clock = ContinuousClock()
         let started = clock.now
