@@ -6,7 +6,7 @@ import TelltaleMetrics
 enum AlertMetrics {
     static let state = MetricDescriptor(
         "telltale_alert_state", .gauge,
-        help: "1 for each series of a rule that is pending, firing or firing with no data (label alertstate), like Prometheus' ALERTS.")
+        help: "1 for each series of a rule that is pending, firing, firing but silenced or muted, or firing with no data (label alertstate), like Prometheus' ALERTS.")
     static let threshold = MetricDescriptor("telltale_alert_threshold", .gauge, help: "Threshold of each rule in force.")
     static let firing = MetricDescriptor("telltale_alerts_firing", .gauge, help: "Series currently firing, over all rules.")
     static let ruleErrors = MetricDescriptor(
@@ -25,7 +25,7 @@ enum AlertMetrics {
     static let databaseUp = MetricDescriptor(
         "telltale_alerting_database_up", .gauge, help: "Whether the alerting database answered the last reload.")
 
-    static func families(catalog: RuleCatalog, evaluator: Evaluator, leader: Bool, databaseUp: Bool,
+    static func families(catalog: RuleCatalog, evaluator: Evaluator, now: Double, leader: Bool, databaseUp: Bool,
                          notifications: FamilyBuilder, queueDepths: [String: Int], failing: Set<String>,
                          unrecordedCount: Int) -> [MetricFamily] {
         var stateFamily = FamilyBuilder(state)
@@ -35,7 +35,8 @@ enum AlertMetrics {
             let ruleLabels: Labels = ["rule": rule.name, "severity": rule.severity, "environment": rule.environment]
             thresholds.set(rule.threshold, ["rule": rule.name])
             for series in (evaluator.states[rule.name] ?? [:]).values {
-                let phase = series.noData ? "nodata" : series.phase.rawValue
+                let phase = series.noData ? "nodata" : series.phase == .firing && catalog.mutes(rule, AlertEvent.clippedLabels(series.labels), at: now)
+                    ? "silenced" : series.phase.rawValue
                 stateFamily.set(1, series.labels.merging(ruleLabels).adding("alertstate", phase))
                 if series.phase == .firing { firingCount += 1 }
             }

@@ -44,3 +44,17 @@ struct AlertNotification: Codable, Sendable, Equatable {
         return firing.isEmpty ? .resolved : .firing
     }
 }
+
+extension AlertNotification {
+    func json() -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return (try? encoder.encode(self)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+    }
+
+    /// Reads a stored message; a row written before grouping holds one transition.
+    static func decode(_ text: String) -> AlertNotification? {
+        if let notification = try? JSONDecoder().decode(AlertNotification.self, from: Data(text.utf8)) { return notification }
+        return AlertEvent.decode(text).map(AlertNotification.init(single:))
+    }
+}

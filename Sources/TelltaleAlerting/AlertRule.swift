@@ -134,6 +134,8 @@ struct AlertRule: Sendable {
     let severity: String
     let channel: String?
     let description: String?
+    /// A name in `telltale_mute_times`: the rule sends nothing inside its windows.
+    var muteTime: String? = nil
 
     /// Whether the rule's condition holds for a value.
     func fires(_ value: Double) -> Bool { comparison.holds(value, threshold) }

@@ -21,7 +21,7 @@ extension AlertingService {
                                metric: "telltale_build_info", comparison: "==", threshold: 1, value: 1, labels: [:],
                                description: "A test message from Telltale.", startsAt: now, endsAt: nil, link: config.externalURL)
         let outcome = await Deliverer(http: HTTPClient(threads: 1), timeout: config.deliveryTimeout)
-            .send(event, key: "test|\(Checked.int64(now * 1000) ?? 0)", to: channel)
+            .send(AlertNotification(single: event), key: "test|\(Checked.int64(now * 1000) ?? 0)", to: channel)
         switch outcome {
         case .delivered(let status): return (true, "\(name) (\(channel.kind.rawValue)): delivered, HTTP \(status)")
         case .rateLimited(let after): return (false, "\(name): rate limited, retry after \(after)")

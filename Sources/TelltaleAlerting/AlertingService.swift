@@ -76,7 +76,7 @@ public final class AlertingService: Service, Sendable {
     /// Publishes alerting's families; the store renders only if one of them changed.
     func publishMetrics() async {
         let families = state.withLock { state in
-            AlertMetrics.families(catalog: state.catalog, evaluator: state.evaluator, leader: state.leader,
+            AlertMetrics.families(catalog: state.catalog, evaluator: state.evaluator, now: now().seconds, leader: state.leader,
                                   databaseUp: state.databaseError == nil, notifications: state.notifications,
                                   queueDepths: state.queueDepths, failing: state.failingChannels,
                                   unrecordedCount: state.unsaved.count)

@@ -27,7 +27,8 @@ extension AlertingService {
             var status = AlertingStatus(leader: state.leader, databaseError: state.databaseError)
             let names = Set(state.catalog.rules.keys).union(state.catalog.ruleErrors.keys).sorted()
             status.rules = names.map { name in
-                AlertingStatus.RuleRow(name: name, state: Self.summary(state.evaluator.states[name], known: state.catalog.rules[name] != nil),
+                AlertingStatus.RuleRow(name: name, state: Self.summary(state.evaluator.states[name], rule: state.catalog.rules[name],
+                                                                    catalog: state.catalog, now: now().seconds),
                                        error: state.catalog.ruleErrors[name] ?? state.evaluator.errors[name])
             }
             status.channels = state.catalog.channels.values.sorted { $0.name < $1.name }.map { channel in
@@ -41,13 +42,15 @@ extension AlertingService {
         }
     }
 
-    private static func summary(_ states: [String: Evaluator.SeriesState]?, known: Bool) -> String {
-        guard known else { return "invalid" }
+    private static func summary(_ states: [String: Evaluator.SeriesState]?, rule: AlertRule?, catalog: RuleCatalog, now: Double) -> String {
+        guard let rule else { return "invalid" }
         guard let states, !states.isEmpty else { return "inactive" }
         let firing = states.values.filter { $0.phase == .firing }
+        let silenced = firing.filter { catalog.mutes(rule, AlertEvent.clippedLabels($0.labels), at: now) }.count
         let noData = states.values.filter(\.noData).count
         var parts: [String] = []
-        if !firing.isEmpty { parts.append("firing (\(firing.count))") }
+        if firing.count > silenced { parts.append("firing (\(firing.count - silenced))") }
+        if silenced > 0 { parts.append("silenced (\(silenced))") }
         if states.count > firing.count { parts.append("pending (\(states.count - firing.count))") }
         if noData > 0 { parts.append("no data (\(noData))") }
         return parts.joined(separator: ", ")

@@ -13,9 +13,10 @@ struct Channel: Sendable {
     let kind: Kind
     let url: String
     let enabled: Bool
+    var grouping = GroupSettings()
 
-    /// The request that delivers an event, within the platform's documented size limits.
-    func request(for event: AlertEvent, idempotencyKey: String, timeout: Duration) -> OutboundRequest {
+    /// The request that delivers a message, within the platform's documented size limits.
+    func request(for notification: AlertNotification, idempotencyKey: String, timeout: Duration) -> OutboundRequest {
         var request = OutboundRequest(url: kind == .discord ? Self.waitingURL(url) : url)
         request.method = "POST"
         request.followsRedirects = false
@@ -23,7 +24,7 @@ struct Channel: Sendable {
         request.connectTimeout = min(timeout, .seconds(5))
         request.maxBodyBytes = 64 << 10
         request.headers = ["Content-Type: application/json", "Idempotency-Key: \(idempotencyKey)"]
-        request.body = Array(Self.json(payload(event, idempotencyKey: idempotencyKey)).utf8)
+        request.body = Array(Self.json(payload(notification, idempotencyKey: idempotencyKey)).utf8)
         return request
     }
 
@@ -32,12 +33,17 @@ struct Channel: Sendable {
         url.contains("wait=") ? url : url + (url.contains("?") ? "&" : "?") + "wait=true"
     }
 
-    func payload(_ event: AlertEvent, idempotencyKey: String) -> [String: Any] {
+    /// One alert's message shows its details; a group's (or a reminder's) lists its alerts.
+    func payload(_ notification: AlertNotification, idempotencyKey: String) -> [String: Any] {
+        if kind == .webhook { return WebhookMessage.payload(notification, receiver: name, key: idempotencyKey) }
+        guard notification.alerts.count == 1, !notification.isRepeat, let event = notification.alerts.first else {
+            return GroupMessage.payload(notification, kind: kind)
+        }
         switch kind {
-        case .slack: SlackMessage.payload(event)
-        case .discord: DiscordMessage.payload(event)
-        case .teams: TeamsMessage.payload(event)
-        case .webhook: WebhookMessage.payload(event, receiver: name, key: idempotencyKey)
+        case .slack: return SlackMessage.payload(event)
+        case .discord: return DiscordMessage.payload(event)
+        case .teams: return TeamsMessage.payload(event)
+        case .webhook: return WebhookMessage.payload(notification, receiver: name, key: idempotencyKey)
         }
     }
 
@@ -133,27 +139,44 @@ enum TeamsMessage {
 /// A generic JSON webhook, shaped like Alertmanager's webhook payload (version 4) so that
 /// receivers written for Alertmanager can read it.
 enum WebhookMessage {
-    static func payload(_ event: AlertEvent, receiver: String, key: String) -> [String: Any] {
-        var labels = event.labels
-        labels["alertname"] = event.rule
-        labels["severity"] = event.severity
-        labels["environment"] = event.environment
-        var annotations: [String: String] = [
-            "summary": event.title, "value": event.valueText, "threshold": event.conditionText,
-        ]
-        if let description = event.description { annotations["description"] = description }
-        let status = event.status == .resolved ? "resolved" : "firing"
-        let alert: [String: Any] = [
-            "status": status, "labels": labels, "annotations": annotations,
-            "startsAt": iso(event.startsAt), "endsAt": event.endsAt.map(iso) ?? "0001-01-01T00:00:00Z",
-            "generatorURL": event.link ?? "", "fingerprint": key,
-        ]
+    /// Alerts listed in one payload; the rest are counted in `truncatedAlerts`.
+    static let maxAlerts = 100
+
+    static func payload(_ notification: AlertNotification, receiver: String, key: String) -> [String: Any] {
+        let listed = notification.alerts.prefix(maxAlerts)
+        let alerts = listed.map(alert)
+        let labels = listed.map(\.routingLabels)
+        let annotations = listed.map(Self.annotations)
+        let status = notification.status == .resolved ? "resolved" : "firing"
         return [
             "version": "4", "status": status, "receiver": receiver,
-            "groupKey": "\(event.rule)|\(event.seriesKey)", "groupLabels": ["alertname": event.rule],
-            "commonLabels": labels, "commonAnnotations": annotations, "externalURL": event.link ?? "",
-            "alerts": [alert], "truncatedAlerts": 0, "idempotencyKey": key,
+            "groupKey": notification.groupKey, "groupLabels": notification.groupLabels,
+            "commonLabels": common(labels), "commonAnnotations": common(annotations),
+            "externalURL": notification.alerts.first?.link ?? "",
+            "alerts": alerts, "truncatedAlerts": notification.alerts.count - listed.count, "idempotencyKey": key,
+            "repeat": notification.isRepeat,
         ]
+    }
+
+    private static func alert(_ event: AlertEvent) -> [String: Any] {
+        [
+            "status": event.status == .resolved ? "resolved" : "firing", "labels": event.routingLabels,
+            "annotations": annotations(event), "startsAt": iso(event.startsAt),
+            "endsAt": event.endsAt.map(iso) ?? "0001-01-01T00:00:00Z", "generatorURL": event.link ?? "",
+            "fingerprint": "\(event.rule)|\(event.seriesKey)",
+        ]
+    }
+
+    private static func annotations(_ event: AlertEvent) -> [String: String] {
+        var annotations = ["summary": event.title, "value": event.valueText, "threshold": event.conditionText]
+        if let description = event.description { annotations["description"] = description }
+        return annotations
+    }
+
+    /// The pairs every one of the maps has.
+    private static func common(_ maps: [[String: String]]) -> [String: String] {
+        guard let first = maps.first else { return [:] }
+        return first.filter { pair in maps.allSatisfy { $0[pair.key] == pair.value } }
     }
 
     private static func iso(_ seconds: Double) -> String {

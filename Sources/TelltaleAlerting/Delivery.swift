@@ -31,10 +31,10 @@ struct Deliverer: Sendable {
     /// `last_error` and the status page get at most this much of a failure's text.
     static let maxReasonLength = 300
 
-    func send(_ event: AlertEvent, key: String, to channel: Channel) async -> DeliveryOutcome {
+    func send(_ notification: AlertNotification, key: String, to channel: Channel) async -> DeliveryOutcome {
         let response: OutboundResponse
         do {
-            response = try await http.send(channel.request(for: event, idempotencyKey: key, timeout: timeout))
+            response = try await http.send(channel.request(for: notification, idempotencyKey: key, timeout: timeout))
         } catch {
             return .transient(Redactor([channel.url]).redact("\(error.kind.rawValue): \(error.message)", clippedTo: Self.maxReasonLength))
         }

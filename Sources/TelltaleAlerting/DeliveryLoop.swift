@@ -26,9 +26,11 @@ extension AlertingService {
         }
     }
 
-    /// Each channel is a queue: its oldest row goes first, and a row waiting for a retry
-    /// holds back the rows behind it, so a resolved message never overtakes its firing one.
+    /// Writes the group messages that are due, then sends. Each channel is a queue: its
+    /// oldest row goes first, and a row waiting for a retry holds back the rows behind it, so
+    /// a resolved message never overtakes its firing one.
     private func deliverPending() async throws(PostgresError) {
+        try await writeDueMessages()
         let pending = try await outbox.pending()
         let channels = state.withLock { $0.catalog.channels }
         let byChannel = Dictionary(grouping: pending, by: \.channel)
@@ -55,15 +57,15 @@ extension AlertingService {
             guard let channel, channel.enabled else { return nil }  // a disabled channel keeps its queue
             let retryAt: Double?
             do throws(PostgresError) {
-                guard let event = row.event else {
+                guard let notification = row.notification else {
                     // Written by another version, or edited by hand: it can never be sent,
                     // and left in place it would hold back the channel for good.
                     try await outbox.markFailed(row.id, error: "the stored event could not be read")
                     continue
                 }
-                let outcome = await deliverer.send(event, key: row.key, to: channel)
+                let outcome = await deliverer.send(notification, key: row.key, to: channel)
                 retryAt = try await settle(row, outcome)
-                recordOutcome(outcome, channel: channel.name, event: event)
+                recordOutcome(outcome, channel: channel.name, notification: notification)
             } catch {
                 throttled.warning("could not update the outbox", ["problem": "\(error.message)"])
                 return now().seconds + Self.deliveryTick.seconds
@@ -92,11 +94,11 @@ extension AlertingService {
         }
     }
 
-    private func recordOutcome(_ outcome: DeliveryOutcome, channel: String, event: AlertEvent) {
+    private func recordOutcome(_ outcome: DeliveryOutcome, channel: String, notification: AlertNotification) {
         let at = now().iso8601
         state.withLock { state in
             state.notifications.add(1, ["channel": channel, "outcome": outcome.label])
-            state.lastNotification[channel] = "\(event.status.rawValue) \(event.rule): \(outcome.label) at \(at)"
+            state.lastNotification[channel] = "\(notification.summary): \(outcome.label) at \(at)"
             switch outcome {
             case .delivered: state.failingChannels.remove(channel)
             case .permanent: state.failingChannels.insert(channel)
@@ -106,6 +108,22 @@ extension AlertingService {
         if case .permanent(let reason) = outcome {
             logger.error("channel refused a notification; marked failing", metadata: ["channel": "\(channel)", "problem": "\(reason)"])
         }
+    }
+}
+
+extension AlertingService {
+    /// Writes the group messages that are due (see `GroupPlanner`) and asks for the loop again
+    /// when the next may be due.
+    private func writeDueMessages() async throws(PostgresError) {
+        let waiting = try await outbox.waiting()
+        let lastSent = try await outbox.lastSent()
+        let time = now().seconds
+        let (catalog, firing) = state.withLock { state in
+            (state.catalog, state.evaluator.firingEvents(state.catalog, now: time, link: config.externalURL))
+        }
+        let (flushes, nextDue) = GroupPlanner(catalog: catalog, now: time).plan(waiting: waiting, lastSent: lastSent, firing: firing)
+        for flush in flushes { try await outbox.write(flush, at: time) }
+        if let nextDue { state.withLock { $0.needDelivery(at: nextDue) } }
     }
 }
 

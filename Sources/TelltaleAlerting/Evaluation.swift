@@ -29,7 +29,7 @@ extension AlertingService {
         }
         if leader && !events.isEmpty {
             do throws(PostgresError) {
-                try await outbox.record(events, channels: catalog.rules.mapValues(\.channel))
+                try await outbox.record(events, catalog: catalog)
                 let recordedAt = now().seconds
                 state.withLock { state in
                     state.unsaved.removeFirst(min(events.count, state.unsaved.count))

@@ -111,10 +111,14 @@ struct Evaluator: Sendable {
     /// Firing series this replica saw fire that no leader recorded (it fired while this replica
     /// followed): a new leader announces them.
     func unrecordedFiring(_ catalog: RuleCatalog, recorded: Set<String>, now: Double, link: String?) -> [AlertEvent] {
+        firingEvents(catalog, now: now, link: link).filter { !recorded.contains("\($0.rule)|\($0.seriesKey)") }
+    }
+
+    /// Every firing series, as the event that announced it (for group messages and reminders).
+    func firingEvents(_ catalog: RuleCatalog, now: Double, link: String?) -> [AlertEvent] {
         states.flatMap { ruleName, series -> [AlertEvent] in
             guard let rule = catalog.rules[ruleName] else { return [] }
-            return series.filter { $0.value.phase == .firing && !recorded.contains("\(ruleName)|\($0.key)") }
-                .map { event(rule, $0.value, status: .firing, now: now, link: link) }
+            return series.values.filter { $0.phase == .firing }.map { event(rule, $0, status: .firing, now: now, link: link) }
         }
     }
 

@@ -13,6 +13,8 @@ struct RuleCatalog: Sendable {
     var ruleErrors: [String: String] = [:]
     var channels: [String: Channel] = [:]
     var channelErrors: [String: String] = [:]
+    /// Silences and mute times in force.
+    var muting = Muting()
 }
 
 /// Reads `telltale_alert_rules`, `telltale_channels` and the admin portal's
@@ -22,9 +24,12 @@ struct RuleLoader: Sendable {
 
     static let rulesSQL = """
         SELECT name, environment, metric, matchers, comparison, threshold, clear_threshold, for_seconds, \
-        keep_firing_seconds, severity, channel, description, enabled FROM telltale_alert_rules ORDER BY name
+        keep_firing_seconds, severity, channel, description, enabled, mute_time FROM telltale_alert_rules ORDER BY name
         """
-    static let channelsSQL = "SELECT name, kind, url_env, url_file, enabled FROM telltale_channels ORDER BY name"
+    static let channelsSQL = """
+        SELECT name, kind, url_env, url_file, enabled, group_by, group_wait_seconds, group_interval_seconds, \
+        repeat_interval_seconds, mute_time FROM telltale_channels ORDER BY name
+        """
     /// The name under which a failure to read the admin thresholds is reported.
     static let adminSource = "admin_alert_thresholds"
     static let adminSQL = """
@@ -42,6 +47,11 @@ struct RuleLoader: Sendable {
             ?? (previous.channels, previous.channelErrors)
         catalog.channels = channels
         catalog.channelErrors = channelErrors
+        try await loadMuting(client, into: &catalog)
+        for (name, channel) in catalog.channels {
+            guard let muteTime = channel.grouping.muteTime, catalog.muting.muteTimes[muteTime] == nil else { continue }
+            catalog.channelErrors[name] = "mute_time \"\(muteTime.clipped(60))\" names no valid row of telltale_mute_times"
+        }
         var rows = try await client.query(Self.rulesSQL, timeouts: timeouts).rows.map(RuleRow.init(telltale:))
         if settings.adminThresholds {
             do throws(PostgresError) {
@@ -58,7 +68,7 @@ struct RuleLoader: Sendable {
                                   uniquingKeysWith: { first, _ in first })
         for row in rows where settings.environment.map({ row.environment == $0 }) ?? true {
             guard row.enabled else { continue }
-            switch row.validate(channels: catalog.channels, channelErrors: catalog.channelErrors, compiled: compiled) {
+            switch row.validate(catalog, compiled: compiled) {
             case .success(let rule):
                 catalog.rules[rule.name] = rule
             case .failure(let error):
@@ -77,14 +87,18 @@ struct RuleLoader: Sendable {
         for row in result.rows {
             let name = row[0].text
             let kindText = row[1].text.lowercased()
-            let url = secrets.url(env: row[2] == .null ? nil : row[2].text, file: row[3] == .null ? nil : row[3].text)
-            switch (Channel.Kind(rawValue: kindText), url) {
-            case (let kind?, .success(let url)):
-                channels[name] = Channel(name: name, kind: kind, url: url, enabled: row[4] == .bool(true))
+            let url = secrets.url(env: row[2].optionalText, file: row[3].optionalText)
+            let grouping = GroupSettings.parse(groupBy: row[5].optionalText, wait: row[6].number, interval: row[7].number,
+                                               repeatInterval: row[8].number, muteTime: row[9].optionalText)
+            switch (Channel.Kind(rawValue: kindText), url, grouping) {
+            case (let kind?, .success(let url), .success(let grouping)):
+                channels[name] = Channel(name: name, kind: kind, url: url, enabled: row[4] == .bool(true), grouping: grouping)
                 continue
-            case (nil, _):
+            case (nil, _, _):
                 errors[name] = "unknown kind \"\(kindText.clipped(40))\" (slack, discord, teams, webhook)"
-            case (_, .failure(let problem)):
+            case (_, .failure(let problem), _):
+                errors[name] = problem.description
+            case (_, _, .failure(let problem)):
                 errors[name] = problem.description
             }
             if let lastGood = previous.channels[name] { channels[name] = lastGood }
@@ -177,6 +191,7 @@ private struct RuleRow {
     var channel: String?
     var description: String?
     var enabled: Bool
+    var muteTime: String?
 
     /// The admin portal stores CPU and memory thresholds as percentages per environment:
     /// each becomes a rule on the host collector's usage ratio.
@@ -188,14 +203,13 @@ private struct RuleRow {
             return RuleRow(
                 name: "admin:\(environment):\(resource)", environment: environment, metric: metric, matchers: "", comparison: ">",
                 threshold: value.number.map { $0 / 100 }, clearThreshold: nil, forSeconds: settings.adminFor.seconds,
-                keepFiringSeconds: 0, severity: settings.adminSeverity, channel: row[3] == .null ? nil : row[3].text,
-                description: "\(resource) usage above the admin portal's \(environment) threshold", enabled: true)
+                keepFiringSeconds: 0, severity: settings.adminSeverity, channel: row[3].optionalText,
+                description: "\(resource) usage above the admin portal's \(environment) threshold", enabled: true, muteTime: nil)
         }
     }
 
-    func validate(channels: [String: Channel], channelErrors: [String: String], compiled: [String: BoundedRegex])
-        -> Result<AlertRule, RuleError>
-    {
+    func validate(_ catalog: RuleCatalog, compiled: [String: BoundedRegex]) -> Result<AlertRule, RuleError> {
+        let (channels, channelErrors) = (catalog.channels, catalog.channelErrors)
         guard !name.isEmpty else { return .failure(RuleError("empty name")) }
         guard MetricNames.isValidMetricName(metric) else { return .failure(RuleError("invalid metric name \"\(metric)\"")) }
         guard let comparison = Comparison(rawValue: comparison.trimming(" ")) else {
@@ -217,6 +231,9 @@ private struct RuleRow {
             }
             guard channels[channel] != nil else { return .failure(RuleError("unknown channel \"\(channel)\"")) }
         }
+        if let muteTime, catalog.muting.muteTimes[muteTime] == nil {
+            return .failure(RuleError("mute_time \"\(muteTime.clipped(60))\" names no valid row of telltale_mute_times"))
+        }
         let matchers: [LabelMatcher]
         switch LabelMatcher.parseList(self.matchers, compiled: compiled) {
         case .success(let parsed): matchers = parsed
@@ -226,7 +243,7 @@ private struct RuleRow {
             name: name, environment: environment, metric: metric, matchers: matchers, comparison: comparison,
             threshold: threshold, clearThreshold: clearThreshold, forDuration: forDuration, keepFiring: keepFiring,
             severity: severity.isEmpty ? "warning" : severity.clipped(AlertRule.maxNameLength), channel: channel,
-            description: description?.clipped(AlertRule.maxDescriptionLength)))
+            description: description?.clipped(AlertRule.maxDescriptionLength), muteTime: muteTime))
     }
 }
 
@@ -242,8 +259,9 @@ extension RuleRow {
         forSeconds = row[7].number ?? 0
         keepFiringSeconds = row[8].number ?? 0
         severity = row[9].text
-        channel = row[10] == .null ? nil : row[10].text
-        description = row[11] == .null ? nil : row[11].text
+        channel = row[10].optionalText
+        description = row[11].optionalText
         enabled = row[12] == .bool(true)
+        muteTime = row[13].optionalText.flatMap { $0.isEmpty ? nil : $0 }
     }
 }

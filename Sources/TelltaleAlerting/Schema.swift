@@ -85,6 +85,76 @@ enum AlertSchema {
                 FOR EACH STATEMENT EXECUTE FUNCTION telltale_notify_rules()
             """,
         ]),
+        // v2: expressions in rule rows (helper branch "expr").
+        // v3: grouping per channel, silences and mute times.
+        (3, [
+            """
+            ALTER TABLE telltale_channels
+                ADD COLUMN IF NOT EXISTS group_by text,               -- labels; empty: the rule name (alertname)
+                ADD COLUMN IF NOT EXISTS group_wait_seconds double precision NOT NULL DEFAULT 0,
+                ADD COLUMN IF NOT EXISTS group_interval_seconds double precision NOT NULL DEFAULT 0,
+                ADD COLUMN IF NOT EXISTS repeat_interval_seconds double precision NOT NULL DEFAULT 0,  -- 0: no reminders
+                ADD COLUMN IF NOT EXISTS mute_time text               -- a name in telltale_mute_times
+            """,
+            "ALTER TABLE telltale_alert_rules ADD COLUMN IF NOT EXISTS mute_time text",
+            """
+            CREATE TABLE IF NOT EXISTS telltale_silences (
+                id          bigserial PRIMARY KEY,
+                matchers    text NOT NULL,                    -- e.g. alertname="queue_failed",queue=~"mail.*"
+                starts_at   timestamptz NOT NULL DEFAULT now(),
+                ends_at     timestamptz NOT NULL,
+                created_by  text,
+                comment     text,
+                created_at  timestamptz NOT NULL DEFAULT now()
+            )
+            """,
+            """
+            CREATE TABLE IF NOT EXISTS telltale_mute_times (
+                id          bigserial PRIMARY KEY,
+                name        text NOT NULL,                    -- several rows of one name: several windows
+                weekdays    text NOT NULL DEFAULT '',         -- e.g. saturday,sunday or monday:friday; empty: every day
+                start_time  text NOT NULL DEFAULT '00:00',    -- HH:MM, inclusive
+                end_time    text NOT NULL DEFAULT '24:00',    -- HH:MM, exclusive
+                time_zone   text NOT NULL DEFAULT 'UTC'       -- an IANA name, e.g. Europe/Berlin
+            )
+            """,
+            // Transitions wait here, per channel and group, until their group's next message.
+            """
+            CREATE TABLE IF NOT EXISTS telltale_alert_transitions (
+                id               bigserial PRIMARY KEY,
+                idempotency_key  text NOT NULL UNIQUE,        -- one row per transition and channel
+                channel          text NOT NULL,
+                group_key        text NOT NULL,
+                event            text NOT NULL,               -- the transition as JSON
+                created_at       timestamptz NOT NULL DEFAULT now(),
+                flush_id         bigint                       -- the message that carried it; 0: dropped; NULL: waiting
+            )
+            """,
+            """
+            CREATE INDEX IF NOT EXISTS telltale_alert_transitions_waiting
+                ON telltale_alert_transitions (channel, group_key, id) WHERE flush_id IS NULL
+            """,
+            """
+            CREATE TABLE IF NOT EXISTS telltale_alert_groups (
+                channel        text NOT NULL,
+                group_key      text NOT NULL,
+                messages       bigint NOT NULL DEFAULT 0,     -- numbers each message's idempotency key
+                last_sent_at   timestamptz NOT NULL,          -- when the last message was written (not delivered)
+                PRIMARY KEY (channel, group_key)
+            )
+            """,
+            "DROP TRIGGER IF EXISTS telltale_silences_changed ON telltale_silences",
+            """
+            CREATE TRIGGER telltale_silences_changed AFTER INSERT OR UPDATE OR DELETE ON telltale_silences
+                FOR EACH STATEMENT EXECUTE FUNCTION telltale_notify_rules()
+            """,
+            "DROP TRIGGER IF EXISTS telltale_mute_times_changed ON telltale_mute_times",
+            """
+            CREATE TRIGGER telltale_mute_times_changed AFTER INSERT OR UPDATE OR DELETE ON telltale_mute_times
+                FOR EACH STATEMENT EXECUTE FUNCTION telltale_notify_rules()
+            """,
+        ]),
+        // v4: receivers' channel columns (helper branch "recv").
     ]
 
     static let createVersionTable = """

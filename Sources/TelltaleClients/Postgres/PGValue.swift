@@ -40,6 +40,9 @@ public enum PGValue: Sendable, Equatable {
         }
     }
 
+    /// The text of a value that may be NULL.
+    public var optionalText: String? { self == .null ? nil : text }
+
     /// The value as a label value or query parameter; NULL becomes the empty string.
     public var text: String {
         switch self {
