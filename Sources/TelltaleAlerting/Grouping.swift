@@ -93,6 +93,31 @@ struct GroupFlush: Sendable {
     let repeatAfter: PGValue?
 }
 
+/// The waiting transitions of one series, oldest first.
+private struct SeriesChanges {
+    var ids: [Int64]
+    var first: AlertEvent
+    var last: AlertEvent
+
+    /// The readable transitions by series, in the order of their first.
+    static func of(_ waiting: [WaitingTransition]) -> [SeriesChanges] {
+        var order: [String] = []
+        var series: [String: SeriesChanges] = [:]
+        for transition in waiting {
+            guard let event = transition.event else { continue }
+            let key = "\(event.rule)|\(event.seriesKey)"
+            if series[key] == nil {
+                order.append(key)
+                series[key] = SeriesChanges(ids: [transition.id], first: event, last: event)
+            } else {
+                series[key]?.ids.append(transition.id)
+                series[key]?.last = event
+            }
+        }
+        return order.compactMap { series[$0] }
+    }
+}
+
 /// Decides, on the leader, which group messages are due. Pure: the database reads and writes
 /// are the caller's, and the time is a parameter.
 struct GroupPlanner {
@@ -128,36 +153,29 @@ struct GroupPlanner {
         let settings = catalog.channels[id.channel]?.grouping ?? GroupSettings()
         let audible = firing.filter { !isMuted($0, settings) }
         let unreadable = waiting.filter { $0.event == nil }.map(\.id)
-        let bySeries = Dictionary(grouping: waiting.filter { $0.event != nil }) { "\($0.event!.rule)|\($0.event!.seriesKey)" }
-        let held = bySeries.values.filter { isMuted($0.last!.event!, settings) }
-        let ready = bySeries.values.filter { !isMuted($0.last!.event!, settings) }
-        let heldDue = held.isEmpty ? nil : nextMutingChange()
-        let lastSentAt = lastSent?.number
+        let series = SeriesChanges.of(waiting)
+        let ready = series.filter { !isMuted($0.last, settings) }
+        let heldDue = ready.count < series.count ? nextMutingChange() : nil
         guard !ready.isEmpty || !unreadable.isEmpty else {
             return repeatIfDue(id, audible, settings, lastSent, heldDue)
         }
-        let oldest = ready.flatMap { $0 }.compactMap { $0.event?.transitionTime }.min() ?? now
-        let due = max(oldest + settings.wait, (lastSentAt ?? -.infinity) + settings.interval)
+        let oldest = ready.map(\.first.transitionTime).min() ?? now
+        let due = max(oldest + settings.wait, (lastSent?.number ?? -.infinity) + settings.interval)
         guard now >= due else { return (nil, min(due, heldDue ?? due)) }
-        var dropped = unreadable
-        var changed: [AlertEvent] = []
-        for transitions in ready {
-            let (first, last) = (transitions.first!.event!, transitions.last!.event!)
-            if first.status == .firing && last.status == .resolved {
-                // Fired and resolved before any message said it fired: nothing to tell.
-                dropped += transitions.map(\.id)
-            } else {
-                changed.append(last)
-            }
-        }
-        let carried = ready.flatMap { $0 }.map(\.id).filter { !dropped.contains($0) }.sorted()
-        let alerts = Self.union(audible, changed)
-        let notification = alerts.isEmpty ? nil : AlertNotification(
-            groupKey: id.key, groupLabels: settings.groupLabels(alerts[0]), alerts: alerts, isRepeat: false)
+        // Fired and resolved before any message said it fired: nothing to tell.
+        let untold = ready.filter { $0.first.status == .firing && $0.last.status == .resolved }
+        let told = ready.filter { !($0.first.status == .firing && $0.last.status == .resolved) }
+        let alerts = Self.union(audible, told.map(\.last))
         let repeatDue = settings.repeatInterval > 0 && !audible.isEmpty ? now + settings.repeatInterval : nil
-        return (GroupFlush(channel: id.channel, groupKey: id.key, notification: notification, carried: notification == nil ? [] : carried,
-                           dropped: notification == nil ? dropped + carried : dropped, repeatAfter: nil),
-                [repeatDue, heldDue].compactMap { $0 }.min())
+        let next = [repeatDue, heldDue].compactMap { $0 }.min()
+        var dropped = unreadable + untold.flatMap(\.ids)
+        guard let first = alerts.first else {
+            dropped += told.flatMap(\.ids)
+            return (GroupFlush(channel: id.channel, groupKey: id.key, notification: nil, carried: [], dropped: dropped, repeatAfter: nil), next)
+        }
+        let notification = AlertNotification(groupKey: id.key, groupLabels: settings.groupLabels(first), alerts: alerts, isRepeat: false)
+        return (GroupFlush(channel: id.channel, groupKey: id.key, notification: notification, carried: told.flatMap(\.ids).sorted(),
+                           dropped: dropped, repeatAfter: nil), next)
     }
 
     /// A reminder of the audible firing alerts once `repeat_interval` has passed since the
