@@ -44,6 +44,12 @@ def health_rows(h: Harness) -> list[dict[str, Any]]:
                   '"createdAt" FROM admin_system_health ORDER BY id')
 
 
+def last_row(h: Harness) -> dict[str, Any]:
+    rows = health_rows(h)
+    assert rows, "no row yet"
+    return rows[-1]
+
+
 def start(h: Harness, *, wait_leader: bool = True, health: dict[str, Any] | None = None):
     """telltale serve with the host collector, a probe of the receiver's PROBE_PATH, and
     ``alerting.system_health`` = ``health`` (its DSN from its own variable)."""
@@ -51,7 +57,7 @@ def start(h: Harness, *, wait_leader: bool = True, health: dict[str, Any] | None
     alerting = {"system_health": {"dsn": f"${{{APP_DSN_ENV}}}", **health}} if health is not None else {}
     path = h.write_config(host=True, alerting=alerting)
     config = yaml.safe_load(path.read_text())
-    config["probes"] = [{"name": "app", "url": h.rx.url_for(PROBE_PATH), "interval": "500ms", "timeout": "1s",
+    config["probes"] = [{"name": "app", "url": h.rx.url_for(PROBE_PATH), "interval": "500ms", "timeout": "500ms",
                          "error_window": "2s"}]
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return h.start(wait_leader=wait_leader)
@@ -70,7 +76,7 @@ def test_rows_carry_host_usage_probe_latency_error_rate_and_firing_alerts(h: Har
     tt = start(h, health=ENABLED)
 
     def complete_row() -> dict[str, Any]:
-        row = health_rows(h)[-1]
+        row = last_row(h)
         assert None not in (row["cpuUsage"], row["memoryUsage"], row["apiLatencyMs"], row["apiErrorRate"]), row
         assert row["alerts"], row
         return row
@@ -97,10 +103,10 @@ def test_rows_carry_host_usage_probe_latency_error_rate_and_firing_alerts(h: Har
 
     # The app fails: its error rate (percent over the probe's 2 s window) reaches 100.
     h.rx.set_mode(PROBE_PATH, "error")
-    wait_until(lambda: health_rows(h)[-1]["apiErrorRate"] == 100, 10, "apiErrorRate 100 while the app fails")
+    wait_until(lambda: last_row(h)["apiErrorRate"] == 100, 10, "apiErrorRate 100 while the app fails")
     # The alert resolves: the next rows list no alert.
     h.set_level(0)
-    wait_until(lambda: health_rows(h)[-1]["alerts"] == [], 10, "an empty alerts list once resolved")
+    wait_until(lambda: last_row(h)["alerts"] == [], 10, "an empty alerts list once resolved")
 
 
 def test_old_rows_pruned_by_retention(h: Harness) -> None:
@@ -125,10 +131,10 @@ def test_only_the_leader_writes(h: Harness) -> None:
     b = start(h, wait_leader=False, health=ENABLED)
     wait_until(lambda: scrape(b).get("telltale_alerting_leader") == 0, 5, "replica B up as a follower")
     wait_until(lambda: written(a) >= 3, 10, "three rows from the leader")
-    b_before, rows_before = written(b), len(health_rows(h))
-    a_after = written(a)
-    assert b_before == 0, "a follower writes nothing"
-    assert rows_before <= a_after, "every row is the leader's"
+    m = scrape(b)
+    assert m.get("telltale_system_health_writes_total", outcome="written") == 0, "a follower writes nothing"
+    assert m.get("telltale_system_health_writes_total", outcome="failed") == 0, "a follower does not even try"
+    rows_before = len(health_rows(h))
     # B takes over once A is gone, and writes from then on.
     a.kill()
     wait_until(lambda: scrape(b).get("telltale_alerting_leader") == 1, 20, "replica B leading")
@@ -161,7 +167,7 @@ def test_a_failed_write_is_counted_and_retried_without_stopping_alerting(h: Harn
     assert password not in tt.logs() and password not in tt.metrics()
     create_portal_table(h)
     wait_until(lambda: written(tt) >= 1 and health_rows(h), 10, "rows once the table exists")
-    assert json.dumps(health_rows(h)[-1]["alerts"]).count("level_high") == 1
+    assert json.dumps(last_row(h)["alerts"]).count("level_high") == 1
 
 
 def test_unknown_probe_is_a_config_error(h: Harness) -> None:

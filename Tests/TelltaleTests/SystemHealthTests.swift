@@ -3,6 +3,7 @@ import TelltaleMetrics
 import Testing
 @testable import Telltale
 @testable import TelltaleAlerting
+@testable import TelltaleCollectors
 @testable import TelltaleCore
 
 @Suite struct SystemHealthRowTests {
