@@ -83,6 +83,10 @@ public struct TelltaleConfig: Sendable {
         sources = Self.readSources(root)
         if let threads = root.int("http_threads", in: 1...256) { httpThreads = threads }
         if let alerting = root.map("alerting") { self.alerting = AlertingConfig.read(alerting) }
+        let probes = source(ProbeList.self)?.probes.map(\.name) ?? []
+        if let problem = alerting.systemHealth.probeProblem(configured: probes) {
+            root.problems.add(SystemHealthConfig.probePath, problem)
+        }
         root.finish()
     }
 }

@@ -24,16 +24,13 @@ public struct AlertingConfig: Sendable {
     public var channelEnvPrefix = "TELLTALE_CHANNEL_"
     /// A channel row's `url_file` must be a file below this directory.
     public var channelFileDirectory = "/etc/telltale/channels"
+    /// The admin portal's System Health rows (off unless enabled).
+    public var systemHealth = SystemHealthConfig()
 
     package static func read(_ map: ConfigMap) -> AlertingConfig {
         var config = AlertingConfig()
         config.enabled = map.bool("enabled") ?? true
-        if let dsn = map.secret("dsn") {
-            if !DSNInfo(dsn).isValid { map.problems.add(map.childPath("dsn"), "not a valid libpq connection string or URL") }
-            config.dsn = dsn
-        } else if !map.has("dsn") && !map.has("dsn_file") {
-            map.problems.add(map.childPath("dsn"), "is required (or dsn_file)")
-        }
+        if let dsn = map.postgresDSN(required: true) { config.dsn = dsn }
         config.environment = map.string("environment")
         if let interval = map.duration("interval") { config.interval = interval }
         config.externalURL = map.string("external_url")
@@ -59,6 +56,10 @@ public struct AlertingConfig: Sendable {
             } else {
                 map.problems.add(map.childPath("channel_file_dir"), "expected an absolute path to a directory other than /")
             }
+        }
+        if let health = map.map("system_health") { config.systemHealth = SystemHealthConfig.read(health) }
+        if config.systemHealth.enabled && !config.enabled {
+            map.problems.add(map.childPath("system_health.enabled"), "needs alerting enabled: the alerting leader writes the rows")
         }
         map.finish()
         return config

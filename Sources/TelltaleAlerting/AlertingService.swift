@@ -63,6 +63,7 @@ public final class AlertingService: Service, Sendable {
                     for await _ in self.wakeups { await self.evaluateOnce() }
                 }
                 group.addTask { await self.deliveryLoop() }
+                if self.config.systemHealth.enabled { group.addTask { await SystemHealthWriter(service: self).run() } }
                 group.addTask {
                     // A periodic wake-up, so `for` durations elapse and rules reload without collections.
                     while (try? await Task.sleep(for: self.config.interval)) != nil { self.wake.yield() }

@@ -8,3 +8,15 @@ extension QueryTimeouts {
         if let lock = map.duration("lock_timeout") { self.lock = lock }
     }
 }
+
+extension ConfigMap {
+    /// `dsn` or `dsn_file`: the same keys, and checks, for every Postgres connection. Problems
+    /// name the key only: the string may hold a password.
+    package func postgresDSN(required: Bool) -> String? {
+        let dsn = secret("dsn")
+        // A key that is present but unusable (an unset ${VAR}, say) has reported its own problem.
+        if required && !has("dsn") && !has("dsn_file") { problems.add(childPath("dsn"), "is required (or dsn_file)") }
+        if let dsn, !DSNInfo(dsn).isValid { problems.add(childPath("dsn"), "not a valid libpq connection string or URL") }
+        return dsn
+    }
+}

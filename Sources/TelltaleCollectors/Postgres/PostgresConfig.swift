@@ -41,14 +41,9 @@ public struct SQLMetricConfig: Sendable {
 extension PostgresTargetConfig {
     package static func read(_ map: ConfigMap) -> PostgresTargetConfig? {
         let name = map.string("name")
-        let dsn = map.secret("dsn")
         // A key that is present but unusable (an unset ${VAR}, say) has reported its own problem.
         if !map.has("name") || name?.isEmpty == true { map.problems.add(map.childPath("name"), "is required") }
-        if !map.has("dsn") && !map.has("dsn_file") { map.problems.add(map.childPath("dsn"), "is required (or dsn_file)") }
-        if let dsn, !DSNInfo(dsn).isValid {
-            // Named by key only: the string may hold a password.
-            map.problems.add(map.childPath("dsn"), "not a valid libpq connection string or URL")
-        }
+        let dsn = map.postgresDSN(required: true)
         var target = PostgresTargetConfig(name: name ?? "", dsn: dsn ?? "")
         target.schedule.read(map)
         if let timeout = map.duration("connect_timeout") { target.connectTimeout = timeout }
