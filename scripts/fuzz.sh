@@ -8,7 +8,8 @@
 #                                           for TELLTALE_FUZZ_CI_SECONDS (default 8) without
 #                                           touching the corpus
 #
-# Targets: config, exposition, jsonpath, matchers, negotiation, redaction, redis. The fuzz build
+# Targets: config, exposition, jsonpath, matchers, negotiation, redaction, redis, alerting-rows.
+# The fuzz build
 # (-sanitize=fuzzer,address -DFUZZING) lives in .build-fuzz. A crash leaves its input as
 # crash-* in the current directory: add it to the target's corpus once fixed, so that every
 # CI run replays it.
@@ -18,7 +19,7 @@ if ! command -v swift >/dev/null && [[ -x /opt/swift/usr/bin/swift ]]; then
     export PATH="/opt/swift/usr/bin:$PATH"
 fi
 
-TARGETS=(config exposition jsonpath matchers negotiation redaction redis)
+TARGETS=(config exposition jsonpath matchers negotiation redaction redis alerting-rows)
 CI=0
 SECONDS_EACH=300
 if [[ ${1:-} == --ci ]]; then

@@ -19,7 +19,7 @@ import TelltaleMetrics
 enum FuzzTargets {
     static let all: [String: @Sendable ([UInt8]) -> Void] = [
         "config": config, "exposition": exposition, "jsonpath": jsonPath, "matchers": matchers,
-        "negotiation": negotiation, "redaction": redaction, "redis": redisReplies,
+        "negotiation": negotiation, "redaction": redaction, "redis": redisReplies, "alerting-rows": alertingRows,
     ]
 
     /// The configuration reader: any text is a configuration or a list of problems.
@@ -71,6 +71,23 @@ enum FuzzTargets {
         let value = String(decoding: bytes[min(newline + 1, bytes.count)...], as: UTF8.self)
         for matcher in matchers {
             _ = try? matcher.matches(Labels([(matcher.name, value)]))
+        }
+    }
+
+    /// Columns an admin portal writes: a mute time's window (weekdays, times, time zone), asked
+    /// about an instant of this century, and a channel's grouping settings.
+    static func alertingRows(_ bytes: [UInt8]) {
+        var input = Input(bytes)
+        let window = MuteWindow.parse(weekdays: input.text(60), start: input.text(8), end: input.text(8), timeZone: input.text(40))
+        if case .success(let window) = window {
+            let instant = input.double()
+            _ = window.contains(instant.isFinite ? abs(instant.truncatingRemainder(dividingBy: 3e9)) : 0)
+        }
+        let grouping = GroupSettings.parse(groupBy: input.text(200), wait: input.double(), interval: input.double(),
+                                           repeatInterval: input.double(), muteTime: input.text(40))
+        if case .success(let settings) = grouping {
+            require([settings.wait, settings.interval, settings.repeatInterval].allSatisfy { $0 >= 0 && $0.isFinite },
+                    "grouping seconds out of range")
         }
     }
 
