@@ -874,7 +874,7 @@ def test_port_in_use_exits_nonzero(run_cli, tmp_path):
     ids=["1e30s", "1e16-bare-seconds", "huge-hours"],
 )
 def test_huge_duration_is_a_config_error_not_a_crash(run_cli, tmp_path, free_port, command, setting, key):
-    """BUG: parseDuration (Sources/Telltale/Config/ConfigReader.swift) converts with
+    """BUG: parseDuration (Sources/TelltaleCore/Config/ConfigReader.swift) converts with
     `Int64((number * scale * 1000).rounded())`, which traps when the value does not fit:
     check-config and serve crash with "Fatal error: Double value cannot be converted to
     Int64" (SIGILL, exit 132) instead of reporting the key and exiting 2."""
@@ -886,7 +886,7 @@ def test_huge_duration_is_a_config_error_not_a_crash(run_cli, tmp_path, free_por
 
 
 def test_basic_auth_without_username_does_not_report_password_as_unknown(run_cli, tmp_path):
-    """BUG: HTTPAuth.read (Sources/Telltale/Config/TelltaleConfig.swift) reads `password`
+    """BUG: HTTPAuth.read (Sources/TelltaleServer/ServerConfig.swift) reads `password`
     only after `username` in one `guard`; with no username the password is never read, so
     finish() also reports "server.auth.basic.password: unknown key" — a misleading error
     for a key that is perfectly valid."""

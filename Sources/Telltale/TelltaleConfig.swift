@@ -23,10 +23,10 @@ public struct TelltaleConfig: Sendable {
         sources = Self.readSources(ConfigMap(problems: ConfigProblems()))
     }
 
-    /// The settings of the source whose settings are of type `S`.
     /// Every source's warnings: valid, but probably not what was meant.
     public var warnings: [String] { sources.flatMap(\.warnings) }
 
+    /// The settings of the source whose settings are of type `S`.
     public func source<S: SourceSettings>(_ type: S.Type) -> S? {
         sources.lazy.compactMap { $0 as? S }.first
     }

@@ -27,7 +27,8 @@ public final class AlertingService: Service, Sendable {
         var leader = false
         var leaderGeneration = -1
         var unsaved: [AlertEvent] = []
-        var lastReload: ContinuousClock.Instant?
+        /// Unix seconds of the last reload, on the service's clock.
+        var lastReload: Double?
         var databaseError: String?
         var queueDepths: [String: Int] = [:]
         var notifications = FamilyBuilder(AlertMetrics.notifications)

@@ -49,14 +49,14 @@ extension AlertingService {
     private func reloadIfDue() async throws(PostgresError) {
         let notified = try await client.notified(on: "telltale_rules", timeouts: config.timeouts)
         let (due, previous) = state.withLock { state in
-            (notified || state.lastReload.map { ContinuousClock.now - $0 >= config.interval } ?? true, state.catalog)
+            (notified || state.lastReload.map { now().seconds - $0 >= config.interval.seconds } ?? true, state.catalog)
         }
         guard due else { return }
         let catalog = try await RuleLoader(settings: config).load(client, previous: previous)
         let reloadedAt = now().seconds
         state.withLock { state in
             state.catalog = catalog
-            state.lastReload = .now
+            state.lastReload = reloadedAt
             // A channel may have been enabled or fixed: its queue is worth a look.
             state.needDelivery(at: reloadedAt)
         }
