@@ -3,28 +3,51 @@ import TelltaleClients
 import TelltaleCore
 import TelltaleMetrics
 
-/// A chat destination. The URL is a secret: it never appears in logs, errors or `/`.
+/// A destination of notifications. Its `url` is the secret read through `url_env` or
+/// `url_file`: a webhook URL, PagerDuty's routing key, the SMTP URL with its credentials, or
+/// Alertmanager URLs. It never appears in logs, errors or `/`.
 struct Channel: Sendable {
     enum Kind: String, Sendable, CaseIterable {
-        case slack, discord, teams, webhook
+        case slack, discord, teams, webhook, pagerduty, email, alertmanager
     }
 
     let name: String
     let kind: Kind
     let url: String
     let enabled: Bool
+    /// The non-secret columns of the receivers that have them (see `ReceiverSettings`).
+    var settings = ReceiverSettings()
 
     /// The request that delivers an event, within the platform's documented size limits.
     func request(for event: AlertEvent, idempotencyKey: String, timeout: Duration) -> OutboundRequest {
-        var request = OutboundRequest(url: kind == .discord ? Self.waitingURL(url) : url)
+        var request = jsonRequest(to: requestURL, body: Array(Self.json(payload(event, idempotencyKey: idempotencyKey)).utf8),
+                                  timeout: timeout)
+        request.headers.append("Idempotency-Key: \(idempotencyKey)")
+        return request
+    }
+
+    /// A JSON POST to one of the channel's URLs: never redirected (a notification re-sent
+    /// without its body is a lost one), verified with the channel's CA when it has one.
+    func jsonRequest(to url: String, body: [UInt8], timeout: Duration) -> OutboundRequest {
+        var request = OutboundRequest(url: url)
         request.method = "POST"
         request.followsRedirects = false
         request.totalTimeout = timeout
         request.connectTimeout = min(timeout, .seconds(5))
         request.maxBodyBytes = 64 << 10
-        request.headers = ["Content-Type: application/json", "Idempotency-Key: \(idempotencyKey)"]
-        request.body = Array(Self.json(payload(event, idempotencyKey: idempotencyKey)).utf8)
+        request.caFile = settings.caFile
+        request.headers = ["Content-Type: application/json"]
+        request.body = body
         return request
+    }
+
+    /// Where the request goes: PagerDuty's endpoint, since its secret is the routing key.
+    private var requestURL: String {
+        switch kind {
+        case .discord: Self.waitingURL(url)
+        case .pagerduty: settings.endpoint ?? PagerDutyMessage.defaultEndpoint
+        default: url
+        }
     }
 
     /// Discord answers with the created message (and meaningful errors) only with `?wait=true`.
@@ -38,6 +61,9 @@ struct Channel: Sendable {
         case .discord: DiscordMessage.payload(event)
         case .teams: TeamsMessage.payload(event)
         case .webhook: WebhookMessage.payload(event, receiver: name, key: idempotencyKey)
+        case .pagerduty: PagerDutyMessage.payload(AlertNotification(single: event), channel: name, routingKey: url)
+        // Not one JSON document to one URL: `Deliverer.send` sends these itself.
+        case .email, .alertmanager: [:]
         }
     }
 

@@ -24,12 +24,13 @@ extension AlertingService {
             state.unsaved += fresh
             return (state.unsaved, state.leader)
         }
+        alertmanagerEvaluated(fresh, evaluator, catalog, leader: leader)
         for event in fresh where event.status != .test {
             logger.info("alert \(event.status.rawValue)", metadata: ["rule": "\(event.rule)", "series": "\(event.seriesKey)"])
         }
         if leader && !events.isEmpty {
             do throws(PostgresError) {
-                try await outbox.record(events, channels: catalog.rules.mapValues(\.channel))
+                try await outbox.record(events, channels: catalog.outboxChannels)
                 let recordedAt = now().seconds
                 state.withLock { state in
                     state.unsaved.removeFirst(min(events.count, state.unsaved.count))

@@ -24,7 +24,10 @@ struct RuleLoader: Sendable {
         SELECT name, environment, metric, matchers, comparison, threshold, clear_threshold, for_seconds, \
         keep_firing_seconds, severity, channel, description, enabled FROM telltale_alert_rules ORDER BY name
         """
-    static let channelsSQL = "SELECT name, kind, url_env, url_file, enabled FROM telltale_channels ORDER BY name"
+    static let channelsSQL = """
+        SELECT name, kind, url_env, url_file, enabled, endpoint, email_from, email_to, smtp_tls, ca_file \
+        FROM telltale_channels ORDER BY name
+        """
     /// The name under which a failure to read the admin thresholds is reported.
     static let adminSource = "admin_alert_thresholds"
     static let adminSQL = """
@@ -77,13 +80,23 @@ struct RuleLoader: Sendable {
         for row in result.rows {
             let name = row[0].text
             let kindText = row[1].text.lowercased()
-            let url = secrets.url(env: row[2] == .null ? nil : row[2].text, file: row[3] == .null ? nil : row[3].text)
+            let optional = { (index: Int) in row[index] == .null ? nil : row[index].text }
+            let url = secrets.url(env: optional(2), file: optional(3))
+            let settings = ReceiverSettings.Row(endpoint: optional(5), emailFrom: optional(6), emailTo: optional(7),
+                                                smtpTLS: optional(8), caFile: optional(9))
             switch (Channel.Kind(rawValue: kindText), url) {
             case (let kind?, .success(let url)):
-                channels[name] = Channel(name: name, kind: kind, url: url, enabled: row[4] == .bool(true))
-                continue
+                switch Channel.validated(name: name, kind: kind, secret: url, enabled: row[4] == .bool(true), row: settings,
+                                         secrets: secrets) {
+                case .success(let channel):
+                    channels[name] = channel
+                    continue
+                case .failure(let problem):
+                    errors[name] = problem.description
+                }
             case (nil, _):
-                errors[name] = "unknown kind \"\(kindText.clipped(40))\" (slack, discord, teams, webhook)"
+                let kinds = Channel.Kind.allCases.map(\.rawValue).joined(separator: ", ")
+                errors[name] = "unknown kind \"\(kindText.clipped(40))\" (\(kinds))"
             case (_, .failure(let problem)):
                 errors[name] = problem.description
             }
@@ -146,13 +159,17 @@ struct ChannelSecrets: Sendable {
     }
 
     private func fromFile(_ path: String) -> Result<String, FileProblem> {
-        let outside = FileProblem("url_file must be a file below \(directory)")
-        // Resolved first, so neither `..` nor a symbolic link leads out of the directory.
+        file(path, column: "url_file").flatMap(BoundedFile.readSecret)
+    }
+
+    /// The real path of a file a row names in `column`, if it is below the directory.
+    /// Resolved first, so neither `..` nor a symbolic link leads out of the directory.
+    func file(_ path: String, column: String) -> Result<String, FileProblem> {
         guard path.hasPrefix("/"), let resolved = Self.realPath(path), let root = Self.realPath(directory),
               resolved.hasPrefix(root.hasSuffix("/") ? root : root + "/") else {
-            return .failure(outside)
+            return .failure(FileProblem("\(column) must be a file below \(directory)"))
         }
-        return BoundedFile.readSecret(resolved)
+        return .success(resolved)
     }
 
     private static func realPath(_ path: String) -> String? {
