@@ -115,7 +115,7 @@ enum EmailMessage {
     static func html(_ notification: AlertNotification) -> String {
         let colour = Channel.colour(notification.status).hex
         var html = "<!DOCTYPE html><html><body style=\"font-family: sans-serif\">"
-            + "<h2 style=\"color: \(colour)\">\(escaped(notification.headline))</h2>"
+            + "<h2 style=\"color: \(colour)\">\(notification.headline.htmlEscaped)</h2>"
         let (sections, omitted) = sections(notification)
         for (title, alerts) in sections {
             html += "<h3>\(title) (\(alerts.count))</h3><table border=\"1\" cellpadding=\"4\" style=\"border-collapse: collapse\">"
@@ -123,27 +123,12 @@ enum EmailMessage {
             for alert in alerts {
                 let cells = ["\(alert.rule) (\(alert.environment), \(alert.severity))", alert.labelsText, alert.valueText,
                              alert.conditionText, UnixTime(seconds: alert.startsAt).iso8601, alert.description ?? ""]
-                html += "<tr>" + cells.map { "<td>\(escaped($0))</td>" }.joined() + "</tr>"
+                html += "<tr>" + cells.map { "<td>\($0.htmlEscaped)</td>" }.joined() + "</tr>"
             }
             html += "</table>"
         }
         if omitted > 0 { html += "<p>… and \(omitted) more.</p>" }
-        if let link = notification.alerts.first?.link { html += "<p><a href=\"\(escaped(link))\">Open Telltale</a></p>" }
+        if let link = notification.alerts.first?.link { html += "<p><a href=\"\(link.htmlEscaped)\">Open Telltale</a></p>" }
         return html + "</body></html>\r\n"
-    }
-
-    static func escaped(_ text: String) -> String {
-        var out = ""
-        for character in text {
-            switch character {
-            case "&": out += "&amp;"
-            case "<": out += "&lt;"
-            case ">": out += "&gt;"
-            case "\"": out += "&quot;"
-            case "'": out += "&#39;"
-            default: out.append(character)
-            }
-        }
-        return out
     }
 }
