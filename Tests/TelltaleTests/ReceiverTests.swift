@@ -1,4 +1,6 @@
 import Foundation
+import Logging
+import TelltaleMetrics
 import Testing
 @testable import TelltaleAlerting
 @testable import TelltaleClients
@@ -286,5 +288,38 @@ private func parse(_ message: [UInt8]) throws -> (headers: [String], parts: [Str
         #expect(!text.contains("s?cret") && !text.contains("s%3Fcret"))
         let managers = Channel(name: "a", kind: .alertmanager, url: "http://u:pw1@a:9093 http://b:9093", enabled: true)
         #expect(managers.redactor.redact("failed: http://b:9093/api/v2/alerts, pw1") == "failed: ***/api/v2/alerts, ***")
+    }
+}
+
+@Suite struct AlertmanagerHookTests {
+    /// A rule routed to an Alertmanager channel, with one series firing.
+    private func firingSetup() -> (RuleCatalog, Evaluator) {
+        var catalog = RuleCatalog()
+        catalog.channels["am"] = Channel(name: "am", kind: .alertmanager, url: "http://am:9093", enabled: true)
+        catalog.rules["high"] = AlertRule(name: "high", environment: "p", metric: "level", matchers: [], comparison: .greater,
+                                          threshold: 1, clearThreshold: nil, forDuration: .zero, keepFiring: .zero,
+                                          severity: "warning", channel: "am", description: nil)
+        var builder = FamilyBuilder(MetricDescriptor("level", .gauge, help: "h"))
+        builder.set(5, ["svc": "api"])
+        var evaluator = Evaluator()
+        _ = evaluator.evaluate(catalog, MetricSnapshot(families: [builder.build()]), now: 0, link: nil)
+        return (catalog, evaluator)
+    }
+
+    private func service() -> AlertingService {
+        var config = AlertingConfig()
+        config.dsn = "postgres://nobody@127.0.0.1:1/none"
+        return AlertingService(config: config, store: MetricStore(), logger: Logger(label: "test"), now: { UnixTime(seconds: 10) })
+    }
+
+    @Test func leaderHandsFiringAlertsToTheSenderUnlessSilenced() {
+        let (catalog, evaluator) = firingSetup()
+        let alerting = service()
+        alerting.alertmanagerEvaluated([], evaluator, catalog, leader: true, isSilenced: { $0.rule == "high" })
+        #expect(alerting.alertmanager.isEmpty, "a silenced alert is not sent")
+        alerting.alertmanagerEvaluated([], evaluator, catalog, leader: true)
+        #expect(alerting.alertmanager.due(now: 10)["am"]?.map(\.labels) == [["svc": "api"]])
+        alerting.alertmanagerEvaluated([], evaluator, catalog, leader: false)
+        #expect(alerting.alertmanager.isEmpty, "a follower sends nothing")
     }
 }
