@@ -35,6 +35,7 @@ APT_PACKAGES=(
     libpq-dev libhiredis-dev libcurl4-openssl-dev zlib1g-dev libpcre2-dev libssl-dev   # C libs behind Sources/C*
     openssl                                # certificates for the Redis TLS tests
     prometheus                             # promtool (rule/metric linting) + server
+    prometheus-alertmanager                # the real Alertmanager of the receiver tests
     nginx wrk                              # demo reverse proxy / load generator
     prometheus-postgres-exporter prometheus-redis-exporter     # comparison exporters
     ca-certificates
@@ -43,7 +44,7 @@ APT_PACKAGES=(
 # System services the packages above may try to start; we never want them running
 # (they would take ports, CPU and memory; services.sh runs its own instances).
 SYSTEM_SERVICES=(postgresql redis-server nginx prometheus prometheus-node-exporter
-                 prometheus-postgres-exporter prometheus-redis-exporter)
+                 prometheus-postgres-exporter prometheus-redis-exporter prometheus-alertmanager)
 
 PYTHON="${TELLTALE_PYTHON:-python3}"
 

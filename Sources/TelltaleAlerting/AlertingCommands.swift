@@ -23,7 +23,8 @@ extension AlertingService {
         let outcome = await Deliverer(http: HTTPClient(threads: 1), timeout: config.deliveryTimeout)
             .send(AlertNotification(single: event), key: "test|\(Checked.int64(now * 1000) ?? 0)", to: channel)
         switch outcome {
-        case .delivered(let status): return (true, "\(name) (\(channel.kind.rawValue)): delivered, HTTP \(status)")
+        case .delivered(let status):
+            return (true, "\(name) (\(channel.kind.rawValue)): delivered, \(channel.kind == .email ? "SMTP" : "HTTP") \(status)")
         case .rateLimited(let after): return (false, "\(name): rate limited, retry after \(after)")
         case .transient(let reason), .permanent(let reason): return (false, "\(name) (\(channel.kind.rawValue)): not delivered: \(reason)")
         }

@@ -40,6 +40,8 @@ public final class AlertingService: Service, Sendable {
     }
 
     let state = Mutex(State())
+    /// Alertmanager channels' alerts, re-sent by `alertmanagerLoop` (not through the outbox).
+    let alertmanager = AlertmanagerSender()
 
     public init(config: AlertingConfig, store: MetricStore, logger: Logger, now: @escaping @Sendable () -> UnixTime = { .now }) {
         self.config = config
@@ -65,6 +67,7 @@ public final class AlertingService: Service, Sendable {
                 }
                 group.addTask { await self.deliveryLoop() }
                 if self.config.systemHealth.enabled { group.addTask { await SystemHealthWriter(service: self).run() } }
+                group.addTask { await self.alertmanagerLoop() }
                 group.addTask {
                     // A periodic wake-up, so `for` durations elapse and rules reload without collections.
                     while (try? await Task.sleep(for: self.config.interval)) != nil { self.wake.yield() }

@@ -3,10 +3,12 @@ import TelltaleClients
 import TelltaleCore
 import TelltaleMetrics
 
-/// A chat destination. The URL is a secret: it never appears in logs, errors or `/`.
+/// A destination of notifications. Its `url` is the secret read through `url_env` or
+/// `url_file`: a webhook URL, PagerDuty's routing key, the SMTP URL with its credentials, or
+/// Alertmanager URLs. It never appears in logs, errors or `/`.
 struct Channel: Sendable {
     enum Kind: String, Sendable, CaseIterable {
-        case slack, discord, teams, webhook
+        case slack, discord, teams, webhook, pagerduty, email, alertmanager
     }
 
     let name: String
@@ -14,18 +16,39 @@ struct Channel: Sendable {
     let url: String
     let enabled: Bool
     var grouping = GroupSettings()
+    /// The non-secret columns of the receivers that have them (see `ReceiverSettings`).
+    var settings = ReceiverSettings()
 
     /// The request that delivers a message, within the platform's documented size limits.
     func request(for notification: AlertNotification, idempotencyKey: String, timeout: Duration) -> OutboundRequest {
-        var request = OutboundRequest(url: kind == .discord ? Self.waitingURL(url) : url)
+        var request = jsonRequest(to: requestURL, body: Array(Self.json(payload(notification, idempotencyKey: idempotencyKey)).utf8),
+                                  timeout: timeout)
+        request.headers.append("Idempotency-Key: \(idempotencyKey)")
+        return request
+    }
+
+    /// A JSON POST to one of the channel's URLs: never redirected (a notification re-sent
+    /// without its body is a lost one), verified with the channel's CA when it has one.
+    func jsonRequest(to url: String, body: [UInt8], timeout: Duration) -> OutboundRequest {
+        var request = OutboundRequest(url: url)
         request.method = "POST"
         request.followsRedirects = false
         request.totalTimeout = timeout
         request.connectTimeout = min(timeout, .seconds(5))
         request.maxBodyBytes = 64 << 10
-        request.headers = ["Content-Type: application/json", "Idempotency-Key: \(idempotencyKey)"]
-        request.body = Array(Self.json(payload(notification, idempotencyKey: idempotencyKey)).utf8)
+        request.caFile = settings.caFile
+        request.headers = ["Content-Type: application/json"]
+        request.body = body
         return request
+    }
+
+    /// Where the request goes: PagerDuty's endpoint, since its secret is the routing key.
+    private var requestURL: String {
+        switch kind {
+        case .discord: Self.waitingURL(url)
+        case .pagerduty: settings.endpoint ?? PagerDutyMessage.defaultEndpoint
+        default: url
+        }
     }
 
     /// Discord answers with the created message (and meaningful errors) only with `?wait=true`.
@@ -35,15 +58,20 @@ struct Channel: Sendable {
 
     /// One alert's message shows its details; a group's (or a reminder's) lists its alerts.
     func payload(_ notification: AlertNotification, idempotencyKey: String) -> [String: Any] {
-        if kind == .webhook { return WebhookMessage.payload(notification, receiver: name, key: idempotencyKey) }
+        switch kind {
+        case .webhook: return WebhookMessage.payload(notification, receiver: name, key: idempotencyKey)
+        case .pagerduty: return PagerDutyMessage.payload(notification, channel: name, routingKey: url)
+        // Not one JSON document to one URL: `Deliverer.send` sends these itself.
+        case .email, .alertmanager: return [:]
+        case .slack, .discord, .teams: break
+        }
         guard notification.alerts.count == 1, !notification.isRepeat, let event = notification.alerts.first else {
             return GroupMessage.payload(notification, kind: kind)
         }
         switch kind {
-        case .slack: return SlackMessage.payload(event)
         case .discord: return DiscordMessage.payload(event)
         case .teams: return TeamsMessage.payload(event)
-        case .webhook: return WebhookMessage.payload(notification, receiver: name, key: idempotencyKey)
+        default: return SlackMessage.payload(event)
         }
     }
 

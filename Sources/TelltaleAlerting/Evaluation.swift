@@ -24,6 +24,10 @@ extension AlertingService {
             state.unsaved += fresh
             return (state.unsaved, state.leader)
         }
+        let evaluatedAt = now().seconds
+        alertmanagerEvaluated(fresh, evaluator, catalog, leader: leader) { event in
+            catalog.rules[event.rule].map { catalog.mutes($0, event.labels, at: evaluatedAt) } ?? false
+        }
         for event in fresh where event.status != .test {
             logger.info("alert \(event.status.rawValue)", metadata: ["rule": "\(event.rule)", "series": "\(event.seriesKey)"])
         }

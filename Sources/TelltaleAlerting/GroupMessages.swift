@@ -65,7 +65,7 @@ enum GroupMessage {
             ]
             if let link { embed["url"] = link }
             return ["username": "Telltale", "embeds": [embed]]
-        case .teams, .webhook:
+        default:  // Teams: the other kinds render groups themselves (see `Channel.payload`)
             var card: [String: Any] = [
                 "$schema": "http://adaptivecards.io/schemas/adaptive-card.json", "type": "AdaptiveCard", "version": "1.4",
                 "body": [

@@ -135,8 +135,9 @@ struct GroupPlanner {
         for transition in waiting {
             groups[GroupID(channel: transition.channel, key: transition.groupKey), default: ([], [])].waiting.append(transition)
         }
+        let routes = catalog.outboxChannels
         for event in firing {
-            guard let channelName = catalog.rules[event.rule]?.channel, let channel = catalog.channels[channelName] else { continue }
+            guard let channelName = routes[event.rule] ?? nil, let channel = catalog.channels[channelName] else { continue }
             groups[GroupID(channel: channelName, key: channel.grouping.groupKey(event)), default: ([], [])].firing.append(event)
         }
         var flushes: [GroupFlush] = []

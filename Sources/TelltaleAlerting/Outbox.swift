@@ -28,6 +28,7 @@ struct Outbox: Sendable {
 
     func record(_ events: [AlertEvent], catalog: RuleCatalog) async throws(PostgresError) {
         var statements: [(sql: String, parameters: [String?])] = []
+        let routes = catalog.outboxChannels
         for event in events {
             switch event.status {
             case .firing:
@@ -42,7 +43,7 @@ struct Outbox: Sendable {
             case .test:
                 break
             }
-            if let channel = catalog.rules[event.rule]?.channel {
+            if let channel = routes[event.rule] ?? nil {
                 let grouping = catalog.channels[channel]?.grouping ?? GroupSettings()
                 statements.append(("""
                     INSERT INTO telltale_alert_transitions (idempotency_key, channel, group_key, event)

@@ -27,8 +27,8 @@ struct RuleLoader: Sendable {
         keep_firing_seconds, severity, channel, description, enabled, mute_time FROM telltale_alert_rules ORDER BY name
         """
     static let channelsSQL = """
-        SELECT name, kind, url_env, url_file, enabled, group_by, group_wait_seconds, group_interval_seconds, \
-        repeat_interval_seconds, mute_time FROM telltale_channels ORDER BY name
+        SELECT name, kind, url_env, url_file, enabled, endpoint, email_from, email_to, smtp_tls, ca_file, group_by, \
+        group_wait_seconds, group_interval_seconds, repeat_interval_seconds, mute_time FROM telltale_channels ORDER BY name
         """
     /// The name under which a failure to read the admin thresholds is reported.
     static let adminSource = "admin_alert_thresholds"
@@ -88,14 +88,24 @@ struct RuleLoader: Sendable {
             let name = row[0].text
             let kindText = row[1].text.lowercased()
             let url = secrets.url(env: row[2].optionalText, file: row[3].optionalText)
-            let grouping = GroupSettings.parse(groupBy: row[5].optionalText, wait: row[6].number, interval: row[7].number,
-                                               repeatInterval: row[8].number, muteTime: row[9].optionalText)
+            let settings = ReceiverSettings.Row(endpoint: row[5].optionalText, emailFrom: row[6].optionalText,
+                                                emailTo: row[7].optionalText, smtpTLS: row[8].optionalText, caFile: row[9].optionalText)
+            let grouping = GroupSettings.parse(groupBy: row[10].optionalText, wait: row[11].number, interval: row[12].number,
+                                               repeatInterval: row[13].number, muteTime: row[14].optionalText)
             switch (Channel.Kind(rawValue: kindText), url, grouping) {
             case (let kind?, .success(let url), .success(let grouping)):
-                channels[name] = Channel(name: name, kind: kind, url: url, enabled: row[4] == .bool(true), grouping: grouping)
-                continue
+                switch Channel.validated(name: name, kind: kind, secret: url, enabled: row[4] == .bool(true), row: settings,
+                                         secrets: secrets) {
+                case .success(var channel):
+                    channel.grouping = grouping
+                    channels[name] = channel
+                    continue
+                case .failure(let problem):
+                    errors[name] = problem.description
+                }
             case (nil, _, _):
-                errors[name] = "unknown kind \"\(kindText.clipped(40))\" (slack, discord, teams, webhook)"
+                let kinds = Channel.Kind.allCases.map(\.rawValue).joined(separator: ", ")
+                errors[name] = "unknown kind \"\(kindText.clipped(40))\" (\(kinds))"
             case (_, .failure(let problem), _):
                 errors[name] = problem.description
             case (_, _, .failure(let problem)):
@@ -160,13 +170,17 @@ struct ChannelSecrets: Sendable {
     }
 
     private func fromFile(_ path: String) -> Result<String, FileProblem> {
-        let outside = FileProblem("url_file must be a file below \(directory)")
-        // Resolved first, so neither `..` nor a symbolic link leads out of the directory.
+        file(path, column: "url_file").flatMap(BoundedFile.readSecret)
+    }
+
+    /// The real path of a file a row names in `column`, if it is below the directory.
+    /// Resolved first, so neither `..` nor a symbolic link leads out of the directory.
+    func file(_ path: String, column: String) -> Result<String, FileProblem> {
         guard path.hasPrefix("/"), let resolved = Self.realPath(path), let root = Self.realPath(directory),
               resolved.hasPrefix(root.hasSuffix("/") ? root : root + "/") else {
-            return .failure(outside)
+            return .failure(FileProblem("\(column) must be a file below \(directory)"))
         }
-        return BoundedFile.readSecret(resolved)
+        return .success(resolved)
     }
 
     private static func realPath(_ path: String) -> String? {

@@ -154,7 +154,19 @@ enum AlertSchema {
                 FOR EACH STATEMENT EXECUTE FUNCTION telltale_notify_rules()
             """,
         ]),
-        // v4: receivers' channel columns (helper branch "recv").
+        // Receivers: PagerDuty, email and Alertmanager take their secret from url_env/url_file
+        // like the chat kinds (a routing key, an SMTP URL with credentials, Alertmanager URLs);
+        // these columns hold what is not secret.
+        (4, [
+            """
+            ALTER TABLE telltale_channels
+                ADD COLUMN IF NOT EXISTS endpoint   text,  -- pagerduty: Events API URL (default https://events.pagerduty.com/v2/enqueue)
+                ADD COLUMN IF NOT EXISTS email_from text,  -- email: the sender address
+                ADD COLUMN IF NOT EXISTS email_to   text,  -- email: recipient addresses, comma-separated
+                ADD COLUMN IF NOT EXISTS smtp_tls   text,  -- email: starttls (default) or none
+                ADD COLUMN IF NOT EXISTS ca_file    text   -- PEM CA bundle below the channel directory
+            """,
+        ]),
     ]
 
     static let createVersionTable = """

@@ -46,7 +46,8 @@ public struct OutboundHTTPError: Error, Sendable, CustomStringConvertible {
 /// Owns one curl easy handle and its header list; both freed exactly once, in `deinit`.
 /// Used by one thread at a time (a transfer is created, performed and dropped on one thread).
 package final class CurlTransfer {
-    private static let globalInit: Void = { curl_global_init(Int(CURL_GLOBAL_DEFAULT)) }()
+    /// libcurl's one-time set-up, before the first handle of any kind (HTTP or SMTP).
+    static let globalInit: Void = { curl_global_init(Int(CURL_GLOBAL_DEFAULT)) }()
     package static let userAgent = "telltale/\(TelltaleVersion.current)"
     package static let maxRedirects = 3
 

@@ -16,4 +16,21 @@ extension String {
         }
         return result + rest
     }
+
+    /// The text with HTML's special characters escaped, safe in element content and in
+    /// quoted attribute values (the status page, the HTML part of alert emails).
+    package var htmlEscaped: String {
+        var escaped = ""
+        for character in self {
+            switch character {
+            case "&": escaped += "&amp;"
+            case "<": escaped += "&lt;"
+            case ">": escaped += "&gt;"
+            case "\"": escaped += "&quot;"
+            case "'": escaped += "&#39;"
+            default: escaped.append(character)
+            }
+        }
+        return escaped
+    }
 }
