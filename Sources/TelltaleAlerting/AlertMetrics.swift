@@ -22,6 +22,14 @@ enum AlertMetrics {
     static let unrecorded = MetricDescriptor(
         "telltale_alert_transitions_unrecorded", .gauge,
         help: "Transitions the leader evaluated but could not yet write to the outbox (retried at every evaluation).")
+    static let value = MetricDescriptor(
+        "telltale_alert_value", .gauge,
+        help: "What a rule with a function or an aggregate computed at the last evaluation, per resulting series (label rule).")
+    static let samples = MetricDescriptor(
+        "telltale_alert_samples", .gauge, help: "Samples Telltale keeps for windowed rules (bounded by alerting.max_samples).")
+    static let samplesRefused = MetricDescriptor(
+        "telltale_alert_samples_refused", .counter,
+        help: "Samples not kept because alerting.max_samples was reached (their series evaluate as no data).")
     static let databaseUp = MetricDescriptor(
         "telltale_alerting_database_up", .gauge, help: "Whether the alerting database answered the last reload.")
 
@@ -58,7 +66,19 @@ enum AlertMetrics {
         database.set(databaseUp ? 1 : 0)
         var pending = FamilyBuilder(Self.unrecorded)
         pending.set(Double(unrecordedCount))
-        return [stateFamily, thresholds, firingFamily, errors, notifications, depth, failingFamily, leaderFamily, database, pending]
-            .map { $0.build() }
+        return ([stateFamily, thresholds, firingFamily, errors, notifications, depth, failingFamily, leaderFamily, database, pending]
+            + expressionFamilies(evaluator)).map { $0.build() }
+    }
+
+    private static func expressionFamilies(_ evaluator: Evaluator) -> [FamilyBuilder] {
+        var values = FamilyBuilder(value)
+        for (rule, series) in evaluator.computed {
+            for item in series { values.set(item.value, item.labels.adding("rule", rule)) }
+        }
+        var kept = FamilyBuilder(samples)
+        kept.set(Double(evaluator.samples.count))
+        var refused = FamilyBuilder(samplesRefused)
+        refused.set(Double(evaluator.samples.refused))
+        return [values, kept, refused]
     }
 }

@@ -136,6 +136,7 @@ struct AlertRule: Sendable {
     let description: String?
     /// A name in `telltale_mute_times`: the rule sends nothing inside its windows.
     var muteTime: String? = nil
+    var expression = RuleExpression()
 
     /// Whether the rule's condition holds for a value.
     func fires(_ value: Double) -> Bool { comparison.holds(value, threshold) }

@@ -24,6 +24,8 @@ public struct AlertingConfig: Sendable {
     public var channelEnvPrefix = "TELLTALE_CHANNEL_"
     /// A channel row's `url_file` must be a file below this directory.
     public var channelFileDirectory = "/etc/telltale/channels"
+    /// Samples kept for windowed rules, over all series (about 50 bytes each).
+    public var maxSamples = 1_000_000
     /// The admin portal's System Health rows (off unless enabled).
     public var systemHealth = SystemHealthConfig()
 
@@ -43,6 +45,7 @@ public struct AlertingConfig: Sendable {
         config.timeouts.read(map)
         if let timeout = map.duration("connect_timeout") { config.connectTimeout = timeout }
         if let timeout = map.duration("delivery_timeout") { config.deliveryTimeout = timeout }
+        if let maxSamples = map.int("max_samples", in: 1000...100_000_000) { config.maxSamples = maxSamples }
         if let prefix = map.string("channel_env_prefix") {
             if prefix.count >= 3, prefix.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") }) {
                 config.channelEnvPrefix = prefix

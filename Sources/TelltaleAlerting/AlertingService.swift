@@ -23,7 +23,7 @@ public final class AlertingService: Service, Sendable {
 
     struct State {
         var catalog = RuleCatalog()
-        var evaluator = Evaluator()
+        var evaluator: Evaluator
         var leader = false
         var leaderGeneration = -1
         var unsaved: [AlertEvent] = []
@@ -39,7 +39,7 @@ public final class AlertingService: Service, Sendable {
         var deliveryDue: Double?
     }
 
-    let state = Mutex(State())
+    let state: Mutex<State>
     /// Alertmanager channels' alerts, re-sent by `alertmanagerLoop` (not through the outbox).
     let alertmanager = AlertmanagerSender()
 
@@ -51,6 +51,7 @@ public final class AlertingService: Service, Sendable {
         throttled = LogThrottle(logger)
         client = config.makeClient()
         http = HTTPClient(threads: 4)
+        state = Mutex(State(evaluator: Evaluator(samples: SampleHistory(maxSamples: config.maxSamples))))
         (wakeups, wake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     }
 

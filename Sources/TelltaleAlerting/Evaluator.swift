@@ -27,6 +27,10 @@ struct Evaluator: Sendable {
     private(set) var states: [String: [String: SeriesState]] = [:]
     /// Rules the last evaluation could not evaluate (a regex over its budget), with why.
     private(set) var errors: [String: String] = [:]
+    /// Samples of the series windowed rules read.
+    var samples = SampleHistory()
+    /// What rules with a function or an aggregate computed at the last evaluation, by rule.
+    private(set) var computed: [String: [(labels: Labels, value: Double)]] = [:]
 
     /// Evaluates every rule against one snapshot at `now` (Unix seconds); returns transitions.
     mutating func evaluate(_ catalog: RuleCatalog, _ snapshot: MetricSnapshot, now: Double, link: String?) -> [AlertEvent] {
@@ -34,11 +38,13 @@ struct Evaluator: Sendable {
         // A rule deleted or disabled takes its states with it, without messages.
         states = states.filter { catalog.rules[$0.key] != nil }
         errors = [:]
+        computed = [:]
+        defer { samples.prune(now: now) }
         for rule in catalog.rules.values.sorted(by: { $0.name < $1.name }) {
             var ruleStates = states[rule.name] ?? [:]
             let found: [(labels: Labels, value: Double)]
             do {
-                found = try rule.series(in: snapshot)
+                found = try values(rule, snapshot, now: now)
             } catch {
                 // Could not be evaluated: its states stay as they were, neither resolved nor no data.
                 errors[rule.name] = error.description
@@ -60,6 +66,18 @@ struct Evaluator: Sendable {
             states[rule.name] = ruleStates
         }
         return events
+    }
+
+    /// The rule's series, through its function and aggregate.
+    private mutating func values(_ rule: AlertRule, _ snapshot: MetricSnapshot, now: Double)
+        throws(BoundedRegex.BudgetExceeded) -> [(labels: Labels, value: Double)]
+    {
+        let matched = try rule.series(in: snapshot)
+        let expression = rule.expression
+        if expression.function.isWindowed { samples.record(rule.metric, matched, window: expression.window, now: now) }
+        let found = expression.apply(matched, history: samples, ruleMetric: rule.metric, matchers: rule.matchers, now: now)
+        if expression.isComputed { computed[rule.name] = found }
+        return found
     }
 
     private func step(_ rule: AlertRule, _ state: inout SeriesState?, labels: Labels, value: Double, now: Double,
@@ -102,7 +120,8 @@ struct Evaluator: Sendable {
     }
 
     private func event(_ rule: AlertRule, _ state: SeriesState, status: AlertEvent.Status, now: Double, link: String?) -> AlertEvent {
-        AlertEvent(rule: rule.name, environment: rule.environment, severity: rule.severity, status: status, metric: rule.metric,
+        AlertEvent(rule: rule.name, environment: rule.environment, severity: rule.severity, status: status,
+                   metric: rule.expression.text(rule.metric, rule.matchers),
                    comparison: rule.comparison.rawValue, threshold: rule.threshold, value: state.value,
                    labels: AlertEvent.clippedLabels(state.labels),
                    description: rule.description, startsAt: state.since, endsAt: status == .resolved ? now : nil, link: link)

@@ -24,7 +24,8 @@ struct RuleLoader: Sendable {
 
     static let rulesSQL = """
         SELECT name, environment, metric, matchers, comparison, threshold, clear_threshold, for_seconds, \
-        keep_firing_seconds, severity, channel, description, enabled, mute_time FROM telltale_alert_rules ORDER BY name
+        keep_firing_seconds, severity, channel, description, enabled, mute_time, function, window_seconds, aggregate, aggregate_by \
+        FROM telltale_alert_rules ORDER BY name
         """
     static let channelsSQL = """
         SELECT name, kind, url_env, url_file, enabled, endpoint, email_from, email_to, smtp_tls, ca_file, group_by, \
@@ -206,6 +207,10 @@ private struct RuleRow {
     var description: String?
     var enabled: Bool
     var muteTime: String?
+    var function: String?
+    var windowSeconds: Double?
+    var aggregate: String?
+    var aggregateBy: String?
 
     /// The admin portal stores CPU and memory thresholds as percentages per environment:
     /// each becomes a rule on the host collector's usage ratio.
@@ -218,7 +223,8 @@ private struct RuleRow {
                 name: "admin:\(environment):\(resource)", environment: environment, metric: metric, matchers: "", comparison: ">",
                 threshold: value.number.map { $0 / 100 }, clearThreshold: nil, forSeconds: settings.adminFor.seconds,
                 keepFiringSeconds: 0, severity: settings.adminSeverity, channel: row[3].optionalText,
-                description: "\(resource) usage above the admin portal's \(environment) threshold", enabled: true, muteTime: nil)
+                description: "\(resource) usage above the admin portal's \(environment) threshold", enabled: true, muteTime: nil,
+                function: nil, windowSeconds: nil, aggregate: nil, aggregateBy: nil)
         }
     }
 
@@ -253,11 +259,16 @@ private struct RuleRow {
         case .success(let parsed): matchers = parsed
         case .failure(let error): return .failure(error)
         }
+        let expression: RuleExpression
+        switch RuleExpression.parse(function: function, window: windowSeconds, aggregate: aggregate, aggregateBy: aggregateBy) {
+        case .success(let parsed): expression = parsed
+        case .failure(let error): return .failure(error)
+        }
         return .success(AlertRule(
             name: name, environment: environment, metric: metric, matchers: matchers, comparison: comparison,
             threshold: threshold, clearThreshold: clearThreshold, forDuration: forDuration, keepFiring: keepFiring,
             severity: severity.isEmpty ? "warning" : severity.clipped(AlertRule.maxNameLength), channel: channel,
-            description: description?.clipped(AlertRule.maxDescriptionLength), muteTime: muteTime))
+            description: description?.clipped(AlertRule.maxDescriptionLength), muteTime: muteTime, expression: expression))
     }
 }
 
@@ -277,5 +288,9 @@ extension RuleRow {
         description = row[11].optionalText
         enabled = row[12] == .bool(true)
         muteTime = row[13].optionalText.flatMap { $0.isEmpty ? nil : $0 }
+        function = row[14].optionalText
+        windowSeconds = row[15].number
+        aggregate = row[16].optionalText
+        aggregateBy = row[17].optionalText
     }
 }

@@ -85,8 +85,17 @@ enum AlertSchema {
                 FOR EACH STATEMENT EXECUTE FUNCTION telltale_notify_rules()
             """,
         ]),
-        // v2: expressions in rule rows (helper branch "expr").
-        // v3: grouping per channel, silences and mute times.
+        // Expressions in rule rows: a function over a window, then an aggregation.
+        (2, [
+            """
+            ALTER TABLE telltale_alert_rules
+                ADD COLUMN IF NOT EXISTS function text NOT NULL DEFAULT 'value',  -- value, increase, rate, delta, *_over_time, absent
+                ADD COLUMN IF NOT EXISTS window_seconds double precision,        -- for the windowed functions
+                ADD COLUMN IF NOT EXISTS aggregate text,                         -- sum, avg, min, max, count; NULL: none
+                ADD COLUMN IF NOT EXISTS aggregate_by text NOT NULL DEFAULT ''   -- labels kept; empty: one series
+            """,
+        ]),
+        // Grouping per channel, silences and mute times.
         (3, [
             """
             ALTER TABLE telltale_channels
