@@ -30,12 +30,16 @@ enum AlertMetrics {
     static let samplesRefused = MetricDescriptor(
         "telltale_alert_samples_refused", .counter,
         help: "Samples not kept because alerting.max_samples was reached (their series evaluate as no data).")
+    static let evaluationDuration = MetricDescriptor(
+        "telltale_alert_evaluation_duration_seconds", .gauge,
+        help: "How long the last evaluation of every rule took (like Prometheus' prometheus_rule_group_last_duration_seconds).",
+        unit: "seconds")
     static let databaseUp = MetricDescriptor(
         "telltale_alerting_database_up", .gauge, help: "Whether the alerting database answered the last reload.")
 
     static func families(catalog: RuleCatalog, evaluator: Evaluator, now: Double, leader: Bool, databaseUp: Bool,
                          notifications: FamilyBuilder, queueDepths: [String: Int], failing: Set<String>,
-                         unrecordedCount: Int) -> [MetricFamily] {
+                         unrecordedCount: Int, evaluationSeconds: Double?) -> [MetricFamily] {
         var stateFamily = FamilyBuilder(state)
         var thresholds = FamilyBuilder(threshold)
         var firingCount = 0
@@ -67,7 +71,7 @@ enum AlertMetrics {
         var pending = FamilyBuilder(Self.unrecorded)
         pending.set(Double(unrecordedCount))
         return ([stateFamily, thresholds, firingFamily, errors, notifications, depth, failingFamily, leaderFamily, database, pending]
-            + expressionFamilies(evaluator)).map { $0.build() }
+            + expressionFamilies(evaluator) + [evaluationFamily(evaluationSeconds)]).map { $0.build() }
     }
 
     private static func expressionFamilies(_ evaluator: Evaluator) -> [FamilyBuilder] {
@@ -80,5 +84,12 @@ enum AlertMetrics {
         var refused = FamilyBuilder(samplesRefused)
         refused.set(Double(evaluator.samples.refused))
         return [values, kept, refused]
+    }
+
+    private static func evaluationFamily(_ seconds: Double?) -> FamilyBuilder {
+        var duration = FamilyBuilder(evaluationDuration)
+        // To the millisecond: an idle leader's evaluations then look the same, and publish no change.
+        if let seconds { duration.set((seconds * 1000).rounded(.up) / 1000) }
+        return duration
     }
 }

@@ -37,6 +37,8 @@ public final class AlertingService: Service, Sendable {
         /// When the outbox next needs the delivery loop (Unix seconds): now after a record or
         /// a change of leader, a row's retry time, nil when nothing waits.
         var deliveryDue: Double?
+        /// How long the last evaluation of every rule took.
+        var evaluationSeconds: Double?
     }
 
     let state: Mutex<State>
@@ -85,7 +87,7 @@ public final class AlertingService: Service, Sendable {
             AlertMetrics.families(catalog: state.catalog, evaluator: state.evaluator, now: now().seconds, leader: state.leader,
                                   databaseUp: state.databaseError == nil, notifications: state.notifications,
                                   queueDepths: state.queueDepths, failing: state.failingChannels,
-                                  unrecordedCount: state.unsaved.count)
+                                  unrecordedCount: state.unsaved.count, evaluationSeconds: state.evaluationSeconds)
         }
         await store.publish(["alerting": families])
     }

@@ -18,9 +18,12 @@ extension AlertingService {
         // delivery loop read this state meanwhile. This loop is the evaluator's only writer.
         let snapshot = store.snapshot
         var (evaluator, catalog) = state.withLock { ($0.evaluator, $0.catalog) }
+        let started = ContinuousClock.now
         let fresh = evaluator.evaluate(catalog, snapshot, now: now().seconds, link: config.externalURL)
+        let took = ContinuousClock.now - started
         let (events, leader) = state.withLock { [evaluator] state in
             state.evaluator = evaluator
+            state.evaluationSeconds = took.seconds
             state.unsaved += fresh
             return (state.unsaved, state.leader)
         }

@@ -129,7 +129,7 @@ final class GatedCollector: Collector {
         descriptors += [AlertMetrics.state, AlertMetrics.threshold, AlertMetrics.firing, AlertMetrics.ruleErrors,
                         AlertMetrics.notifications, AlertMetrics.queueDepth, AlertMetrics.channelFailing, AlertMetrics.leader,
                         AlertMetrics.unrecorded, AlertMetrics.databaseUp, AlertMetrics.value,
-                        AlertMetrics.samples, AlertMetrics.samplesRefused, SystemHealthWriter.writes, SystemHealthWriter.lastWrite,
+                        AlertMetrics.samples, AlertMetrics.samplesRefused, AlertMetrics.evaluationDuration, SystemHealthWriter.writes, SystemHealthWriter.lastWrite,
                         SystemHealthWriter.pruned, SystemHealthWriter.pruneFailures, SystemHealthWriter.unread]
         // The process families are named after their process: Telltale's own and a watched one.
         let process = try await ProcessCollector(schedule: Schedule(interval: .seconds(1), timeout: .seconds(1)),
