@@ -171,9 +171,10 @@ struct Sample: Sendable, Equatable {
 }
 
 /// Samples Telltale keeps itself for windowed rules, only for the series such a rule
-/// watches: taken at each evaluation (after each collection), at most one per
-/// `minimumSpacing` per series, dropped once older than the longest window that needs them.
-/// The total is capped: past `maxSamples`, series not tracked yet are not tracked (counted).
+/// watches: taken at each evaluation (after each collection) when the value changed, or
+/// `minimumSpacing` after the last one; dropped once older than the longest window that
+/// needs them. Capped per series (the oldest go) and in total: past `maxSamples`, series not
+/// tracked yet are not tracked (counted).
 struct SampleHistory: Sendable {
     private struct Series {
         var samples: [Sample] = []
@@ -208,12 +209,16 @@ struct SampleHistory: Sendable {
             var entry = series[key] ?? Series()
             entry.window = entry.lastSeen == now ? max(entry.window, window) : window
             entry.lastSeen = now
-            if let last = entry.samples.last, now - last.time < spacing {
+            if let last = entry.samples.last, last.value == item.value && now - last.time < spacing || last.time >= now {
                 series[key] = entry
                 continue
             }
             entry.samples.append(Sample(time: now, value: item.value))
             count += 1
+            if entry.samples.count > Self.maxPerSeries {
+                entry.samples.removeFirst()
+                count -= 1
+            }
             series[key] = entry
         }
     }
