@@ -71,6 +71,16 @@ if [[ -f $SCHEMA ]]; then
     "$TELLTALE_PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -d "$TELLTALE_PG_ADMIN_DSN" -f "$SCHEMA"
 fi
 
+# Alerting's tables, then the ops roadmap's alerts as rows. Their channel "slack" posts to
+# TELLTALE_CHANNEL_SLACK when it is set (a Slack incoming webhook URL); without it the channel
+# is disabled and the alerts show on / and in /metrics only.
+say "migrating alerting's tables and loading examples/alert-rules.sql"
+"$BIN" migrate --config "$CONFIG"
+export TELLTALE_CHANNEL_SLACK="${TELLTALE_CHANNEL_SLACK:-http://127.0.0.1:9/no-slack-configured}"
+"$TELLTALE_PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -d "$TELLTALE_PG_ADMIN_DSN" -f "$REPO/examples/alert-rules.sql"
+"$TELLTALE_PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -d "$TELLTALE_PG_DSN" \
+    -c "UPDATE telltale_channels SET enabled = $([[ $TELLTALE_CHANNEL_SLACK == *no-slack-configured ]] && echo false || echo true) WHERE name = 'slack'"
+
 if [[ -f $SEED ]]; then
     SEED_LOG="$TELLTALE_RUN_DIR/seed.log"
     say "starting seed generator (log: $SEED_LOG)"
