@@ -74,17 +74,8 @@ enum AlertSchema {
             CREATE OR REPLACE FUNCTION telltale_notify_rules() RETURNS trigger LANGUAGE plpgsql AS $$
             BEGIN PERFORM pg_notify('telltale_rules', TG_TABLE_NAME); RETURN NULL; END $$
             """,
-            "DROP TRIGGER IF EXISTS telltale_rules_changed ON telltale_alert_rules",
-            """
-            CREATE TRIGGER telltale_rules_changed AFTER INSERT OR UPDATE OR DELETE ON telltale_alert_rules
-                FOR EACH STATEMENT EXECUTE FUNCTION telltale_notify_rules()
-            """,
-            "DROP TRIGGER IF EXISTS telltale_channels_changed ON telltale_channels",
-            """
-            CREATE TRIGGER telltale_channels_changed AFTER INSERT OR UPDATE OR DELETE ON telltale_channels
-                FOR EACH STATEMENT EXECUTE FUNCTION telltale_notify_rules()
-            """,
-        ]),
+        ] + notifyOnChange("telltale_alert_rules", trigger: "telltale_rules_changed")
+          + notifyOnChange("telltale_channels", trigger: "telltale_channels_changed")),
         // Expressions in rule rows: a function over a window, then an aggregation.
         (2, [
             """
@@ -152,17 +143,8 @@ enum AlertSchema {
                 PRIMARY KEY (channel, group_key)
             )
             """,
-            "DROP TRIGGER IF EXISTS telltale_silences_changed ON telltale_silences",
-            """
-            CREATE TRIGGER telltale_silences_changed AFTER INSERT OR UPDATE OR DELETE ON telltale_silences
-                FOR EACH STATEMENT EXECUTE FUNCTION telltale_notify_rules()
-            """,
-            "DROP TRIGGER IF EXISTS telltale_mute_times_changed ON telltale_mute_times",
-            """
-            CREATE TRIGGER telltale_mute_times_changed AFTER INSERT OR UPDATE OR DELETE ON telltale_mute_times
-                FOR EACH STATEMENT EXECUTE FUNCTION telltale_notify_rules()
-            """,
-        ]),
+        ] + notifyOnChange("telltale_silences", trigger: "telltale_silences_changed")
+          + notifyOnChange("telltale_mute_times", trigger: "telltale_mute_times_changed")),
         // Receivers: PagerDuty, email and Alertmanager take their secret from url_env/url_file
         // like the chat kinds (a routing key, an SMTP URL with credentials, Alertmanager URLs);
         // these columns hold what is not secret.
@@ -177,6 +159,17 @@ enum AlertSchema {
             """,
         ]),
     ]
+
+    /// The statements that make edits of `table` wake every Telltale (LISTEN telltale_rules).
+    private static func notifyOnChange(_ table: String, trigger: String) -> [String] {
+        [
+            "DROP TRIGGER IF EXISTS \(trigger) ON \(table)",
+            """
+            CREATE TRIGGER \(trigger) AFTER INSERT OR UPDATE OR DELETE ON \(table)
+                FOR EACH STATEMENT EXECUTE FUNCTION telltale_notify_rules()
+            """,
+        ]
+    }
 
     static let createVersionTable = """
         CREATE TABLE IF NOT EXISTS telltale_schema_migrations (
