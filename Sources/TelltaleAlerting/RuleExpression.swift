@@ -172,9 +172,9 @@ struct Sample: Sendable, Equatable {
 
 /// Samples Telltale keeps itself for windowed rules, only for the series such a rule
 /// watches: taken at each evaluation (after each collection) when the value changed, or
-/// `minimumSpacing` after the last one; dropped once older than the longest window that
-/// needs them. Capped per series (the oldest go) and in total: past `maxSamples`, series not
-/// tracked yet are not tracked (counted).
+/// `minimumSpacing` after the last one, and for a window longer than `maxPerSeries` seconds
+/// at most one per `window / maxPerSeries`; dropped once older than the longest window that
+/// needs them. The total is capped: past `maxSamples` no sample is added (counted).
 struct SampleHistory: Sendable {
     private struct Series {
         var samples: [Sample] = []
@@ -199,28 +199,40 @@ struct SampleHistory: Sendable {
 
     /// Records the current values of a windowed rule's series.
     mutating func record(_ metric: String, _ found: [(labels: Labels, value: Double)], window: Double, now: Double) {
-        let spacing = max(Self.minimumSpacing, window / Double(Self.maxPerSeries))
+        // A window longer than maxPerSeries seconds keeps one sample per this much time.
+        let resolution = window / Double(Self.maxPerSeries)
         for item in found where item.value.isFinite {
             let key = Self.key(metric, item.labels)
-            guard series[key] != nil || count < maxSamples else {
+            guard var entry = series[key] ?? (count < maxSamples ? Series() : nil) else {
                 refused += 1
                 continue
             }
-            var entry = series[key] ?? Series()
             entry.window = entry.lastSeen == now ? max(entry.window, window) : window
             entry.lastSeen = now
-            if let last = entry.samples.last, last.value == item.value && now - last.time < spacing || last.time >= now {
-                series[key] = entry
+            defer { series[key] = entry }
+            guard let last = entry.samples.last else {
+                append(Sample(time: now, value: item.value), to: &entry)
                 continue
             }
-            entry.samples.append(Sample(time: now, value: item.value))
-            count += 1
-            if entry.samples.count > Self.maxPerSeries {
-                entry.samples.removeFirst()
-                count -= 1
+            if last.time >= now || last.value == item.value && now - last.time < Self.minimumSpacing { continue }
+            if let previous = entry.samples.dropLast().last, now - previous.time < resolution, item.value >= last.value {
+                // Inside a long window's resolution the newest value stands for the interval (a
+                // drop, which may be a counter reset, is kept as a sample of its own).
+                entry.samples[entry.samples.count - 1] = Sample(time: now, value: item.value)
+                continue
             }
-            series[key] = entry
+            append(Sample(time: now, value: item.value), to: &entry)
         }
+    }
+
+    /// Appends within the total cap (past it the sample is refused and counted).
+    private mutating func append(_ sample: Sample, to entry: inout Series) {
+        guard count < maxSamples else {
+            refused += 1
+            return
+        }
+        entry.samples.append(sample)
+        count += 1
     }
 
     /// Drops samples no window needs any more, and series no rule read in a window's time.

@@ -71,6 +71,21 @@ import Testing
         capped.record("m", (0..<1500).map { (Labels([("s", "\($0)")]), 1.0) }, window: 60, now: 0)
         #expect(capped.count == 1000)
         #expect(capped.refused == 500)
+        capped.record("m", [(["s": "0"], 2.0)], window: 60, now: 5)
+        #expect(capped.count == 1000, "a tracked series gets no sample past the cap either")
+    }
+
+    /// Regression: a 7-day window over a counter that changed at every collection kept every
+    /// sample, far past the cap, and then dropped its oldest, shortening the window.
+    @Test func longWindowsKeepOneSamplePerResolution() {
+        var history = SampleHistory()
+        for second in 0...1000 {
+            history.record("c", [(["s": "a"], Double(second))], window: 100_000, now: Double(second))
+        }
+        #expect((100...120).contains(history.count), "about one per 10 s over 1,000 s, and the newest")
+        #expect(history.samples("c", ["s": "a"], from: 0, to: 1000)?.last == Sample(time: 1000, value: 1000))
+        history.record("c", [(["s": "a"], 3)], window: 100_000, now: 1001)
+        #expect(history.samples("c", ["s": "a"], from: 0, to: 1001)?.last == Sample(time: 1001, value: 3), "a reset is kept")
     }
 
     @Test func windowedRuleFiresOnItsIncrease() throws {

@@ -60,7 +60,8 @@ package final class CurlMail {
         let context = Unmanaged.passUnretained(source).toOpaque()
         var errorBuffer = [CChar](repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
         for recipient in mail.recipients { recipientList = curl_slist_append(recipientList, "<\(recipient)>") }
-        let code: CURLcode = mail.url.withCString { url in
+        // The read callback reaches `source` through an unretained pointer: it must outlive the transfer.
+        let code: CURLcode = withExtendedLifetime(source) { mail.url.withCString { url in
             "<\(mail.from)>".withCString { from in
                 "smtp,smtps".withCString { protocols in
                     (mail.caFile ?? "").withCString { caFile in
@@ -89,7 +90,7 @@ package final class CurlMail {
                     }
                 }
             }
-        }
+        } }
         var reply = 0
         _ = telltale_curl_getinfo_long(handle, CURLINFO_RESPONSE_CODE, &reply)
         guard code == CURLE_OK else {
