@@ -15,6 +15,8 @@ struct AlertNotification: Codable, Sendable, Equatable {
     var alerts: [AlertEvent]
     /// True for a reminder (`repeat_interval`) of alerts already announced.
     var isRepeat: Bool
+    /// Alerts of the group that fire but are silenced or muted (not listed).
+    var heldFiring: Int?
 
     /// A message about one transition: a group of one, keyed by its rule and series.
     init(single event: AlertEvent) {
@@ -38,10 +40,10 @@ struct AlertNotification: Codable, Sendable, Equatable {
     var firing: [AlertEvent] { alerts.filter { $0.status != .resolved } }
     var resolved: [AlertEvent] { alerts.filter { $0.status == .resolved } }
 
-    /// "firing" while any alert of the group fires, else "resolved".
+    /// "firing" while any alert of the group fires (listed or held), else "resolved".
     var status: AlertEvent.Status {
         if alerts.contains(where: { $0.status == .test }) { return .test }
-        return firing.isEmpty ? .resolved : .firing
+        return firing.isEmpty && (heldFiring ?? 0) == 0 ? .resolved : .firing
     }
 }
 

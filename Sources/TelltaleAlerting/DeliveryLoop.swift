@@ -119,7 +119,11 @@ extension AlertingService {
         let lastSent = try await outbox.lastSent()
         let time = now().seconds
         let (catalog, firing) = state.withLock { state in
-            (state.catalog, state.evaluator.firingEvents(state.catalog, now: time, link: config.externalURL))
+            // Not what is still being recorded: it would be listed now and announced again
+            // when its transition is read.
+            let unrecorded = Set(state.unsaved.map { "\($0.rule)|\($0.seriesKey)" })
+            return (state.catalog, state.evaluator.firingEvents(state.catalog, now: time, link: config.externalURL)
+                .filter { !unrecorded.contains("\($0.rule)|\($0.seriesKey)") })
         }
         let (flushes, nextDue) = GroupPlanner(catalog: catalog, now: time).plan(waiting: waiting, lastSent: lastSent, firing: firing)
         for flush in flushes { try await outbox.write(flush, at: time) }

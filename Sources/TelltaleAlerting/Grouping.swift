@@ -152,11 +152,24 @@ struct GroupPlanner {
 
     private func plan(_ id: GroupID, waiting: [WaitingTransition], firing: [AlertEvent], lastSent: PGValue?) -> (GroupFlush?, Double?) {
         let settings = catalog.channels[id.channel]?.grouping ?? GroupSettings()
+        let series = SeriesChanges.of(waiting)
+        let held = series.filter { isMuted($0.last, settings) }
+        let (flush, next) = planMessage(id, settings, waiting: waiting, series: series, heldCount: held.count, firing: firing,
+                                        lastSent: lastSent)
+        // A held series needs only its first and last change (whether it was announced, and
+        // where it ends): the ones between go now, so a flapping silenced alert cannot pile up.
+        let between = held.flatMap { $0.ids.dropFirst().dropLast() }
+        guard !between.isEmpty, flush?.repeatAfter == nil else { return (flush, next) }
+        return (GroupFlush(channel: id.channel, groupKey: id.key, notification: flush?.notification, carried: flush?.carried ?? [],
+                           dropped: (flush?.dropped ?? []) + between, repeatAfter: nil), next)
+    }
+
+    private func planMessage(_ id: GroupID, _ settings: GroupSettings, waiting: [WaitingTransition], series: [SeriesChanges],
+                             heldCount: Int, firing: [AlertEvent], lastSent: PGValue?) -> (GroupFlush?, Double?) {
         let audible = firing.filter { !isMuted($0, settings) }
         let unreadable = waiting.filter { $0.event == nil }.map(\.id)
-        let series = SeriesChanges.of(waiting)
         let ready = series.filter { !isMuted($0.last, settings) }
-        let heldDue = ready.count < series.count ? nextMutingChange() : nil
+        let heldDue = heldCount > 0 ? nextMutingChange() : nil
         guard !ready.isEmpty || !unreadable.isEmpty else {
             return repeatIfDue(id, audible, settings, lastSent, heldDue)
         }
@@ -166,15 +179,19 @@ struct GroupPlanner {
         // Fired and resolved before any message said it fired: nothing to tell.
         let untold = ready.filter { $0.first.status == .firing && $0.last.status == .resolved }
         let told = ready.filter { !($0.first.status == .firing && $0.last.status == .resolved) }
-        let alerts = Self.union(audible, told.map(\.last))
         let repeatDue = settings.repeatInterval > 0 && !audible.isEmpty ? now + settings.repeatInterval : nil
         let next = [repeatDue, heldDue].compactMap { $0 }.min()
-        var dropped = unreadable + untold.flatMap(\.ids)
-        guard let first = alerts.first else {
-            dropped += told.flatMap(\.ids)
-            return (GroupFlush(channel: id.channel, groupKey: id.key, notification: nil, carried: [], dropped: dropped, repeatAfter: nil), next)
+        let dropped = unreadable + untold.flatMap(\.ids)
+        let alerts = Self.union(audible, told.map(\.last))
+        guard !told.isEmpty, let first = alerts.first else {
+            // Nothing new to tell: no message (a repeat of the firing ones is the reminder's job).
+            return (GroupFlush(channel: id.channel, groupKey: id.key, notification: nil, carried: [], dropped: dropped, repeatAfter: nil),
+                    [heldDue, settings.repeatInterval > 0 ? lastSent?.number.map { $0 + settings.repeatInterval } : nil]
+                        .compactMap { $0 }.min())
         }
-        let notification = AlertNotification(groupKey: id.key, groupLabels: settings.groupLabels(first), alerts: alerts, isRepeat: false)
+        var notification = AlertNotification(groupKey: id.key, groupLabels: settings.groupLabels(first), alerts: alerts, isRepeat: false)
+        // Silenced alerts still fire: the group is not resolved while they do (PagerDuty keeps its incident).
+        notification.heldFiring = firing.count - audible.count
         return (GroupFlush(channel: id.channel, groupKey: id.key, notification: notification, carried: told.flatMap(\.ids).sorted(),
                            dropped: dropped, repeatAfter: nil), next)
     }

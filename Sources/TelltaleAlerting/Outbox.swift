@@ -76,14 +76,20 @@ struct Outbox: Sendable {
         }
     }
 
-    /// The most transitions read per pass; the rest wait for the next.
-    static let transitionPage = 5000
+    /// The most transitions read per pass, and per group; the rest wait for the next.
+    static let transitionPage = 20_000
+    static let transitionsPerGroup = 1_000
 
-    /// Transitions waiting for their group's message, oldest first.
+    /// Transitions waiting for their group's message, oldest first, at most
+    /// `transitionsPerGroup` of a group: a group held back (silenced, not due yet) must not
+    /// hide the others'.
     func waiting() async throws(PostgresError) -> [WaitingTransition] {
         try await client.query("""
-            SELECT id, channel, group_key, event FROM telltale_alert_transitions WHERE flush_id IS NULL ORDER BY id LIMIT $1
-            """, parameters: [String(Self.transitionPage)], timeouts: timeouts).rows.compactMap { row in
+            SELECT id, channel, group_key, event FROM (
+                SELECT *, row_number() OVER (PARTITION BY channel, group_key ORDER BY id) AS position
+                FROM telltale_alert_transitions WHERE flush_id IS NULL
+            ) waiting WHERE position <= $2 ORDER BY id LIMIT $1
+            """, parameters: [String(Self.transitionPage), String(Self.transitionsPerGroup)], timeouts: timeouts).rows.compactMap { row in
             guard case .int(let id) = row[0] else { return nil }
             return WaitingTransition(id: id, channel: row[1].text, groupKey: row[2].text, event: AlertEvent.decode(row[3].text))
         }

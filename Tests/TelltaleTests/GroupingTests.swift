@@ -114,6 +114,38 @@ import Testing
         #expect(flushes[0].dropped.sorted() == [1, 2])
     }
 
+    /// Regression: with A silenced and B resolving, the group's message said "resolved" and
+    /// PagerDuty closed the incident while A still fired.
+    @Test func aGroupWithSilencedFiringAlertsIsNotResolved() throws {
+        let silence = Silence(id: 1, matchers: try LabelMatcher.parseList(#"queue="a""#).get(), startsAt: 0, endsAt: 1000)
+        let firing = [Self.event("a", at: 100)]
+        let (flushes, _) = GroupPlanner(catalog: Self.catalog(muting: Muting(silences: [silence])), now: 200)
+            .plan(waiting: Self.waiting([Self.event("b", .resolved, at: 200)]), lastSent: Self.sent(at: 100), firing: firing)
+        #expect(flushes[0].notification?.resolved.count == 1)
+        #expect(flushes[0].notification?.status == .firing)
+    }
+
+    /// Regression: a flapping series that never reached a message still sent the group's
+    /// firing alerts again at every interval.
+    @Test func nothingNewIsNoMessage() {
+        let events = [Self.event("q1", at: 100), Self.event("q1", .resolved, at: 110)]
+        let (flushes, _) = GroupPlanner(catalog: Self.catalog(), now: 120)
+            .plan(waiting: Self.waiting(events), lastSent: Self.sent(at: 50), firing: [Self.event("q2", at: 50)])
+        #expect(flushes.count == 1 && flushes[0].notification == nil)
+        #expect(flushes[0].dropped.sorted() == [1, 2])
+    }
+
+    /// Regression: a silenced flapping alert piled up waiting transitions until they filled
+    /// the page every pass reads, and no other group was sent.
+    @Test func aHeldSeriesKeepsOnlyItsFirstAndLastChange() throws {
+        let silence = Silence(id: 1, matchers: try LabelMatcher.parseList(#"queue="q1""#).get(), startsAt: 0, endsAt: 1000)
+        let flaps = (0..<6).map { Self.event("q1", $0 % 2 == 0 ? .firing : .resolved, at: Double(100 + $0)) }
+        let (flushes, _) = GroupPlanner(catalog: Self.catalog(muting: Muting(silences: [silence])), now: 200)
+            .plan(waiting: Self.waiting(flaps), lastSent: [:], firing: [])
+        #expect(flushes.count == 1 && flushes[0].notification == nil)
+        #expect(flushes[0].dropped.sorted() == [2, 3, 4, 5])
+    }
+
     @Test func muteTimeWindowsInTheirTimeZone() throws {
         let window = try MuteWindow.parse(weekdays: "saturday:sunday", start: "22:00", end: "24:00", timeZone: "Europe/Berlin").get()
         // Saturday 2026-11-28 21:30 UTC is 22:30 in Berlin (CET, UTC+1).
