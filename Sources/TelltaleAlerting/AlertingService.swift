@@ -83,12 +83,12 @@ public final class AlertingService: Service, Sendable {
 
     /// Publishes alerting's families; the store renders only if one of them changed.
     func publishMetrics() async {
-        let families = state.withLock { state in
-            AlertMetrics.families(catalog: state.catalog, evaluator: state.evaluator, now: now().seconds, leader: state.leader,
-                                  databaseUp: state.databaseError == nil, notifications: state.notifications,
-                                  queueDepths: state.queueDepths, failing: state.failingChannels,
-                                  unrecordedCount: state.unsaved.count, evaluationSeconds: state.evaluationSeconds)
-        }
+        // Built from a copy, outside the lock: matching silences against many alerts takes time.
+        let state = state.withLock { $0 }
+        let families = AlertMetrics.families(
+            catalog: state.catalog, evaluator: state.evaluator, now: now().seconds, leader: state.leader,
+            databaseUp: state.databaseError == nil, notifications: state.notifications, queueDepths: state.queueDepths,
+            failing: state.failingChannels, unrecordedCount: state.unsaved.count, evaluationSeconds: state.evaluationSeconds)
         await store.publish(["alerting": families])
     }
 }

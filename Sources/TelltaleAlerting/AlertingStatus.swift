@@ -23,7 +23,9 @@ public struct AlertingStatus: Sendable {
 
 extension AlertingService {
     public var status: AlertingStatus {
-        state.withLock { state in
+        // From a copy, outside the lock (see `publishMetrics`).
+        let state = state.withLock { $0 }
+        do {
             var status = AlertingStatus(leader: state.leader, databaseError: state.databaseError)
             let names = Set(state.catalog.rules.keys).union(state.catalog.ruleErrors.keys).sorted()
             status.rules = names.map { name in
