@@ -17,8 +17,9 @@
 # Trial k (1…LATENCY_TRIALS) commits `UPDATE bench_level SET v = 100 WHERE trial = k`
 # (k−½)/LATENCY_TRIALS of a collection interval after one of Telltale's collections (phases
 # spread evenly, instead of random ones, so that few trials still cover the interval), waits
-# for the firing message of both paths, commits v = 0 and waits for Telltale's resolved
-# message. Each trial has its own row, so its own series and alert (label `trial`), and
+# for the firing message of both paths, commits v = 0 at the same point of the interval and
+# waits for Telltale's resolved message. The commit time is PostgreSQL's clock_timestamp() in
+# the UPDATE. Each trial has its own row, so its own series and alert (label `trial`), and
 # Alertmanager groups by [alertname, trial]: every trial is a new group's first notification,
 # Alertmanager's best case (an alert joining a group already notified waits for
 # group_interval instead), and nothing carries over from one trial into the next. Alertmanager
@@ -190,6 +191,13 @@ await() {
         sleep 0.2
     done
 }
+# at_phase PHASE — sets AT to the first Unix time at least 2 s from now that is PHASE s after
+# one of Telltale's collections (they run at a fixed rate), and LAST to its last collection.
+at_phase() {
+    LAST="$(tt_last_collection)"
+    [[ -n $LAST ]] || bdie "no telltale_collector_last_success_timestamp_seconds for $SQL_COLLECTOR"
+    AT="$(calc "(lambda now: now + ($LAST + $1 - now) % $SQL_INTERVAL)($(date +%s.%N) + 2)")"
+}
 since() { calc "round(float('${2%% *}') - $1, 2)"; }   # since START "ARRIVAL STARTS_AT"
 # Upper bounds: Telltale sees a commit at its next collection; Prometheus also needs a scrape,
 # an evaluation and group_wait.
@@ -199,15 +207,14 @@ AM_BOUND=$((SQL_INTERVAL + 2 * PROM_INTERVAL + ${AM_GROUP_WAIT_S%.*} + 45))
 printf 'trial\tphase\tup\ttt_fire\ttt_starts\tam_fire\tam_starts\tdown\ttt_resolved\ttt_resolved_starts\n' >"$WORK/trials.tsv"
 for ((k = 1; k <= TRIALS; k++)); do
     phase="$(calc "($k - 0.5) / $TRIALS * $SQL_INTERVAL")"
-    last="$(tt_last_collection)"
-    [[ -n $last ]] || bdie "no telltale_collector_last_success_timestamp_seconds for $SQL_COLLECTOR"
-    at="$(calc "(lambda now: now + ($last + $phase - now) % $SQL_INTERVAL)($(date +%s.%N) + 2)")"
-    blog "trial $k/$TRIALS: commit at $(date -u -d "@$at" +%T.%2N), $(calc "round($phase, 2)") s after a collection of Telltale's"
-    up="$(commit_level "$k" 100 "$at")"
-    phase="$(calc "($up - $last) % $SQL_INTERVAL")"   # as it happened
+    at_phase "$phase"
+    blog "trial $k/$TRIALS: commit at $(date -u -d "@$AT" +%T.%2N), $(calc "round($phase, 2)") s after a collection of Telltale's"
+    up="$(commit_level "$k" 100 "$AT")"
+    phase="$(calc "($up - $LAST) % $SQL_INTERVAL")"   # as it happened
     tt_fire="$(await /telltale "$k" firing "$(calc "$up + $TT_BOUND")")"
     am_fire="$(await /alertmanager "$k" firing "$(calc "$up + $AM_BOUND")")"
-    down="$(commit_level "$k" 0)"
+    at_phase "$phase"   # the same point of the interval, not just after Alertmanager's message
+    down="$(commit_level "$k" 0 "$AT")"
     tt_resolved="$(await /telltale "$k" resolved "$(calc "$down + $TT_BOUND")")"
     blog "trial $k: Telltale $(since "$up" "$tt_fire") s, Prometheus + Alertmanager $(since "$up" "$am_fire") s"
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$k" "$phase" "$up" "${tt_fire// /$'\t'}" "${am_fire// /$'\t'}" "$down" "${tt_resolved// /$'\t'}" >>"$WORK/trials.tsv"
@@ -265,8 +272,10 @@ print("| path | firing: median | firing: max | resolved: median | resolved: max 
 print("| --- | --- | --- | --- | --- | --- |")
 print(f"| Telltale alone | **{fmt(tm)}** | {fmt(tx)} | {fmt(rm)} | {fmt(rx)} | {tmiss + rmiss} |")
 got = [x for x in am_res if not math.isnan(x)]
-resolved = (f"{len(got)} of {len(rows)} arrived during the run, {min(got):.0f}–{max(got):.0f} s after the commit"
-            if got else "none arrived during the run")
+resolved = "none arrived during the run"
+if got:
+    spread = f"{min(got):.0f} s" if len(got) == 1 else f"{min(got):.0f}–{max(got):.0f} s"
+    resolved = f"{len(got)} of {len(rows)} arrived during the run, {spread} after the commit"
 print(f"| Prometheus + Alertmanager | **{fmt(am)}** | {fmt(ax)} | at the group's next flush, `group_interval` after the firing message ({resolved}) | | {amiss} |")
 print()
 ratio_median, ratio_max = tm / am, tx / ax
@@ -284,12 +293,14 @@ collection = float(open(f"{work}/tt-last-collection.txt").read())
 scrape_after = (scrape - collection) % prom_interval
 eval_after = (evaluation - scrape) % prom_interval
 after_active = summary([b - c for b, c in zip(am_fire, am_active)])[0]
+at_average = am + prom_interval - scrape_after - eval_after
 print()
 print(f"In this run Prometheus scraped Telltale {scrape_after:.1f} s after each of Telltale's collections and "
       f"evaluated the rules {eval_after:.1f} s after each scrape (each of these offsets is fixed within a run and "
       f"averages half of {prom_interval:.0f} s over runs); Alertmanager's message came a median {after_active:.1f} s "
       f"after Prometheus' alert became active (`group_wait` {group_wait:.0f} s, then Prometheus' delivery to "
-      f"Alertmanager and the webhook).")
+      f"Alertmanager and the webhook). With both offsets at their average, the median of Prometheus + "
+      f"Alertmanager would be about {at_average:.1f} s (ratio {tm / at_average:.2f}).")
 EOF
 
 {
@@ -314,8 +325,8 @@ EOF
     echo "  routes to a webhook with \`group_wait\` $AM_GROUP_WAIT, \`group_interval\` $AM_GROUP_INTERVAL, \`repeat_interval\` $AM_REPEAT_INTERVAL."
     echo
     echo "Trial k commits (k − ½)/$TRIALS of Telltale's collection interval after one of its collections (phases spread"
-    echo "evenly over the interval), waits for both firing messages, sets the row back to 0 and waits for Telltale's"
-    echo "resolved message. Each trial has its own row, hence its own series and alert (label \`trial\`), and"
+    echo "evenly over the interval), waits for both firing messages, sets the row back to 0 at the same point of"
+    echo "the interval and waits for Telltale's resolved message. Each trial has its own row, hence its own series and alert (label \`trial\`), and"
     echo "Alertmanager groups by \`[alertname, trial]\`: every trial is a new group's first notification, Alertmanager's"
     echo "best case (an alert joining a group that was already notified waits for \`group_interval\`), and no state"
     echo "carries from one trial to the next."
