@@ -131,6 +131,7 @@ PROM_RSS="$(calc "round($(rss_kib "$PROM_PID") / 1024, 1)")"
 TT_SAMPLES="$(metric_sum "$TT_URL/metrics" telltale_alert_samples)"
 TT_REFUSED="$(metric_sum "$TT_URL/metrics" telltale_alert_samples_refused_total)"
 TT_ERRORS="$(metric_sum "$TT_URL/metrics" telltale_alert_rule_errors)"
+TT_ERRORS="${TT_ERRORS/nan/0}"   # the family is empty when no rule is in error
 TT_FIRING="$(metric_sum "$TT_URL/metrics" telltale_alerts_firing)"
 PROM_RULES="$(metric_sum "$PROM_URL/metrics" prometheus_rule_group_rules)"
 PROM_FAILURES="$(metric_sum "$PROM_URL/metrics" prometheus_rule_evaluation_failures_total)"
