@@ -152,6 +152,6 @@ struct Evaluator: Sendable {
     }
 
     static func key(_ labels: Labels) -> String {
-        AlertEvent.seriesKey(AlertEvent.clippedLabels(labels))
+        AlertEvent.seriesKey(of: labels)
     }
 }

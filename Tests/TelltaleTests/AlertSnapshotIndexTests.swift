@@ -73,4 +73,11 @@ import Testing
         #expect(index.sources(of: "jobs").first?.postings["queue"]?["a"]?.count == 12, "one family, both sample names")
         #expect(index.sources(of: "latency_count").first?.postings.isEmpty == true)
     }
+
+    @Test func seriesKeyOfALabelSetIsTheKeyOfItsClippedLabels() {
+        let long = String(repeating: "x", count: AlertEvent.maxLabelValueLength + 10)
+        for labels: Labels in [[:], ["b": "2", "a": "1"], ["q": #"say "hi"\n"#, "nl": "a\nb", "z": long, "e": ""]] {
+            #expect(AlertEvent.seriesKey(of: labels) == AlertEvent.seriesKey(AlertEvent.clippedLabels(labels)))
+        }
+    }
 }
