@@ -45,8 +45,16 @@ struct AlertEvent: Codable, Sendable, Equatable {
         "{" + labels.sorted { $0.key < $1.key }.map { "\($0.key)=\(quoted($0.value))" }.joined(separator: ",") + "}"
     }
 
+    /// `seriesKey(clippedLabels(labels))` without the dictionary and its sort: a label set is
+    /// already sorted by name, each name once (the evaluator keys every series it reads).
+    static func seriesKey(of labels: Labels) -> String {
+        "{" + labels.labels.map { "\($0.name)=\(quoted($0.value.clipped(maxLabelValueLength)))" }.joined(separator: ",") + "}"
+    }
+
     private static func quoted(_ value: String) -> String {
-        "\"" + value.replacingAll("\\", with: "\\\\").replacingAll("\"", with: "\\\"").replacingAll("\n", with: "\\n") + "\""
+        // Most values have nothing to escape: no need for the three passes.
+        guard value.utf8.contains(where: { $0 == UInt8(ascii: "\\") || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\n") }) else { return "\"" + value + "\"" }
+        return "\"" + value.replacingAll("\\", with: "\\\\").replacingAll("\"", with: "\\\"").replacingAll("\n", with: "\\n") + "\""
     }
 
     func json() -> String {

@@ -148,28 +148,24 @@ struct AlertRule: Sendable {
     }
 
     /// The series a rule watches: samples of its family (counters also as `name_total`,
-    /// histograms as `name_count` and `name_sum`) whose labels match every matcher.
-    /// Throws when a matcher's regex ran out of budget: the rule cannot be evaluated.
-    func series(in snapshot: MetricSnapshot) throws(BoundedRegex.BudgetExceeded) -> [(labels: Labels, value: Double)] {
+    /// histograms as `name_count` and `name_sum`) whose labels match every matcher, read
+    /// through the evaluation's index. Throws when matching ran out of its time budget
+    /// (`MatchingBudget`): the rule cannot be evaluated.
+    func series(in index: SnapshotIndex) throws(BoundedRegex.BudgetExceeded) -> [(labels: Labels, value: Double)] {
         var found: [(Labels, Double)] = []
-        let started = ContinuousClock.now
-        for family in snapshot.families {
-            let sampleNames: [String: (SeriesValue) -> Double?] = Self.sampleReaders(family)
-            guard let read = sampleNames[metric] else { continue }
-            for (index, series) in family.series.enumerated() {
-                // Checked now and then: each match is bounded, but a thousand series are not.
-                if index % 64 == 63, !matchers.isEmpty, ContinuousClock.now - started > Self.matchingBudget {
-                    throw BoundedRegex.BudgetExceeded(pattern: matchers.map(\.description).joined(separator: ","))
-                }
-                guard try matchesAll(series.labels), let value = read(series.value) else { continue }
-                found.append((series.labels, value))
+        var budget = MatchingBudget(matchers)
+        for source in index.sources(of: metric) {
+            let series = source.family.series
+            let candidates = try source.candidates(matchers, &budget)
+            for position in candidates ?? Array(series.indices) {
+                try budget.spend()
+                let candidate = series[position]
+                guard try matchesAll(candidate.labels), let value = source.reader.read(candidate.value) else { continue }
+                found.append((candidate.labels, value))
             }
         }
         return found
     }
-
-    /// How long matching a rule's series may take in one evaluation.
-    static let matchingBudget = Duration.milliseconds(100)
 
     private func matchesAll(_ labels: Labels) throws(BoundedRegex.BudgetExceeded) -> Bool {
         for matcher in matchers where try !matcher.matches(labels) { return false }
@@ -182,21 +178,4 @@ struct AlertRule: Sendable {
     /// outbox stores a copy per notification.
     static let maxDescriptionLength = 4000
     static let maxNameLength = 200
-
-    private static func sampleReaders(_ family: MetricFamily) -> [String: (SeriesValue) -> Double?] {
-        let number: (SeriesValue) -> Double? = { if case .number(let value) = $0 { value } else { nil } }
-        switch family.descriptor.type {
-        case .counter:
-            return [family.name: number, family.name + "_total": number]
-        case .histogram:
-            return [
-                family.name + "_count": { if case .histogram(let h) = $0 { Double(h.count) } else { nil } },
-                family.name + "_sum": { if case .histogram(let h) = $0 { h.sum } else { nil } },
-            ]
-        case .info:
-            return [family.name + "_info": number]
-        case .gauge:
-            return [family.name: number]
-        }
-    }
 }

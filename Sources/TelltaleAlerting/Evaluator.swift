@@ -40,11 +40,12 @@ struct Evaluator: Sendable {
         errors = [:]
         computed = [:]
         defer { samples.prune(now: now) }
+        let index = SnapshotIndex(snapshot, indexing: SnapshotIndex.indexedLabels(catalog.rules.values))
         for rule in catalog.rules.values.sorted(by: { $0.name < $1.name }) {
             var ruleStates = states[rule.name] ?? [:]
             let found: [(labels: Labels, value: Double)]
             do {
-                found = try values(rule, snapshot, now: now)
+                found = try values(rule, index, now: now)
             } catch {
                 // Could not be evaluated: its states stay as they were, neither resolved nor no data.
                 errors[rule.name] = error.description
@@ -69,10 +70,10 @@ struct Evaluator: Sendable {
     }
 
     /// The rule's series, through its function and aggregate.
-    private mutating func values(_ rule: AlertRule, _ snapshot: MetricSnapshot, now: Double)
+    private mutating func values(_ rule: AlertRule, _ index: SnapshotIndex, now: Double)
         throws(BoundedRegex.BudgetExceeded) -> [(labels: Labels, value: Double)]
     {
-        let matched = try rule.series(in: snapshot)
+        let matched = try rule.series(in: index)
         let expression = rule.expression
         if expression.function.isWindowed { samples.record(rule.metric, matched, window: expression.window, now: now) }
         let found = expression.apply(matched, history: samples, ruleMetric: rule.metric, matchers: rule.matchers, now: now)
@@ -151,6 +152,6 @@ struct Evaluator: Sendable {
     }
 
     static func key(_ labels: Labels) -> String {
-        AlertEvent.seriesKey(AlertEvent.clippedLabels(labels))
+        AlertEvent.seriesKey(of: labels)
     }
 }

@@ -183,7 +183,13 @@ struct SampleHistory: Sendable {
         var lastSeen = 0.0
     }
 
-    private var series: [String: Series] = [:]
+    /// A series by its metric and full label set: hashed as it is, not spelled out as text per sample.
+    private struct Key: Hashable {
+        let metric: String
+        let labels: Labels
+    }
+
+    private var series: [Key: Series] = [:]
     private(set) var count = 0
     /// Series not tracked because the total was at its cap.
     private(set) var refused = 0
@@ -195,14 +201,12 @@ struct SampleHistory: Sendable {
     /// At most this many samples per series: a long window is sampled more sparsely.
     static let maxPerSeries = 10_000
 
-    private static func key(_ metric: String, _ labels: Labels) -> String { metric + AlertEvent.seriesKey(AlertEvent.clippedLabels(labels)) }
-
     /// Records the current values of a windowed rule's series.
     mutating func record(_ metric: String, _ found: [(labels: Labels, value: Double)], window: Double, now: Double) {
         // A window longer than maxPerSeries seconds keeps one sample per this much time.
         let resolution = window / Double(Self.maxPerSeries)
         for item in found where item.value.isFinite {
-            let key = Self.key(metric, item.labels)
+            let key = Key(metric: metric, labels: item.labels)
             guard var entry = series[key] ?? (count < maxSamples ? Series() : nil) else {
                 refused += 1
                 continue
@@ -250,7 +254,7 @@ struct SampleHistory: Sendable {
     }
 
     func samples(_ metric: String, _ labels: Labels, from start: Double, to end: Double) -> ArraySlice<Sample>? {
-        guard let samples = series[Self.key(metric, labels)]?.samples else { return nil }
+        guard let samples = series[Key(metric: metric, labels: labels)]?.samples else { return nil }
         let inside = samples.drop { $0.time < start }.prefix { $0.time <= end }
         return inside.isEmpty ? nil : inside
     }

@@ -31,7 +31,7 @@ package final class BoundedRegex: @unchecked Sendable {
     }
 
     /// Backtracking steps one match may take: a few milliseconds at most. A rule's matching
-    /// also has a time budget per evaluation (`AlertRule.matchingBudget`), since a pattern can
+    /// also has a time budget per evaluation (`MatchingBudget`), since a pattern can
     /// cost milliseconds per value without reaching this limit.
     package static let matchLimit: UInt32 = 100_000
     package static let depthLimit: UInt32 = 2_000

@@ -1,0 +1,125 @@
+import TelltaleClients
+import TelltaleCore
+import TelltaleMetrics
+
+/// The snapshot as rules look it up, built once per evaluation: the families by the sample
+/// names rules use (`name`, `name_total`, `name_count`…), and per family, posting lists
+/// (label → value → indexes of its series) for the labels rules match with `=` or `=~`.
+/// A thousand rules then each read the few series they can match instead of every series.
+struct SnapshotIndex {
+    /// How a sample name reads a series' value.
+    enum Reader {
+        case number, histogramCount, histogramSum
+
+        func read(_ value: SeriesValue) -> Double? {
+            switch (self, value) {
+            case (.number, .number(let number)): number
+            case (.histogramCount, .histogram(let histogram)): Double(histogram.count)
+            case (.histogramSum, .histogram(let histogram)): histogram.sum
+            default: nil
+            }
+        }
+    }
+
+    /// One family a sample name reads.
+    struct Source {
+        let family: MetricFamily
+        let reader: Reader
+        /// Label → value → ascending series indexes, for the labels the index was asked for.
+        let postings: [String: [String: [Int]]]
+    }
+
+    private let sources: [String: [Source]]
+
+    /// `labels`: by sample name, the labels worth posting lists (those of `=` and `=~` matchers).
+    init(_ snapshot: MetricSnapshot, indexing labels: [String: Set<String>]) {
+        var sources: [String: [Source]] = [:]
+        for family in snapshot.families {
+            let readers = Self.readers(family)
+            let wanted = readers.reduce(into: Set<String>()) { $0.formUnion(labels[$1.name] ?? []) }
+            let postings = Self.postings(family, wanted)
+            for (name, reader) in readers {
+                sources[name, default: []].append(Source(family: family, reader: reader, postings: postings))
+            }
+        }
+        self.sources = sources
+    }
+
+    /// The families a sample name reads, in the snapshot's order.
+    func sources(of sampleName: String) -> [Source] { sources[sampleName] ?? [] }
+
+    /// The labels worth posting lists for these rules.
+    static func indexedLabels<Rules: Sequence<AlertRule>>(_ rules: Rules) -> [String: Set<String>] {
+        var labels: [String: Set<String>] = [:]
+        for rule in rules {
+            for matcher in rule.matchers where matcher.operation == .equal || matcher.operation == .matches {
+                labels[rule.metric, default: []].insert(matcher.name)
+            }
+        }
+        return labels
+    }
+
+    private static func postings(_ family: MetricFamily, _ labels: Set<String>) -> [String: [String: [Int]]] {
+        guard !labels.isEmpty else { return [:] }
+        var postings = Dictionary(uniqueKeysWithValues: labels.map { ($0, [String: [Int]]()) })
+        for (index, series) in family.series.enumerated() {
+            for label in series.labels.labels where labels.contains(label.name) {
+                postings[label.name]![label.value, default: []].append(index)
+            }
+        }
+        return postings
+    }
+
+    private static func readers(_ family: MetricFamily) -> [(name: String, reader: Reader)] {
+        switch family.descriptor.type {
+        case .counter: [(family.name, .number), (family.name + "_total", .number)]
+        case .histogram: [(family.name + "_count", .histogramCount), (family.name + "_sum", .histogramSum)]
+        case .info: [(family.name + "_info", .number)]
+        case .gauge: [(family.name, .number)]
+        }
+    }
+}
+
+extension SnapshotIndex.Source {
+    /// Indexes of the series that can match all `matchers` (each still to be checked), in
+    /// order: the shortest posting list of an `=` matcher, else the series of the values a
+    /// `=~` matcher accepts; nil: any series can. A matcher that accepts an empty value
+    /// narrows nothing, since a series without the label reads as empty.
+    func candidates(_ matchers: [LabelMatcher], _ budget: inout MatchingBudget) throws(BoundedRegex.BudgetExceeded) -> [Int]? {
+        var shortest: [Int]?
+        for matcher in matchers where matcher.operation == .equal && !matcher.value.isEmpty {
+            guard let byValue = postings[matcher.name] else { continue }
+            let list = byValue[matcher.value] ?? []
+            if list.count < shortest?.count ?? .max { shortest = list }
+        }
+        if let shortest { return shortest }
+        for matcher in matchers where matcher.operation == .matches {
+            guard let byValue = postings[matcher.name], let regex = matcher.regex, try !regex.matches("") else { continue }
+            var union: [Int] = []
+            for (value, list) in byValue {
+                try budget.spend()
+                if try regex.matches(value) { union += list }
+            }
+            return union.sorted()
+        }
+        return nil
+    }
+}
+
+/// How long matching one rule's series may take in an evaluation: the clock is read every
+/// 64 steps (each match is bounded, but a hundred thousand of them are not).
+struct MatchingBudget {
+    static let limit = Duration.milliseconds(100)
+    private let started = ContinuousClock.now
+    private var steps = 0
+    let matchers: [LabelMatcher]
+
+    init(_ matchers: [LabelMatcher]) { self.matchers = matchers }
+
+    mutating func spend() throws(BoundedRegex.BudgetExceeded) {
+        steps += 1
+        if steps % 64 == 0, !matchers.isEmpty, ContinuousClock.now - started > Self.limit {
+            throw BoundedRegex.BudgetExceeded(pattern: matchers.map(\.description).joined(separator: ","))
+        }
+    }
+}
