@@ -255,6 +255,29 @@ EOF
 
 BENCH_LOADAVG="$(cut -d' ' -f1-3 /proc/loadavg)"
 
+# queue_bench_config FILE REDIS_YAML PREFIXES_YAML MAX_QUEUES [BINARY]: the queue benches'
+# Telltale configuration (the queue collector alone, with discovery), checked by BINARY
+# (default TELLTALE_BIN).
+queue_bench_config() {
+    cat >"$1" <<EOF
+server:
+  listen: "127.0.0.1:$BENCH_TELLTALE_PORT"
+log:
+  level: warning
+collectors:
+  process: {enabled: false}
+  host: {enabled: false}
+queues:
+  redis: $2
+  interval: ${QUEUE_INTERVAL}s
+  timeout: ${QUEUE_INTERVAL}s
+  prefixes: $3
+  discovery: {enabled: true, interval: 10m, budget: 5s, scan_count: 1000}
+  max_queues: $4
+EOF
+    "${5:-$TELLTALE_BIN}" check-config --config "$1" >/dev/null
+}
+
 # check_queue_counts EXPOSITION DATA_JSON — "queues=… series=… counts=ok": the telltale_queue_jobs
 # of a scrape against what scripts/bench/queues_data.py wrote.
 check_queue_counts() {

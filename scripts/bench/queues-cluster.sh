@@ -123,25 +123,7 @@ for pid in "${DATA_PIDS[@]}"; do wait "$pid" || bdie "queues_data.py failed"; do
 blog "data: standalone $(cat "$WORK/data-standalone.json")"
 
 # ------------------------------------------------------------------ 3. Telltale
-write_config() {  # FILE REDIS_YAML PREFIXES_YAML
-    cat >"$1" <<EOF
-server:
-  listen: "127.0.0.1:$BENCH_TELLTALE_PORT"
-log:
-  level: warning
-collectors:
-  process: {enabled: false}
-  host: {enabled: false}
-queues:
-  redis: $2
-  interval: ${QUEUE_INTERVAL}s
-  timeout: ${QUEUE_INTERVAL}s
-  prefixes: $3
-  discovery: {enabled: true, interval: 10m, budget: 5s, scan_count: 1000}
-  max_queues: $((QUEUES_PER_NODE * 4))
-EOF
-    "$TELLTALE_BIN" check-config --config "$1" >/dev/null
-}
+write_config() { queue_bench_config "$1" "$2" "$3" $((QUEUES_PER_NODE * 4)); }  # FILE REDIS_YAML PREFIXES_YAML
 write_config "$WORK/standalone.yml" "{url: \"redis://127.0.0.1:$STANDALONE_PORT/0\"}" "[bull]"
 CLUSTER_ADDRESSES="$(printf '"127.0.0.1:%s", ' "${CLUSTER_PORTS[@]}")"
 write_config "$WORK/cluster.yml" "{cluster: {addresses: [${CLUSTER_ADDRESSES%, }]}}" \

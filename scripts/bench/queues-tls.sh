@@ -90,23 +90,7 @@ write_config() {
     else
         redis="{url: \"rediss://127.0.0.1:$TLS_PORT/0\", tls: {ca_file: \"$PKI/ca.pem\"}}"
     fi
-    cat >"$WORK/telltale-$1.yml" <<EOF
-server:
-  listen: "127.0.0.1:$BENCH_TELLTALE_PORT"
-log:
-  level: warning
-collectors:
-  process: {enabled: false}
-  host: {enabled: false}
-queues:
-  redis: $redis
-  interval: ${QUEUE_INTERVAL}s
-  timeout: ${QUEUE_INTERVAL}s
-  prefixes: [bull]
-  discovery: {enabled: true, interval: 10m, budget: 5s, scan_count: 1000}
-  max_queues: $((QUEUES * 2))
-EOF
-    "$(binary "$1")" check-config --config "$WORK/telltale-$1.yml" >/dev/null
+    queue_bench_config "$WORK/telltale-$1.yml" "$redis" "[bull]" $((QUEUES * 2)) "$(binary "$1")"
 }
 
 binary() { if [[ $1 == baseline ]]; then echo "$WORK/telltale-baseline"; else echo "$TELLTALE_BIN"; fi; }

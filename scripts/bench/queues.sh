@@ -93,23 +93,7 @@ blog "writing $QUEUES queues with $JOBS jobs into Redis db $REDIS_DB"
 blog "data: $(cat "$WORK/data.json")"
 
 # ------------------------------------------------------------------ 2. Telltale
-cat >"$WORK/telltale.yml" <<EOF
-server:
-  listen: "127.0.0.1:$BENCH_TELLTALE_PORT"
-log:
-  level: warning
-collectors:
-  process: {enabled: false}
-  host: {enabled: false}
-queues:
-  redis: {url: "$REDIS_URL"}
-  interval: ${QUEUE_INTERVAL}s
-  timeout: ${QUEUE_INTERVAL}s
-  prefixes: [bull]
-  discovery: {enabled: true, interval: 10m, budget: 5s, scan_count: 1000}
-  max_queues: $((QUEUES * 2))
-EOF
-"$TELLTALE_BIN" check-config --config "$WORK/telltale.yml" >/dev/null
+queue_bench_config "$WORK/telltale.yml" "{url: \"$REDIS_URL\"}" "[bull]" $((QUEUES * 2))
 QC='collector="queues:default"'
 redis_snapshot "$WORK/r-start.txt"
 blog "Telltale: first run (discovery + collection)"
