@@ -176,7 +176,7 @@ public final class QueueCollector: Collector {
     private static func without(_ queues: Set<QueueID>, _ family: MetricFamily) -> MetricFamily {
         guard family.name.hasPrefix("telltale_queue_") else { return family }
         return MetricFamily(family.descriptor, series: family.series.filter { series in
-            !queues.contains(QueueID(prefix: series.labels["prefix"] ?? "", name: series.labels["queue"] ?? "", source: ""))
+            !queues.contains(QueueID(labels: series.labels))
         })
     }
 
@@ -383,9 +383,7 @@ public final class QueueCollector: Collector {
                 state.failed.touchCounter(queue.labels, unlessNamed: config.jobNames)
                 state.stalled.touchCounter(queue.labels, unlessNamed: false)
             }
-            let keep: (Labels) -> Bool = { labels in
-                present.contains(QueueID(prefix: labels["prefix"] ?? "", name: labels["queue"] ?? "", source: ""))
-            }
+            let keep: (Labels) -> Bool = { present.contains(QueueID(labels: $0)) }
             state.completed.retain(where: keep)
             state.failed.retain(where: keep)
             state.duration.retain(where: keep)

@@ -19,6 +19,12 @@ public struct QueueID: Sendable, Hashable, Comparable {
         labels = ["queue": name, "prefix": prefix, "redis": source]
     }
 
+    /// The queue a series of a queue family is about, from its `prefix` and `queue` labels (to
+    /// look it up in a set: equality ignores the source).
+    init(labels: Labels) {
+        self.init(prefix: labels["prefix"] ?? "", name: labels["queue"] ?? "", source: labels["redis"] ?? "")
+    }
+
     /// The Redis key of one of the queue's parts, e.g. `bull:emails:wait`.
     func key(_ part: String) -> String { keyPrefix + part }
 
