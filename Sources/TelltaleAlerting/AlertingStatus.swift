@@ -25,23 +25,22 @@ extension AlertingService {
     public var status: AlertingStatus {
         // From a copy, outside the lock (see `publishMetrics`).
         let state = state.withLock { $0 }
-        do {
-            var status = AlertingStatus(leader: state.leader, databaseError: state.databaseError)
-            let names = Set(state.catalog.rules.keys).union(state.catalog.ruleErrors.keys).sorted()
-            status.rules = names.map { name in
-                AlertingStatus.RuleRow(name: name, state: Self.summary(state.evaluator.states[name], rule: state.catalog.rules[name],
-                                                                    catalog: state.catalog, now: now().seconds),
-                                       error: state.catalog.ruleErrors[name] ?? state.evaluator.errors[name])
-            }
-            status.channels = state.catalog.channels.values.sorted { $0.name < $1.name }.map { channel in
-                AlertingStatus.ChannelRow(name: channel.name, kind: channel.kind.rawValue,
-                                          lastNotification: state.lastNotification[channel.name] ?? "none",
-                                          failing: state.failingChannels.contains(channel.name))
-            } + state.catalog.channelErrors.keys.sorted().filter { state.catalog.channels[$0] == nil }.map {
-                AlertingStatus.ChannelRow(name: $0, kind: "?", lastNotification: state.catalog.channelErrors[$0] ?? "", failing: true)
-            }
-            return status
+        let time = now().seconds
+        var status = AlertingStatus(leader: state.leader, databaseError: state.databaseError)
+        let names = Set(state.catalog.rules.keys).union(state.catalog.ruleErrors.keys).sorted()
+        status.rules = names.map { name in
+            AlertingStatus.RuleRow(name: name, state: Self.summary(state.evaluator.states[name], rule: state.catalog.rules[name],
+                                                                catalog: state.catalog, now: time),
+                                   error: state.catalog.ruleErrors[name] ?? state.evaluator.errors[name])
         }
+        status.channels = state.catalog.channels.values.sorted { $0.name < $1.name }.map { channel in
+            AlertingStatus.ChannelRow(name: channel.name, kind: channel.kind.rawValue,
+                                      lastNotification: state.lastNotification[channel.name] ?? "none",
+                                      failing: state.failingChannels.contains(channel.name))
+        } + state.catalog.channelErrors.keys.sorted().filter { state.catalog.channels[$0] == nil }.map {
+            AlertingStatus.ChannelRow(name: $0, kind: "?", lastNotification: state.catalog.channelErrors[$0] ?? "", failing: true)
+        }
+        return status
     }
 
     private static func summary(_ states: [String: Evaluator.SeriesState]?, rule: AlertRule?, catalog: RuleCatalog, now: Double) -> String {
