@@ -14,30 +14,41 @@ public struct TelltaleApp: Sendable {
     public let store = MetricStore()
     public let runner: CollectorRunner<ContinuousClock>
     public let alerting: AlertingService?
+    private let reloader: ConfigReloader
     private let connections = ConnectionStats()
     private let logger: Logger
 
-    public init(config: TelltaleConfig, logger: Logger) {
+    /// `source` is where `config` came from: a reload reads it again from there.
+    public init(config: TelltaleConfig, source: ConfigSource = ConfigSource(path: nil), logger: Logger) {
         self.config = config
         self.logger = logger
         let alerting = config.alerting.enabled ? AlertingService(config: config.alerting, store: store, logger: logger) : nil
         self.alerting = alerting
-        let connections = connections
-        runner = CollectorRunner(collectors: Self.collectors(config), store: store, logger: logger,
-                                 afterEachRun: { alerting?.collectionFinished() }, moreSelfFamilies: { connections.families })
+        // For the whole process: reloaded collectors share the HTTP pool and Postgres connections.
+        let shared = SharedClients(httpThreads: config.httpThreads)
+        let (connections, reloads) = (connections, ReloadStatus())
+        let runner = CollectorRunner(
+            collectors: Self.collectors(config, shared), store: store, logger: logger,
+            afterEachRun: { alerting?.collectionFinished() }, moreSelfFamilies: { connections.families + reloads.families })
+        self.runner = runner
+        reloader = ConfigReloader(
+            source: source, running: config, status: reloads, logger: logger,
+            apply: { await runner.replace(with: Self.collectors($0, shared)) },
+            publishSelfMetrics: { await runner.publishSelfMetrics() })
     }
 
     /// The enabled collectors, in the order the status page lists them.
-    static func collectors(_ config: TelltaleConfig) -> [any Collector] {
-        let shared = SharedClients(httpThreads: config.httpThreads)
-        return config.sources.flatMap { $0.collectors(shared) }
+    static func collectors(_ config: TelltaleConfig, _ shared: SharedClients) -> [any Collector] {
+        config.sources.flatMap { $0.collectors(shared) }
     }
 
-    /// Serves until SIGTERM or SIGINT, then shuts down gracefully.
-    public func serve() async throws {
+    /// Serves until SIGTERM or SIGINT, then shuts down gracefully; reloads the configuration
+    /// on SIGHUP, and on `POST /-/reload` when `enableLifecycle` is set.
+    public func serve(enableLifecycle: Bool = false) async throws {
         for warning in config.warnings { logger.warning("\(warning)") }
         let metrics = MetricsEndpoint(store: store, guardian: AuthCheck(config.server.auth))
-        let router = HTTPServer.router(metrics: metrics, health: runner.health, alerting: alerting)
+        let reload: (@Sendable () async -> String?)? = enableLifecycle ? { @Sendable [reloader] in await reloader.reload() } : nil
+        let router = HTTPServer.router(metrics: metrics, health: runner.health, alerting: alerting, reload: reload)
         let listen = config.server.listen
         let logger = logger
         let (limits, connections) = (config.server.limits, connections)
@@ -48,7 +59,7 @@ public struct TelltaleApp: Sendable {
                 ConnectionGuard(limits: limits, stats: connections), MetricsFastPath(endpoint: metrics),
             ])),
             configuration: .init(address: .hostname(listen.host, port: listen.port), serverName: "telltale"),
-            services: [runner] + (alerting.map { [$0] } ?? []),
+            services: [runner, reloader] + (alerting.map { [$0] } ?? []),
             onServerRunning: { _ in
                 logger.info("listening", metadata: ["address": "\(listen)", "version": "\(TelltaleVersion.current)"])
             },

@@ -3,7 +3,7 @@ import TelltaleCore
 import TelltaleMetrics
 
 /// Alerting: rules and channels live in Postgres (see `telltale migrate`).
-public struct AlertingConfig: Sendable {
+public struct AlertingConfig: Sendable, Equatable {
     public var enabled = false
     /// The database holding Telltale's tables (and, if present, `admin_alert_thresholds`).
     public var dsn = ""

@@ -3,7 +3,7 @@ import TelltaleCore
 
 /// `alerting.system_health`: the optional writer of the admin portal's `admin_system_health`
 /// rows, the one write Telltale makes into the application's own tables.
-public struct SystemHealthConfig: Sendable {
+public struct SystemHealthConfig: Sendable, Equatable {
     public var enabled = false
     /// The application's database (its own DSN: the alerting database may be another one).
     public var dsn = ""

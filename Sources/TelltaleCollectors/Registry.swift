@@ -57,13 +57,28 @@ package struct ConfigSections {
 }
 
 /// Clients several sources share, made on first use: one outbound HTTP pool for every
-/// provider and probe (`http_threads`), so a hanging endpoint holds one of its threads.
+/// provider and probe (`http_threads`), so a hanging endpoint holds one of its threads; one
+/// connection per Postgres target for its collectors, also across reloads.
 public final class SharedClients: Sendable {
     private let httpThreads: Int
     private let madeHTTP = Mutex<HTTPClient?>(nil)
+    /// Weak: a target's connection closes once a reload has replaced all its collectors.
+    private let postgresClients = Mutex<[PostgresConnectionKey: WeakPostgresClient]>([:])
 
     public init(httpThreads: Int) {
         self.httpThreads = httpThreads
+    }
+
+    /// The client of a Postgres target with these connection settings, new or still in use.
+    func postgres(target: String, dsn: String, connectTimeout: Duration) -> PostgresClient {
+        let key = PostgresConnectionKey(target: target, dsn: dsn, connectTimeout: connectTimeout)
+        return postgresClients.withLock { clients in
+            clients = clients.filter { $0.value.client != nil }
+            if let existing = clients[key]?.client { return existing }
+            let made = PostgresClient(target: target, dsn: dsn, connectTimeout: connectTimeout)
+            clients[key] = WeakPostgresClient(client: made)
+            return made
+        }
     }
 
     var http: HTTPClient {
@@ -74,4 +89,14 @@ public final class SharedClients: Sendable {
             return client
         }
     }
+}
+
+private struct PostgresConnectionKey: Hashable {
+    let target: String
+    let dsn: String
+    let connectTimeout: Duration
+}
+
+private struct WeakPostgresClient: Sendable {
+    weak var client: PostgresClient?
 }

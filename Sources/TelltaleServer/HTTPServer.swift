@@ -5,10 +5,12 @@ import TelltaleAlerting
 import TelltaleCore
 import TelltaleMetrics
 
-/// The HTTP endpoints: `/metrics`, `/healthz`, `/readyz` and the `/` status page.
+/// The HTTP endpoints: `/metrics`, `/healthz`, `/readyz`, `/-/reload` and the `/` status page.
 package enum HTTPServer {
-    package static func router(metrics: MetricsEndpoint, health: CollectorHealth, alerting: AlertingService?)
-        -> Router<BasicRequestContext>
+    /// `reload` applies the configuration file again and returns nil or why it failed; nil
+    /// when the lifecycle endpoints are off (`--web.enable-lifecycle` not given).
+    package static func router(metrics: MetricsEndpoint, health: CollectorHealth, alerting: AlertingService?,
+                               reload: (@Sendable () async -> String?)? = nil) -> Router<BasicRequestContext>
     {
         // HEAD answers every GET route with the GET response's headers and no body.
         let router = Router(options: .autoGenerateHeadEndpoints)
@@ -30,6 +32,17 @@ package enum HTTPServer {
             let names = metrics.guardian.deny(request.headers) == nil ? ": " + waiting.joined(separator: ", ") : ""
             return PlainResponse.text(.serviceUnavailable, "waiting for first run of collectors\(names)\n").response
         }
+
+        // As Prometheus: POST or PUT, 403 unless enabled, 500 with the problems when the new
+        // configuration is refused (the running one stays).
+        let reloadHandler = { @Sendable (request: Request, _: BasicRequestContext) async -> Response in
+            if let denied = metrics.guardian.deny(request.headers) { return denied.response }
+            guard let reload else { return PlainResponse.text(.forbidden, "Lifecycle API is not enabled.\n").response }
+            guard let problem = await reload() else { return PlainResponse.text(.ok, "configuration reloaded\n").response }
+            return PlainResponse.text(.internalServerError, "failed to reload config: \(problem)\n").response
+        }
+        router.post("-/reload", use: reloadHandler)
+        router.put("-/reload", use: reloadHandler)
 
         router.get("/") { request, _ -> Response in
             if let denied = metrics.guardian.deny(request.headers) { return denied.response }

@@ -55,12 +55,16 @@ struct ConfigOptions: ParsableArguments {
     static let invalidConfigExitCode: Int32 = 2
 
     func load() throws -> TelltaleConfig {
-        guard let config else { return TelltaleConfig() }
+        try Self.load(ConfigSource(path: config))
+    }
+
+    /// The configuration, or exit code 2 after printing every problem.
+    static func load(_ source: ConfigSource) throws -> TelltaleConfig {
         do {
-            return try TelltaleConfig.load(path: config)
+            return try source.load()
         } catch {
             printError(error.description)
-            throw ExitCode(Self.invalidConfigExitCode)
+            throw ExitCode(invalidConfigExitCode)
         }
     }
 }
@@ -73,6 +77,9 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .long, help: "HOST:PORT to listen on, overriding server.listen (default :\(ListenAddress.defaultPort)).")
     var listen: String?
 
+    @Flag(name: .customLong("web.enable-lifecycle"), help: "Serve POST /-/reload (SIGHUP reloads in any case).")
+    var enableLifecycle = false
+
     func run() async throws {
         // Two malloc arenas rather than glibc's eight per core: Telltale's threads allocate
         // little, and idle arenas would only hold on to resident memory.
@@ -81,17 +88,18 @@ struct Serve: AsyncParsableCommand {
         // their own. Left to itself glibc raises this threshold as they are freed and then
         // carves them from the heap, where they fragment it and stay resident.
         mallopt(M_MMAP_THRESHOLD, 128 * 1024)
-        var config = try options.load()
+        var source = ConfigSource(path: options.config)
         if let listen {
             do {
-                config.server.listen = try ListenAddress.parse(listen)
+                source.listen = try ListenAddress.parse(listen)
             } catch {
                 printError("--listen: \(error.description)")
                 throw ExitCode(ConfigOptions.invalidConfigExitCode)
             }
         }
+        let config = try ConfigOptions.load(source)
         let logger = makeLogger(config.logLevel)
-        try await TelltaleApp(config: config, logger: logger).serve()
+        try await TelltaleApp(config: config, source: source, logger: logger).serve(enableLifecycle: enableLifecycle)
     }
 }
 

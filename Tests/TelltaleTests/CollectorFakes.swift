@@ -14,6 +14,7 @@ import Testing
 /// other than `.query` is a server not answering: it fails the whole round trip, as the real
 /// client's does.
 final class ScriptedPostgres: PostgresQuerying {
+    var connectionSettings: CollectorSettings { CollectorSettings(target) }
     let target = "main"
     private let script: @Sendable (_ sql: String, _ parameters: [String?]) throws(PostgresError) -> PGResult
     private let log = Mutex<[[String?]]>([])

@@ -18,6 +18,7 @@ struct SleepyCollector: Collector {
     /// wants the run to time out.
     var timeout = Duration.seconds(30)
     var schedule: Schedule { Schedule(interval: .seconds(10), timeout: timeout) }
+    var settings: CollectorSettings { CollectorSettings(sleep, timeout) }
 
     func collect() async throws -> CollectionResult {
         // A detached sleep ignores cancellation, as a blocking C call does.
@@ -33,6 +34,7 @@ struct SleepyCollector: Collector {
 final class GatedCollector: Collector {
     let name = "gated"
     let schedule = Schedule(interval: .seconds(10), timeout: .seconds(5))
+    let settings = CollectorSettings(10)
     private let state = Mutex((runs: 0, released: 0))
 
     var runs: Int { state.withLock { $0.runs } }
@@ -110,7 +112,8 @@ final class GatedCollector: Collector {
     @Test func builtInDescriptorsAreValid() async throws {
         var descriptors = [CollectorHealth.up, CollectorHealth.duration, CollectorHealth.lastSuccess, CollectorHealth.errors,
                            CollectorHealth.build, CollectorHealth.seriesDropped, MetricStore.scrapes, MetricStore.renderDuration,
-                           ConnectionStats.open, ConnectionStats.closed]
+                           ConnectionStats.open, ConnectionStats.closed,
+                           ReloadStatus.lastSuccessful, ReloadStatus.lastSuccessTimestamp, ReloadStatus.reloads]
         descriptors += [HostCollector.cpu, HostCollector.memory, HostCollector.memoryTotal, HostCollector.memoryAvailable,
                         HostCollector.load, HostCollector.fsSize, HostCollector.fsAvailable, HostCollector.fsUsage, ProcessFamilies.up]
         descriptors += [PostgresHealthCollector.up, PostgresHealthCollector.server, PostgresHealthCollector.inRecovery,
@@ -200,5 +203,64 @@ final class GatedCollector: Collector {
             }
         }
         #expect(result.problems.map(\.reason) == ["filesystem"])
+    }
+}
+
+/// Runs often and counts its runs in a family, so a test sees which instance is publishing.
+final class CountingCollector: Collector {
+    let name: String
+    let version: Int
+    let schedule = Schedule(interval: .milliseconds(20), timeout: .seconds(30))
+    private let runs = Mutex(0)
+
+    init(_ name: String, version: Int = 1) {
+        self.name = name
+        self.version = version
+    }
+
+    var settings: CollectorSettings { CollectorSettings(version) }
+    var runCount: Int { runs.withLock { $0 } }
+
+    func collect() async throws -> CollectionResult {
+        let count = runs.withLock { runs in
+            runs += 1
+            return runs
+        }
+        var builder = FamilyBuilder(MetricDescriptor("counting_\(name)_runs", .counter, help: "h"))
+        builder.add(Double(count), ["version": String(version)])
+        return CollectionResult(families: [builder.build()])
+    }
+}
+
+@Suite struct RunnerReplaceTests {
+    func exposition(_ store: MetricStore) -> String {
+        String(buffer: store.exposition(format: .text).joined)
+    }
+
+    @Test func equalCollectorsKeepRunningChangedOnesAreReplacedRemovedOnesGo() async throws {
+        let store = MetricStore()
+        let (kept, changed, removed) = (CountingCollector("kept"), CountingCollector("changed"), CountingCollector("removed"))
+        let runner = CollectorRunner(collectors: [kept, changed, removed], store: store, logger: Logger(label: "test"))
+        let running = Task { try await runner.run() }
+        defer { running.cancel() }
+        #expect(await eventually("every collector ran") { runner.health.pending.isEmpty })
+
+        let (keptAgain, changedAgain, added) = (CountingCollector("kept"), CountingCollector("changed", version: 2), CountingCollector("added"))
+        let change = await runner.replace(with: [keptAgain, changedAgain, added])
+        #expect(change == CollectorRunner.Replacement(kept: ["kept"], replaced: ["changed"], added: ["added"], removed: ["removed"]))
+        #expect(runner.collectors.map(\.name) == ["kept", "changed", "added"])
+        #expect(runner.health.statuses.map(\.name) == ["kept", "changed", "added"])
+        // The removed collector's series go at once; the replaced one's stay until its successor runs.
+        #expect(!exposition(store).contains("counting_removed_runs"))
+        #expect(!exposition(store).contains("collector=\"removed\""))
+        #expect(await eventually("the new collectors run") { changedAgain.runCount > 0 && added.runCount > 0 })
+        #expect(await eventually("the replacement publishes") { exposition(store).contains("counting_changed_runs_total{version=\"2\"}") })
+        // The equal collector was not started again: the running instance goes on counting.
+        let before = kept.runCount
+        #expect(await eventually("the kept instance goes on") { kept.runCount > before })
+        #expect(keptAgain.runCount == 0)
+        let stoppedAt = changed.runCount
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(changed.runCount == stoppedAt)
     }
 }

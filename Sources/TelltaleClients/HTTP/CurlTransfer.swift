@@ -3,7 +3,7 @@ import TelltaleCore
 import TelltaleMetrics
 
 /// One outbound HTTP request.
-public struct OutboundRequest: Sendable {
+public struct OutboundRequest: Sendable, Equatable {
     public var method = "GET"
     public var url: String
     /// `Name: value` lines. Values may be secrets: they are never logged.

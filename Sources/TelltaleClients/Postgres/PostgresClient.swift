@@ -36,6 +36,8 @@ public actor PostgresClient {
     /// stopped server or a dead network path, which no server-side timer can).
     package static let abortGrace = Duration.seconds(2)
 
+    package nonisolated var connectionSettings: CollectorSettings { CollectorSettings(target, dsn, connectTimeout) }
+
     public init(target: String, dsn: String, connectTimeout: Duration) {
         self.target = target
         self.dsn = dsn
@@ -191,6 +193,8 @@ public actor PostgresClient {
 package protocol PostgresQuerying: Sendable {
     /// The target's name, the `target` label of its series.
     var target: String { get }
+    /// What the connection is made from: collectors on equal settings may share it.
+    var connectionSettings: CollectorSettings { get }
     func query(_ sql: String, parameters: [String?], timeouts: QueryTimeouts) async throws(PostgresError) -> PGResult
     func pipeline(_ statements: [String], timeouts: QueryTimeouts) async throws(PostgresError) -> [Result<PGResult, PostgresError>]
 }

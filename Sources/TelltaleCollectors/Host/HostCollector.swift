@@ -34,6 +34,8 @@ public final class HostCollector: Collector {
     /// CPU counters of the previous run, to turn cumulative jiffies into a recent ratio.
     private let previousCPU = Mutex<CPUTimes?>(nil)
 
+    public var settings: CollectorSettings { CollectorSettings(schedule, mountPoints, procRoot) }
+
     public init(schedule: Schedule, mountPoints: [String], procRoot: String = "/proc") {
         self.schedule = schedule
         self.mountPoints = mountPoints

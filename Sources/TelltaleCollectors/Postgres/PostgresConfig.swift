@@ -3,7 +3,7 @@ import TelltaleCore
 import TelltaleMetrics
 
 /// One PostgreSQL target: its connection, its health metrics and its SQL-defined metrics.
-public struct PostgresTargetConfig: Sendable {
+public struct PostgresTargetConfig: Sendable, Equatable {
     public var name: String
     /// libpq connection string or URL. A secret: shown only through `DSNInfo`.
     public var dsn: String
@@ -17,7 +17,7 @@ public struct PostgresTargetConfig: Sendable {
 }
 
 /// A metric family defined by a query.
-public struct SQLMetricConfig: Sendable {
+public struct SQLMetricConfig: Sendable, Equatable {
     public enum Mode: Sendable, Equatable {
         /// Each run's rows are the family's current series.
         case current
@@ -166,11 +166,11 @@ public struct PostgresTargets: SourceSettings {
     }
 
     public func collectors(_ shared: SharedClients) -> [any Collector] {
-        targets.flatMap(Self.collectors)
+        targets.flatMap { Self.collectors($0, shared) }
     }
 
-    private static func collectors(_ target: PostgresTargetConfig) -> [any Collector] {
-        let client = PostgresClient(target: target.name, dsn: target.dsn, connectTimeout: target.connectTimeout)
+    private static func collectors(_ target: PostgresTargetConfig, _ shared: SharedClients) -> [any Collector] {
+        let client = shared.postgres(target: target.name, dsn: target.dsn, connectTimeout: target.connectTimeout)
         var collectors: [any Collector] = []
         if target.healthEnabled {
             collectors.append(PostgresHealthCollector(client: client, schedule: target.schedule, timeouts: target.timeouts))

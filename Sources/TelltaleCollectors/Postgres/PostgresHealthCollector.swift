@@ -88,6 +88,8 @@ public struct PostgresHealthCollector: Collector {
     let client: any PostgresQuerying
     let timeouts: QueryTimeouts
 
+    public var settings: CollectorSettings { CollectorSettings(client.connectionSettings, schedule, timeouts) }
+
     package init(client: any PostgresQuerying, schedule: Schedule, timeouts: QueryTimeouts) {
         self.name = "postgres:\(client.target)"
         self.client = client
@@ -178,6 +180,8 @@ public struct PostgresDatabaseSizeCollector: Collector {
     public let schedule: Schedule
     let client: any PostgresQuerying
     let timeouts: QueryTimeouts
+
+    public var settings: CollectorSettings { CollectorSettings(client.connectionSettings, schedule, timeouts) }
 
     package init(client: any PostgresQuerying, schedule: Schedule, timeouts: QueryTimeouts) {
         self.name = "postgres_size:\(client.target)"

@@ -20,6 +20,8 @@ public final class SQLMetricCollector: Collector {
 
     private let state: Mutex<State>
 
+    public var settings: CollectorSettings { CollectorSettings(client.connectionSettings, query) }
+
     package init(client: any PostgresQuerying, query: SQLMetricConfig) {
         self.name = "sql:\(client.target):\(query.descriptor.name)"
         self.schedule = query.schedule

@@ -28,6 +28,8 @@ public final class ProbeCollector: Collector {
 
     private let state: Mutex<State>
 
+    public var settings: CollectorSettings { CollectorSettings(config) }
+
     package init(config: ProbeConfig, http: any HTTPSending) {
         self.name = "probe:\(config.name)"
         self.schedule = config.schedule

@@ -3,7 +3,7 @@ import TelltaleCore
 import TelltaleMetrics
 
 /// An HTTP probe of one of the app's own endpoints.
-public struct ProbeConfig: Sendable {
+public struct ProbeConfig: Sendable, Equatable {
     public var name: String
     public var request: OutboundRequest
     public var schedule = Schedule(interval: .seconds(15), timeout: .seconds(5))

@@ -33,6 +33,8 @@ public struct ProcessCollector: Collector {
     /// Read once: processes' start times count from it, and it does not change.
     private let bootTime: Double
 
+    public var settings: CollectorSettings { CollectorSettings(schedule, watched, procRoot) }
+
     public init(schedule: Schedule, watched: [WatchedProcess], procRoot: String = "/proc") {
         self.schedule = schedule
         self.watched = watched

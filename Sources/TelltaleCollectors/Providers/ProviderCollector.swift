@@ -41,6 +41,8 @@ public final class ProviderCollector: Collector {
 
     private let state: Mutex<State>
 
+    public var settings: CollectorSettings { CollectorSettings(config) }
+
     package init(config: ProviderConfig, http: any HTTPSending) {
         self.name = "provider:\(config.name)"
         self.schedule = config.schedule

@@ -14,7 +14,7 @@ public struct BalanceRule: Sendable, Equatable {
 }
 
 /// A balance provider: a preset (nowpayments, kinguin) or a generic JSON API.
-public struct ProviderConfig: Sendable {
+public struct ProviderConfig: Sendable, Equatable {
     public var name: String
     public var request: OutboundRequest
     public var rules: [BalanceRule]

@@ -52,6 +52,8 @@ public final class QueueCollector: Collector {
 
     private let state: Mutex<State>
 
+    public var settings: CollectorSettings { CollectorSettings(config) }
+
     public convenience init(config: QueueCollectorConfig) {
         self.init(config: config, client: config.redis.makeClient())
     }

@@ -44,7 +44,7 @@ public struct QueueID: Sendable, Hashable, Comparable {
 
 /// One source of the job-queue collector: one Redis (a server, a Sentinel-managed master or
 /// a Cluster), explicit queues and/or discovery by SCAN.
-public struct QueueCollectorConfig: Sendable {
+public struct QueueCollectorConfig: Sendable, Equatable {
     /// The `redis` label, and the collector's name `queues:<name>`.
     public var name = QueueSources.defaultName
     public var enabled = false

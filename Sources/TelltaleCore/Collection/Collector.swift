@@ -12,10 +12,38 @@ public protocol Collector: Sendable {
     /// What to publish when a run timed out or threw. A collector with an `*_up` family
     /// returns it at 0: a source that cannot answer must read as 0, not vanish.
     func familiesWhenFailed() -> [MetricFamily]
+    /// Everything the collector was made from. A reload keeps a running collector whose
+    /// replacement has the same name, type and settings, and with it its state (watermarks,
+    /// totals, stream positions, last good values).
+    var settings: CollectorSettings { get }
 }
 
 extension Collector {
     public func familiesWhenFailed() -> [MetricFamily] { [] }
+}
+
+/// Equatable values of any types, compared part by part: a collector's settings.
+public struct CollectorSettings: Sendable, Equatable {
+    private let parts: [Part]
+
+    public init<each Value: Equatable & Sendable>(_ value: repeat each Value) {
+        var parts: [Part] = []
+        for part in repeat each value { parts.append(Part(part)) }
+        self.parts = parts
+    }
+
+    /// One value with the equality of its own type.
+    private struct Part: Sendable, Equatable {
+        let value: any Sendable
+        let equals: @Sendable (any Sendable) -> Bool
+
+        init<Value: Equatable & Sendable>(_ value: Value) {
+            self.value = value
+            equals = { ($0 as? Value) == value }
+        }
+
+        static func == (left: Part, right: Part) -> Bool { left.equals(right.value) }
+    }
 }
 
 public struct Schedule: Sendable, Equatable {

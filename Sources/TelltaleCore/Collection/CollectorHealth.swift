@@ -31,6 +31,8 @@ public final class CollectorHealth: Sendable {
         "telltale_series_dropped", .counter, help: "Series not exported because a collector's label-set cap was reached.")
 
     private struct State {
+        /// The collectors in the order `/` lists them.
+        var order: [String]
         var statuses: [String: CollectorStatus]
         var up = FamilyBuilder(CollectorHealth.up)
         var duration = FamilyBuilder(CollectorHealth.duration, buckets: Buckets.defaultSeconds)
@@ -39,11 +41,25 @@ public final class CollectorHealth: Sendable {
     }
 
     private let state: Mutex<State>
-    private let order: [String]
 
     public init(collectors: [String]) {
-        order = collectors
-        state = Mutex(State(statuses: Dictionary(uniqueKeysWithValues: collectors.map { ($0, CollectorStatus(name: $0)) })))
+        state = Mutex(State(order: collectors,
+                            statuses: Dictionary(uniqueKeysWithValues: collectors.map { ($0, CollectorStatus(name: $0)) })))
+    }
+
+    /// After a reload: collectors still present keep their status and series (a replaced
+    /// one's until its first run), new ones are pending, removed ones disappear.
+    package func replaceCollectors(with collectors: [String]) {
+        state.withLock { state in
+            let kept = Set(collectors)
+            state.order = collectors
+            state.statuses = Dictionary(uniqueKeysWithValues: collectors.map { ($0, state.statuses[$0] ?? CollectorStatus(name: $0)) })
+            let stillRunning: (Labels) -> Bool = { $0["collector"].map(kept.contains) ?? true }
+            state.up.retain(where: stillRunning)
+            state.duration.retain(where: stillRunning)
+            state.lastSuccess.retain(where: stillRunning)
+            state.errors.retain(where: stillRunning)
+        }
     }
 
     /// Records a finished (or timed-out) run.
@@ -79,7 +95,7 @@ public final class CollectorHealth: Sendable {
     }
 
     public var statuses: [CollectorStatus] {
-        state.withLock { state in order.compactMap { state.statuses[$0] } }
+        state.withLock { state in state.order.compactMap { state.statuses[$0] } }
     }
 
     /// Collectors whose first run is not yet visible: `/readyz` answers 200 when none is left.

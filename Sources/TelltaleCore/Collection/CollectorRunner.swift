@@ -1,5 +1,6 @@
 import Logging
 import ServiceLifecycle
+import Synchronization
 import TelltaleMetrics
 
 /// The store source under which the runner publishes the self-metrics.
@@ -10,8 +11,10 @@ let selfMetricsSource = "telltale"
 /// A collector never runs twice at once: its loop waits for a run to really end, even after
 /// the run's timeout has already been reported as a failure, before it starts the next one.
 /// Schedules, timeouts and run durations follow `clock`: a test can drive them by hand.
+///
+/// A reload hands it a new set of collectors (`replace(with:)`): those equal to a running one
+/// are dropped in favour of the running one, which keeps its state and schedule.
 public final class CollectorRunner<C: Clock>: Service, Sendable where C.Duration == Duration {
-    public let collectors: [any Collector]
     public let health: CollectorHealth
     private let store: MetricStore
     private let logger: Logger
@@ -22,12 +25,25 @@ public final class CollectorRunner<C: Clock>: Service, Sendable where C.Duration
     /// More self-metrics published with the collectors' (the HTTP server's connections).
     private let moreSelfFamilies: @Sendable () -> [MetricFamily]
     private let clock: C
+    /// The collectors running now, in the order `/` lists them.
+    private let running: Mutex<[RunningCollector]>
+    /// Collectors to start, read by `run()`: the first ones, then each reload's new ones.
+    private let starts = AsyncStream.makeStream(of: RunningCollector.self)
+
+    /// A collector and the means to stop its loop and to learn that it ended.
+    private struct RunningCollector: Sendable {
+        let collector: any Collector
+        let stop = AsyncStream.makeStream(of: Void.self)
+        let ended = AsyncStream.makeStream(of: Void.self)
+    }
 
     public init(collectors: [any Collector], store: MetricStore, logger: Logger, clock: C,
                 afterEachRun: @escaping @Sendable () -> Void = {}, moreSelfFamilies: @escaping @Sendable () -> [MetricFamily] = { [] }) {
         self.clock = clock
         self.moreSelfFamilies = moreSelfFamilies
-        self.collectors = collectors
+        let running = collectors.map { RunningCollector(collector: $0) }
+        self.running = Mutex(running)
+        for collector in running { starts.continuation.yield(collector) }
         self.store = store
         self.logger = logger
         throttled = LogThrottle(logger)
@@ -35,25 +51,71 @@ public final class CollectorRunner<C: Clock>: Service, Sendable where C.Duration
         self.health = CollectorHealth(collectors: collectors.map(\.name))
     }
 
+    /// The collectors running now, in the order `/` lists them.
+    public var collectors: [any Collector] { running.withLock { $0.map(\.collector) } }
+
     public func run() async throws {
-        await store.publish([selfMetricsSource: selfFamilies])
-        guard !collectors.isEmpty else {
-            // Nothing to run, but returning early would read as this service failing.
-            try await gracefulShutdown()
-            return
-        }
+        await publishSelfMetrics()
         await cancelWhenGracefulShutdown {
             await withDiscardingTaskGroup { group in
-                for collector in self.collectors {
-                    group.addTask { await self.loop(collector) }
+                for await started in self.starts.stream {
+                    group.addTask { await self.loop(started) }
                 }
             }
         }
     }
 
+    /// What a reload changed, by collector name.
+    public struct Replacement: Sendable, Equatable {
+        public var kept: [String] = []
+        public var replaced: [String] = []
+        public var added: [String] = []
+        public var removed: [String] = []
+    }
+
+    /// Runs `collectors` from now on. One equal to a running collector (same name, type and
+    /// settings) leaves that one running; a changed one replaces the collector of its name
+    /// once that one's loop has ended, so that the two never publish over each other, and
+    /// its last series stay on `/metrics` until the new one's first run; a removed one's
+    /// series go. Calls must not overlap (the reloader runs one at a time).
+    @discardableResult
+    public func replace(with collectors: [any Collector]) async -> Replacement {
+        let old = running.withLock { $0 }
+        let oldByName = Dictionary(old.map { ($0.collector.name, $0) }, uniquingKeysWith: { first, _ in first })
+        var change = Replacement()
+        var next: [RunningCollector] = []
+        var fresh: [RunningCollector] = []
+        for collector in collectors {
+            if let current = oldByName[collector.name], Self.same(current.collector, collector) {
+                change.kept.append(collector.name)
+                next.append(current)
+            } else {
+                oldByName[collector.name] == nil ? change.added.append(collector.name) : change.replaced.append(collector.name)
+                let made = RunningCollector(collector: collector)
+                fresh.append(made)
+                next.append(made)
+            }
+        }
+        let names = Set(collectors.map(\.name))
+        change.removed = old.map(\.collector.name).filter { !names.contains($0) }
+        let stopping = old.filter { !change.kept.contains($0.collector.name) }
+        for loop in stopping { loop.stop.continuation.finish() }
+        for loop in stopping { for await _ in loop.ended.stream {} }
+        running.withLock { $0 = next }
+        health.replaceCollectors(with: next.map(\.collector.name))
+        let gone = Dictionary(uniqueKeysWithValues: change.removed.map { ($0, [MetricFamily]()) })
+        await store.publish(gone.merging([selfMetricsSource: selfFamilies]) { _, new in new })
+        for collector in fresh { starts.continuation.yield(collector) }
+        return change
+    }
+
+    private static func same(_ running: any Collector, _ new: any Collector) -> Bool {
+        ObjectIdentifier(type(of: running)) == ObjectIdentifier(type(of: new)) && running.settings == new.settings
+    }
+
     /// Runs every collector once, concurrently; true when all of them succeeded.
     public func runOnce() async -> Bool {
-        await store.publish([selfMetricsSource: selfFamilies])
+        await publishSelfMetrics()
         return await withTaskGroup(of: Bool.self) { group in
             for collector in collectors {
                 group.addTask { await self.runAndPublish(collector) }
@@ -63,6 +125,22 @@ public final class CollectorRunner<C: Clock>: Service, Sendable where C.Duration
     }
 
     private var selfFamilies: [MetricFamily] { health.families + moreSelfFamilies() }
+
+    /// Publishes the self-metrics now, for a change outside any run (a failed reload).
+    public func publishSelfMetrics() async {
+        await store.publish([selfMetricsSource: selfFamilies])
+    }
+
+    /// Runs `started`'s loop until its stop or shutdown, then reports that it ended.
+    private func loop(_ started: RunningCollector) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.loop(started.collector) }
+            group.addTask { for await _ in started.stop.stream {} }
+            await group.next()
+            group.cancelAll()
+        }
+        started.ended.continuation.finish()
+    }
 
     private func loop(_ collector: any Collector) async {
         let interval = collector.schedule.interval
@@ -80,6 +158,8 @@ public final class CollectorRunner<C: Clock>: Service, Sendable where C.Duration
     private func runAndPublish(_ collector: any Collector) async -> Bool {
         let started = clock.now
         let (outcome, runEnded) = await runWithTimeout(collector)
+        // Stopped by a reload: the collector's replacement, if any, publishes from now on.
+        if Task.isCancelled { return false }
         let problems: [CollectionProblem]
         var families: [MetricFamily] = []
         switch outcome {
