@@ -12,6 +12,9 @@ Scenarios (each reports PASS or FAIL with numbers; exit 1 if any failed):
                                 everything recovers once the server is back
   sigstop-postgres, sigstop-redis
                                 the same with SIGSTOP, then SIGCONT
+  reload-storm                  20 SIGHUPs while PostgreSQL is stopped, each replacing a query
+                                collector whose run hangs: every reload completes, scrapes stay
+                                fast, no fds leak, everything recovers after SIGCONT
   fd-exhaustion                 Telltale with a 256 fd limit and 400 connections thrown at it:
                                 it neither dies nor stops collecting, and serves again after
   slowloris                     50 connections sending a request head a byte a second: closed
@@ -201,6 +204,41 @@ def backend_outage(tt: Telltale, pid: Callable[[], int], up: Callable[[], float 
     return percentiles(times)
 
 
+def reload_storm(tt: Telltale) -> str:
+    """SIGHUPs while Postgres is stopped, each changing a query (its collector is replaced
+    while its run hangs): scrapes stay fast, every reload completes, nothing leaks."""
+    config = tt.dir / "config.yml"
+    original = config.read_text()
+    wait(lambda: tt.value("telltale_pg_up", target="main") == 1, 20, "Postgres up before the storm")
+    _, fds_before = tt.resident_and_fds()
+    reloads = lambda: tt.value("telltale_config_reloads_total", result="success") or 0  # noqa: E731
+    done = reloads()
+    pids = descendants(postgres_pid())
+    for p in pids:
+        os.kill(p, signal.SIGSTOP)
+    times: list[float] = []
+    try:
+        for round_ in range(1, 21):
+            config.write_text(original.replace("AS v", f"+ {round_} AS v"))
+            tt.process.send_signal(signal.SIGHUP)
+            wait(lambda: reloads() >= done + round_, 20, f"reload {round_}")
+            times += scrape_times(tt, 0.2)
+        assert_fast(times)
+    finally:
+        for p in pids:
+            try:
+                os.kill(p, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        config.write_text(original)
+        tt.process.send_signal(signal.SIGHUP)
+    wait(lambda: tt.value("telltale_pg_up", target="main") == 1, 40, "recovery")
+    wait(lambda: tt.value("telltale_config_last_reload_successful") == 1, 20, "the last reload applied")
+    _, fds_after = tt.resident_and_fds()
+    assert fds_after <= fds_before + 8, f"fds {fds_before} -> {fds_after}"
+    return f"20 reloads, {percentiles(times)}, fds {fds_before} -> {fds_after}"
+
+
 def fd_exhaustion(binary: str) -> str:
     tt = Telltale(binary, CONFIG.replace("max_connections: 256", "max_connections: 1000"), fd_limit=256)
     sockets = []
@@ -334,6 +372,7 @@ def main() -> int:
         ("kill9-redis", lambda: backend_outage(tt, redis_pid, queues_up, "kill9", "start-redis")),
         ("sigstop-postgres", lambda: backend_outage(tt, postgres_pid, pg_up, "sigstop", "")),
         ("sigstop-redis", lambda: backend_outage(tt, redis_pid, queues_up, "sigstop", "")),
+        ("reload-storm", lambda: reload_storm(tt)),
         ("fd-exhaustion", lambda: fd_exhaustion(args.binary)),
         ("slowloris", lambda: slowloris(tt)),
         ("idle", lambda: idle_flood(tt)),

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # scripts/faults.sh — fault injection against the release binary (scripts/faults.py says
 # what each scenario does and checks): kill -9 and SIGSTOP of PostgreSQL and Redis, fd
-# exhaustion, slowloris, 2,000 idle connections, and a soak with memory and fds flat.
+# exhaustion, slowloris, 2,000 idle connections, a SIGHUP storm while PostgreSQL hangs, and a
+# soak with memory and fds flat.
 #
 #   scripts/faults.sh                  all scenarios, 10-minute soak
 #   scripts/faults.sh --soak 30        a short soak (what scripts/test.sh runs in CI)
