@@ -37,6 +37,7 @@ APT_PACKAGES=(
     prometheus                             # promtool (rule/metric linting) + server
     prometheus-alertmanager                # the real Alertmanager of the receiver tests
     nginx wrk                              # demo reverse proxy / load generator
+    chromium                               # headless browser of the status page test
     prometheus-postgres-exporter prometheus-redis-exporter     # comparison exporters
     ca-certificates
 )

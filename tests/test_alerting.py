@@ -82,7 +82,9 @@ def status_rows(tt) -> list[list[str]]:
 
 
 def status_row(tt, first_cell: str) -> list[str] | None:
-    for row in status_rows(tt):
+    """The last row starting with `first_cell`: a rule's row in the Rules table, which comes
+    after the Alerts table (whose rows start with their rule's name too)."""
+    for row in reversed(status_rows(tt)):
         if row[0] == first_cell:
             return row
     return None

@@ -33,6 +33,9 @@ public final class AlertingService: Service, Sendable {
         var queueDepths: [String: Int] = [:]
         var notifications = FamilyBuilder(AlertMetrics.notifications)
         var lastNotification: [String: String] = [:]
+        /// Unix seconds of each channel's last delivery and last failed attempt.
+        var lastDelivery: [String: Double] = [:]
+        var lastFailure: [String: Double] = [:]
         var failingChannels: Set<String> = []
         /// When the outbox next needs the delivery loop (Unix seconds): now after a record or
         /// a change of leader, a row's retry time, nil when nothing waits.

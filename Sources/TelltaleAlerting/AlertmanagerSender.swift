@@ -170,10 +170,12 @@ extension AlertingService {
     private func recordAlertmanagerOutcomes(_ outcomes: [DeliveryOutcome], channel: String, alerts: Int) {
         let accepted = outcomes.filter(\.isDelivered).count
         let refused = outcomes.contains { if case .permanent = $0 { true } else { false } }
-        let at = now().iso8601
+        let time = now()
+        let at = time.iso8601
         state.withLock { state in
             for outcome in outcomes { state.notifications.add(1, ["channel": channel, "outcome": outcome.label]) }
             state.lastNotification[channel] = "\(alerts) alert(s) to \(accepted) of \(outcomes.count) Alertmanager(s) at \(at)"
+            state.recordAttempt(channel, delivered: accepted > 0, at: time.seconds)
             if accepted > 0 {
                 state.failingChannels.remove(channel)
             } else if refused {

@@ -95,10 +95,12 @@ extension AlertingService {
     }
 
     private func recordOutcome(_ outcome: DeliveryOutcome, channel: String, notification: AlertNotification) {
-        let at = now().iso8601
+        let time = now()
+        let at = time.iso8601
         state.withLock { state in
             state.notifications.add(1, ["channel": channel, "outcome": outcome.label])
             state.lastNotification[channel] = "\(notification.summary): \(outcome.label) at \(at)"
+            state.recordAttempt(channel, delivered: outcome.isDelivered, at: time.seconds)
             switch outcome {
             case .delivered: state.failingChannels.remove(channel)
             case .permanent: state.failingChannels.insert(channel)

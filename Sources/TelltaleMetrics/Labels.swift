@@ -31,6 +31,11 @@ public struct Labels: Hashable, Comparable, Sendable, ExpressibleByDictionaryLit
 
     public var isEmpty: Bool { labels.isEmpty }
 
+    /// The labels as a dictionary (JSON output).
+    public var dictionary: [String: String] {
+        Dictionary(labels.map { ($0.name, $0.value) }, uniquingKeysWith: { _, last in last })
+    }
+
     public subscript(name: String) -> String? {
         labels.first { $0.name == name }?.value
     }

@@ -44,10 +44,19 @@ package enum HTTPServer {
         router.post("-/reload", use: reloadHandler)
         router.put("-/reload", use: reloadHandler)
 
+        let report = { @Sendable in
+            StatusReport(collectors: health.statuses, snapshot: metrics.store.snapshot, alerting: alerting?.status, now: .now)
+        }
         router.get("/") { request, _ -> Response in
             if let denied = metrics.guardian.deny(request.headers) { return denied.response }
             return Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8"],
-                            body: ResponseBody(byteBuffer: ByteBuffer(string: StatusPage.render(health.statuses, alerting: alerting?.status))))
+                            body: ResponseBody(byteBuffer: ByteBuffer(string: StatusPage.render(report()))))
+        }
+
+        router.get("api/v1/status") { request, _ -> Response in
+            if let denied = metrics.guardian.deny(request.headers) { return denied.response }
+            return Response(status: .ok, headers: [.contentType: "application/json"],
+                            body: ResponseBody(byteBuffer: ByteBuffer(bytes: StatusReport.json(report()))))
         }
         return router
     }
