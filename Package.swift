@@ -21,6 +21,8 @@ let package = Package(
         // Already in the graph through Hummingbird; named for the HTTP part types of the
         // event-loop /metrics handler.
         .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.35.2"),
+        // TLS on the listener (--web.config.file), as Hummingbird's TLS module does it.
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
     ],
     targets: [
         // C libraries from Debian, imported through module maps.
@@ -36,6 +38,9 @@ let package = Package(
         // pattern's cost is bounded (Swift's Regex backtracks without any limit).
         .systemLibrary(name: "CPCRE2", providers: [.apt(["libpcre2-dev"])]),
         .systemLibrary(name: "CGlibcExtras"),
+        // bcrypt for the web configuration's basic_auth_users: libxcrypt's crypt_r, the
+        // audited implementation Debian ships (libcrypt-dev), rather than one of our own.
+        .systemLibrary(name: "CCrypt", providers: [.apt(["libcrypt-dev"])]),
 
         // Metric model and exposition encoders: pure, no I/O.
         .target(name: "TelltaleMetrics", swiftSettings: strict),
@@ -79,7 +84,11 @@ let package = Package(
             name: "TelltaleServer",
             dependencies: [
                 "TelltaleAlerting",
+                "CCrypt",
+                "COpenSSL",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
                 .product(name: "NIOHTTPTypesHTTP1", package: "swift-nio-extras"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

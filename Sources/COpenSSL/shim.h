@@ -2,6 +2,7 @@
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
+#include <openssl/sha.h>
 #include <errno.h>
 #include <stdint.h>
 #include <sys/socket.h>

@@ -1,6 +1,7 @@
 import Logging
 import ServiceLifecycle
 import Synchronization
+import TelltaleAlerting
 import TelltaleCollectors
 import TelltaleCore
 import TelltaleMetrics
@@ -13,16 +14,20 @@ public struct ConfigSource: Sendable {
     public var path: String?
     /// `--listen`, which overrides `server.listen` at every reading.
     public var listen: ListenAddress?
+    /// `--web.config.file`.
+    public var webConfigPath: String?
 
-    public init(path: String?, listen: ListenAddress? = nil) {
+    public init(path: String?, listen: ListenAddress? = nil, webConfigPath: String? = nil) {
         self.path = path
         self.listen = listen
+        self.webConfigPath = webConfigPath
     }
 
-    /// Reads and validates the file (and every `*_file` secret it names) in full.
+    /// Reads and validates the files (and every `*_file` secret and certificate they name) in full.
     public func load() throws(ConfigErrors) -> TelltaleConfig {
         var config = try path.map { path throws(ConfigErrors) in try TelltaleConfig.load(path: path) } ?? TelltaleConfig()
         if let listen { config.server.listen = listen }
+        if let webConfigPath { try config.server.use(WebConfig.load(path: webConfigPath)) }
         return config
     }
 }
@@ -45,6 +50,9 @@ final class ConfigReloader: Service, Sendable {
     private let logger: Logger
     /// The last reload asked for: the next one waits for it.
     private let latest = Mutex<Task<String?, Never>?>(nil)
+    /// Reads the files: a read hung on a dead mount holds this thread only, and the reloads
+    /// after it fail at `readLimit` instead of taking the threads the collectors use.
+    private let readThread = BlockingThreads(count: 1)
 
     init(source: ConfigSource, running config: TelltaleConfig, status: ReloadStatus, logger: Logger,
          apply: @escaping @Sendable (TelltaleConfig) async -> CollectorRunner<ContinuousClock>.Replacement,
@@ -84,12 +92,12 @@ final class ConfigReloader: Service, Sendable {
 
     private func reloadNow() async -> String? {
         let source = source
-        let loaded = await BlockingIO.run(within: Self.readLimit) { Result { () throws(ConfigErrors) in try source.load() } }
+        let loaded = await readThread.run(within: Self.readLimit) { Result { () throws(ConfigErrors) in try source.load() } }
         let outcome: String?
         switch loaded {
         case .success(let config)?:
-            await applyReloaded(config)
-            outcome = nil
+            outcome = Self.conflict(running: running.withLock { $0 }, new: config)
+            if outcome == nil { await applyReloaded(config) }
         case .failure(let errors)?:
             outcome = errors.description
         case nil:
@@ -103,11 +111,21 @@ final class ConfigReloader: Service, Sendable {
         return outcome
     }
 
+    /// Why `new` cannot be applied over what runs, or nil.
+    static func conflict(running: TelltaleConfig, new: TelltaleConfig) -> String? {
+        // Alerting is not reloaded: its System Health writer keeps reading the probe it started with.
+        let probes = new.source(ProbeList.self)?.probes.map(\.name) ?? []
+        return running.alerting.systemHealth.probeProblem(configured: probes).map {
+            "\(SystemHealthConfig.probePath) of the running alerting section: \($0)"
+        }
+    }
+
     private func applyReloaded(_ config: TelltaleConfig) async {
         for warning in config.warnings { logger.warning("\(warning)") }
         let previous = running.withLock { $0 }
-        let change = await apply(config)
-        running.withLock { $0 = config }
+        let effective = Self.applicable(config, running: previous)
+        let change = await apply(effective)
+        running.withLock { $0 = effective }
         for section in Self.restartOnlyChanges(from: previous, to: config) {
             logger.warning("configuration changed in a part a reload does not apply; restart to apply it",
                            metadata: ["section": "\(section)"])
@@ -118,12 +136,29 @@ final class ConfigReloader: Service, Sendable {
         ])
     }
 
-    /// The settings that only a restart applies: the listener, the log level, the HTTP
-    /// thread pool and alerting (its leader holds connections and state made from them).
+    /// `new` with what only a restart applies as it runs: what `running` holds afterwards,
+    /// so that the next reload compares with what really runs.
+    static func applicable(_ new: TelltaleConfig, running: TelltaleConfig) -> TelltaleConfig {
+        var effective = new
+        effective.server.listen = running.server.listen
+        effective.server.limits = running.server.limits
+        effective.logLevel = running.logLevel
+        effective.httpThreads = running.httpThreads
+        effective.alerting = running.alerting
+        if (running.server.webConfig?.tls == nil) != (new.server.webConfig?.tls == nil) {
+            effective.server.webConfig?.tls = running.server.webConfig?.tls
+        }
+        return effective
+    }
+
+    /// The settings that only a restart applies: the listener (TLS on or off included), the
+    /// log level, the HTTP thread pool and alerting (its leader holds connections and state
+    /// made from them).
     static func restartOnlyChanges(from old: TelltaleConfig, to new: TelltaleConfig) -> [String] {
         var changed: [String] = []
         if old.server.listen != new.server.listen { changed.append("server.listen") }
         if old.server.limits != new.server.limits { changed.append("server (connection limits)") }
+        if (old.server.webConfig?.tls == nil) != (new.server.webConfig?.tls == nil) { changed.append("tls_server_config (TLS on or off)") }
         if old.logLevel != new.logLevel { changed.append("log.level") }
         if old.httpThreads != new.httpThreads { changed.append("http_threads") }
         if old.alerting != new.alerting { changed.append("alerting") }

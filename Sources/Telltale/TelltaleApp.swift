@@ -1,4 +1,5 @@
 import Hummingbird
+import HummingbirdCore
 import Logging
 import ServiceLifecycle
 import TelltaleAlerting
@@ -15,25 +16,38 @@ public struct TelltaleApp: Sendable {
     public let runner: CollectorRunner<ContinuousClock>
     public let alerting: AlertingService?
     private let reloader: ConfigReloader
+    private let guardian: RequestGuard
+    /// The listener's certificate and key, when the web configuration asks for TLS.
+    private let tls: TLSReloader?
     private let connections = ConnectionStats()
     private let logger: Logger
 
-    /// `source` is where `config` came from: a reload reads it again from there.
-    public init(config: TelltaleConfig, source: ConfigSource = ConfigSource(path: nil), logger: Logger) {
+    /// `source` is where `config` came from: a reload reads it again from there. Throws
+    /// when the TLS material cannot be loaded.
+    public init(config: TelltaleConfig, source: ConfigSource = ConfigSource(path: nil), logger: Logger) throws(ConfigErrors) {
         self.config = config
         self.logger = logger
         let alerting = config.alerting.enabled ? AlertingService(config: config.alerting, store: store, logger: logger) : nil
         self.alerting = alerting
+        let guardian = RequestGuard(auth: config.server.auth, web: config.server.webConfig)
+        self.guardian = guardian
+        let tls = try config.server.webConfig?.tls.map { settings throws(ConfigErrors) in try TLSReloader(settings: settings, logger: logger) }
+        self.tls = tls
         // For the whole process: reloaded collectors share the HTTP pool and Postgres connections.
         let shared = SharedClients(httpThreads: config.httpThreads)
         let (connections, reloads) = (connections, ReloadStatus())
         let runner = CollectorRunner(
             collectors: Self.collectors(config, shared), store: store, logger: logger,
-            afterEachRun: { alerting?.collectionFinished() }, moreSelfFamilies: { connections.families + reloads.families })
+            afterEachRun: { alerting?.collectionFinished() },
+            moreSelfFamilies: { connections.families + reloads.families + (tls?.families ?? []) })
         self.runner = runner
         reloader = ConfigReloader(
             source: source, running: config, status: reloads, logger: logger,
-            apply: { await runner.replace(with: Self.collectors($0, shared)) },
+            apply: { config in
+                guardian.update(auth: config.server.auth, web: config.server.webConfig)
+                if let settings = config.server.webConfig?.tls { tls?.use(settings) }
+                return await runner.replace(with: Self.collectors(config, shared))
+            },
             publishSelfMetrics: { await runner.publishSelfMetrics() })
     }
 
@@ -46,22 +60,24 @@ public struct TelltaleApp: Sendable {
     /// on SIGHUP, and on `POST /-/reload` when `enableLifecycle` is set.
     public func serve(enableLifecycle: Bool = false) async throws {
         for warning in config.warnings { logger.warning("\(warning)") }
-        let metrics = MetricsEndpoint(store: store, guardian: AuthCheck(config.server.auth))
+        let metrics = MetricsEndpoint(store: store, guardian: guardian)
         let reload: (@Sendable () async -> String?)? = enableLifecycle ? { @Sendable [reloader] in await reloader.reload() } : nil
         let router = HTTPServer.router(metrics: metrics, health: runner.health, alerting: alerting, reload: reload)
         let listen = config.server.listen
         let logger = logger
         let (limits, connections) = (config.server.limits, connections)
+        // The guard first, so that it sees the fast path's requests and responses too.
+        let http1 = HTTP1Channel.Configuration(additionalChannelHandlers: [
+            ConnectionGuard(limits: limits, stats: connections), MetricsFastPath(endpoint: metrics),
+        ])
+        let server: HTTPServerBuilder = tls.map { .http1(configuration: http1, tls: $0) } ?? .http1(configuration: http1)
         let app = Application(
             router: router,
-            // The guard first, so that it sees the fast path's requests and responses too.
-            server: .http1(configuration: .init(additionalChannelHandlers: [
-                ConnectionGuard(limits: limits, stats: connections), MetricsFastPath(endpoint: metrics),
-            ])),
+            server: server,
             configuration: .init(address: .hostname(listen.host, port: listen.port), serverName: "telltale"),
-            services: [runner, reloader] + (alerting.map { [$0] } ?? []),
+            services: [runner, reloader] + (tls.map { [TLSWatch(tls: $0)] } ?? []) + (alerting.map { [$0] } ?? []),
             onServerRunning: { _ in
-                logger.info("listening", metadata: ["address": "\(listen)", "version": "\(TelltaleVersion.current)"])
+                logger.info("listening", metadata: ["address": "\(listen)", "tls": "\(tls != nil)", "version": "\(TelltaleVersion.current)"])
             },
             logger: logger)
         try await app.runService(gracefulShutdownSignals: [.sigterm, .sigint])

@@ -160,7 +160,7 @@ struct Outbox: Sendable {
         let rows = try await client.query("""
             SELECT channel, count(*) FROM telltale_notifications WHERE delivered_at IS NULL AND failed_at IS NULL GROUP BY channel
             """, timeouts: timeouts).rows
-        return Dictionary(uniqueKeysWithValues: rows.map { ($0[0].text, ($0[1].number).flatMap(Checked.int) ?? 0) })
+        return Dictionary(rows.map { ($0[0].text, ($0[1].number).flatMap(Checked.int) ?? 0) }, uniquingKeysWith: +)
     }
 
     func markDelivered(_ id: Int64) async throws(PostgresError) {

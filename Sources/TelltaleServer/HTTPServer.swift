@@ -17,8 +17,11 @@ package enum HTTPServer {
 
         // Normally answered by `MetricsFastPath` before the router sees it; this route takes the
         // requests the fast path passes on (pipelined behind another request, `Connection: close`).
+        router.add(middleware: ResponseHeadersMiddleware(guardian: metrics.guardian))
+
         router.get("metrics") { request, _ -> Response in
-            metrics.answer(request.headers).response
+            if let denied = await metrics.guardian.deny(request.headers) { return denied.response }
+            return metrics.answer(request.headers).response
         }
 
         router.get("healthz") { _, _ in
@@ -26,35 +29,40 @@ package enum HTTPServer {
         }
 
         router.get("readyz") { request, _ in
-            let waiting = health.pending
+            let waiting = health.notReady
             if waiting.isEmpty { return PlainResponse.text(.ok, "ready\n").response }
             // Collector names only for whoever may see `/`: they describe the deployment.
-            let names = metrics.guardian.deny(request.headers) == nil ? ": " + waiting.joined(separator: ", ") : ""
+            let names = await metrics.guardian.deny(request.headers) == nil ? ": " + waiting.joined(separator: ", ") : ""
             return PlainResponse.text(.serviceUnavailable, "waiting for first run of collectors\(names)\n").response
         }
 
         // As Prometheus: POST or PUT, 403 unless enabled, 500 with the problems when the new
         // configuration is refused (the running one stays).
         let reloadHandler = { @Sendable (request: Request, _: BasicRequestContext) async -> Response in
-            if let denied = metrics.guardian.deny(request.headers) { return denied.response }
+            if let denied = await metrics.guardian.deny(request.headers) { return denied.response }
             guard let reload else { return PlainResponse.text(.forbidden, "Lifecycle API is not enabled.\n").response }
             guard let problem = await reload() else { return PlainResponse.text(.ok, "configuration reloaded\n").response }
             return PlainResponse.text(.internalServerError, "failed to reload config: \(problem)\n").response
         }
         router.post("-/reload", use: reloadHandler)
         router.put("-/reload", use: reloadHandler)
+        router.get("-/reload") { _, _ in
+            var refusal = PlainResponse.text(.methodNotAllowed, "use POST or PUT\n")
+            refusal.headers[.allow] = "POST, PUT"
+            return refusal.response
+        }
 
         let report = { @Sendable in
             StatusReport(collectors: health.statuses, snapshot: metrics.store.snapshot, alerting: alerting?.status, now: .now)
         }
         router.get("/") { request, _ -> Response in
-            if let denied = metrics.guardian.deny(request.headers) { return denied.response }
+            if let denied = await metrics.guardian.deny(request.headers) { return denied.response }
             return Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8"],
                             body: ResponseBody(byteBuffer: ByteBuffer(string: StatusPage.render(report()))))
         }
 
         router.get("api/v1/status") { request, _ -> Response in
-            if let denied = metrics.guardian.deny(request.headers) { return denied.response }
+            if let denied = await metrics.guardian.deny(request.headers) { return denied.response }
             return Response(status: .ok, headers: [.contentType: "application/json"],
                             body: ResponseBody(byteBuffer: ByteBuffer(bytes: StatusReport.json(report()))))
         }
@@ -64,10 +72,10 @@ package enum HTTPServer {
 
 /// A complete response held as plain values, so that the router and the event-loop fast
 /// path send the same bytes.
-struct PlainResponse {
-    var status: HTTPResponse.Status
-    var headers: HTTPFields
-    var body: [ByteBuffer]
+package struct PlainResponse: Sendable {
+    package var status: HTTPResponse.Status
+    package var headers: HTTPFields
+    package var body: [ByteBuffer]
 
     static func text(_ status: HTTPResponse.Status, _ text: String) -> PlainResponse {
         PlainResponse(status: status, headers: [.contentType: "text/plain; charset=utf-8"], body: [ByteBuffer(string: text)])
@@ -85,13 +93,13 @@ struct PlainResponse {
     }
 }
 
-/// `GET /metrics`: content negotiation, gzip and auth around the store's cached exposition.
+/// `GET /metrics`: content negotiation and gzip around the store's cached exposition, for a
+/// request `guardian` let through.
 package struct MetricsEndpoint: Sendable {
     let store: MetricStore
-    let guardian: AuthCheck
+    let guardian: RequestGuard
 
     func answer(_ headers: HTTPFields) -> PlainResponse {
-        if let denied = guardian.deny(headers) { return denied }
         let format = ContentNegotiation.format(accept: headers[.accept])
         let acceptsGzip = ContentNegotiation.acceptsGzip(headers[.acceptEncoding])
         let body = store.scrape(format: format, acceptsGzip: acceptsGzip)
@@ -101,53 +109,27 @@ package struct MetricsEndpoint: Sendable {
         return PlainResponse(status: .ok, headers: responseHeaders, body: body.gzipped ? [body.joined] : body.parts)
     }
 
-    package init(store: MetricStore, guardian: AuthCheck) {
+    package init(store: MetricStore, guardian: RequestGuard) {
         self.store = store
         self.guardian = guardian
     }
 }
 
-/// Checks the `Authorization` header against the configured credentials, the secret part in
-/// constant time (the scheme name is case-insensitive, as HTTP says).
-package struct AuthCheck: Sendable {
-    private let scheme: String
-    private let expected: [UInt8]?
+/// Adds the web configuration's headers (`http_server_config.headers`) to every response the
+/// router gives, errors such as 404 included.
+struct ResponseHeadersMiddleware: RouterMiddleware {
+    let guardian: RequestGuard
 
-    package init(_ auth: HTTPAuth?) {
-        switch auth {
-        case .bearer(let token):
-            scheme = "Bearer"
-            expected = Array(token.utf8)
-        case .basic(let username, let password):
-            scheme = "Basic"
-            expected = Array(Data("\(username):\(password)".utf8).base64EncodedString().utf8)
-        case nil:
-            scheme = ""
-            expected = nil
+    func handle(_ request: Request, context: BasicRequestContext, next: (Request, BasicRequestContext) async throws -> Response)
+        async throws -> Response
+    {
+        var response: Response
+        do {
+            response = try await next(request, context)
+        } catch let error as any HTTPResponseError {
+            response = try error.response(from: request, context: context)
         }
-    }
-
-    /// A 401 response when credentials are required and missing or wrong; nil to let the request through.
-    func deny(_ headers: HTTPFields) -> PlainResponse? {
-        guard let expected else { return nil }
-        let header = headers[.authorization] ?? ""
-        let parts = header.split(separator: " ", maxSplits: 1)
-        if parts.count == 2, parts[0].lowercased() == scheme.lowercased(),
-           Self.constantTimeEqual(Array(parts[1].trimming(" ").utf8), expected) {
-            return nil
-        }
-        var response = PlainResponse.text(.unauthorized, "unauthorized\n")
-        response.headers[.wwwAuthenticate] = "\(scheme) realm=\"telltale\""
+        guardian.addResponseHeaders(to: &response.headers)
         return response
-    }
-
-    static func constantTimeEqual(_ left: [UInt8], _ right: [UInt8]) -> Bool {
-        var difference = UInt8(truncatingIfNeeded: left.count ^ right.count)
-        for index in 0..<max(left.count, right.count) {
-            let a = index < left.count ? left[index] : 0
-            let b = index < right.count ? right[index] : 0
-            difference |= a ^ b
-        }
-        return difference == 0
     }
 }

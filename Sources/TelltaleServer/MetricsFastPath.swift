@@ -24,8 +24,9 @@ package final class MetricsFastPath: ChannelDuplexHandler, RemovableChannelHandl
     package typealias OutboundOut = HTTPResponsePart
 
     private let endpoint: MetricsEndpoint
-    /// The request being answered here, from its head until its end arrives.
-    private var answering: HTTPRequest?
+    /// The request being answered here, from its head until its end arrives, with the
+    /// refusal to send instead of the exposition when its credentials are wrong.
+    private var answering: (request: HTTPRequest, refusal: PlainResponse?)?
     /// Requests passed on to Hummingbird whose response has not ended yet.
     private var passedOn = 0
 
@@ -37,16 +38,23 @@ package final class MetricsFastPath: ChannelDuplexHandler, RemovableChannelHandl
         let part = unwrapInboundIn(data)
         switch part {
         case .head(let request) where passedOn == 0 && Self.isPlainMetricsRequest(request):
-            answering = request
+            switch endpoint.guardian.decide(request.headerFields) {
+            case .allow: answering = (request, nil)
+            case .deny(let refusal): answering = (request, refusal)
+            case .needsCheck:
+                // A bcrypt check must not run on the event loop: the router's task does it.
+                passedOn += 1
+                context.fireChannelRead(data)
+            }
         case .head:
             passedOn += 1
             context.fireChannelRead(data)
         case .body where answering != nil:
             break  // a GET body means nothing; drop it
         case .end where answering != nil:
-            let request = answering!
+            let (request, refusal) = answering!
             answering = nil
-            var response = endpoint.answer(request.headerFields)
+            var response = refusal ?? endpoint.answer(request.headerFields)
             if request.method == .head { response.omitBody() }
             respond(context: context, response)
         case .body, .end:
@@ -64,6 +72,7 @@ package final class MetricsFastPath: ChannelDuplexHandler, RemovableChannelHandl
         headers[.contentLength] = headers[.contentLength] ?? String(plain.body.reduce(0) { $0 + $1.readableBytes })
         headers[.date] = HTTPDate.now()
         headers[.server] = "telltale"
+        endpoint.guardian.addResponseHeaders(to: &headers)
         context.write(wrapOutboundOut(.head(HTTPResponse(status: plain.status, headerFields: headers))), promise: nil)
         for buffer in plain.body { context.write(wrapOutboundOut(.body(buffer)), promise: nil) }
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)

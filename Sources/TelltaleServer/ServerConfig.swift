@@ -91,11 +91,21 @@ public struct ServerConfig: Sendable, Equatable {
     public var listen = ListenAddress(":\(ListenAddress.defaultPort)")!
     public var auth: HTTPAuth?
     public var limits = ConnectionLimits()
+    /// From `--web.config.file`: TLS, bcrypt users and response headers.
+    public var webConfig: WebConfig?
 
     public init() {}
 }
 
 extension ServerConfig {
+    /// Adds the web configuration, which may not give users when `server.auth` does.
+    public mutating func use(_ web: WebConfig) throws(ConfigErrors) {
+        if !web.users.isEmpty && auth != nil {
+            throw ConfigErrors(problems: ["server.auth: set either server.auth or basic_auth_users in \(web.path), not both"])
+        }
+        webConfig = web
+    }
+
     package mutating func read(_ map: ConfigMap) {
         if let text = map.string("listen") {
             do {

@@ -14,6 +14,10 @@ import TelltaleServer
 @main
 enum Entry {
     static func main() async {
+        // SIGHUP reloads `serve`'s configuration once the reloader listens; until then (and
+        // for the other commands) its default action would end the process, as a
+        // `systemctl reload` right after the start would.
+        signal(SIGHUP, SIG_IGN)
         var code: Int32 = 0
         do {
             var command = try TelltaleCommand.parseAsRoot()
@@ -58,6 +62,16 @@ struct ConfigOptions: ParsableArguments {
         try Self.load(ConfigSource(path: config))
     }
 
+    /// The app, or exit code 2 after printing why it cannot start (TLS material).
+    static func app(config: TelltaleConfig, source: ConfigSource, logger: Logger) throws -> TelltaleApp {
+        do {
+            return try TelltaleApp(config: config, source: source, logger: logger)
+        } catch {
+            printError(error.description)
+            throw ExitCode(invalidConfigExitCode)
+        }
+    }
+
     /// The configuration, or exit code 2 after printing every problem.
     static func load(_ source: ConfigSource) throws -> TelltaleConfig {
         do {
@@ -80,6 +94,10 @@ struct Serve: AsyncParsableCommand {
     @Flag(name: .customLong("web.enable-lifecycle"), help: "Serve POST /-/reload (SIGHUP reloads in any case).")
     var enableLifecycle = false
 
+    @Option(name: .customLong("web.config.file"),
+            help: "Web configuration in the exporter toolkit's format: TLS, bcrypt basic-auth users, response headers.")
+    var webConfigFile: String?
+
     func run() async throws {
         // Two malloc arenas rather than glibc's eight per core: Telltale's threads allocate
         // little, and idle arenas would only hold on to resident memory.
@@ -88,7 +106,7 @@ struct Serve: AsyncParsableCommand {
         // their own. Left to itself glibc raises this threshold as they are freed and then
         // carves them from the heap, where they fragment it and stay resident.
         mallopt(M_MMAP_THRESHOLD, 128 * 1024)
-        var source = ConfigSource(path: options.config)
+        var source = ConfigSource(path: options.config, webConfigPath: webConfigFile)
         if let listen {
             do {
                 source.listen = try ListenAddress.parse(listen)
@@ -99,7 +117,7 @@ struct Serve: AsyncParsableCommand {
         }
         let config = try ConfigOptions.load(source)
         let logger = makeLogger(config.logLevel)
-        try await TelltaleApp(config: config, source: source, logger: logger).serve(enableLifecycle: enableLifecycle)
+        try await ConfigOptions.app(config: config, source: source, logger: logger).serve(enableLifecycle: enableLifecycle)
     }
 }
 
@@ -110,10 +128,13 @@ struct CheckConfig: AsyncParsableCommand {
     @Option(name: .long, help: "YAML configuration file.")
     var config: String
 
+    @Option(name: .customLong("web.config.file"), help: "Web configuration file to validate with it.")
+    var webConfigFile: String?
+
     func run() async throws {
-        let loaded = try ConfigOptions(config: config).load()
+        let loaded = try ConfigOptions.load(ConfigSource(path: config, webConfigPath: webConfigFile))
         for warning in loaded.warnings { printError("warning: \(warning)") }
-        print("\(config): configuration is valid")
+        print("\(config): configuration is valid" + (webConfigFile.map { "; \($0): web configuration is valid" } ?? ""))
     }
 }
 
@@ -125,7 +146,8 @@ struct Once: AsyncParsableCommand {
 
     func run() async throws {
         let config = try options.load()
-        let (exposition, succeeded) = await TelltaleApp(config: config, logger: makeLogger(config.logLevel)).once()
+        let app = try ConfigOptions.app(config: config, source: ConfigSource(path: options.config), logger: makeLogger(config.logLevel))
+        let (exposition, succeeded) = await app.once()
         print(exposition, terminator: "")
         if !succeeded { throw ExitCode.failure }
     }
@@ -174,11 +196,6 @@ extension ConfigOptions {
             throw ExitCode(Self.invalidConfigExitCode)
         }
         return config.alerting
-    }
-
-    init(config: String) {
-        self.init()
-        self.config = config
     }
 }
 

@@ -113,7 +113,8 @@ final class GatedCollector: Collector {
         var descriptors = [CollectorHealth.up, CollectorHealth.duration, CollectorHealth.lastSuccess, CollectorHealth.errors,
                            CollectorHealth.build, CollectorHealth.seriesDropped, MetricStore.scrapes, MetricStore.renderDuration,
                            ConnectionStats.open, ConnectionStats.closed,
-                           ReloadStatus.lastSuccessful, ReloadStatus.lastSuccessTimestamp, ReloadStatus.reloads]
+                           ReloadStatus.lastSuccessful, ReloadStatus.lastSuccessTimestamp, ReloadStatus.reloads,
+                           TLSReloader.reloadErrors, TLSReloader.lastReload]
         descriptors += [HostCollector.cpu, HostCollector.memory, HostCollector.memoryTotal, HostCollector.memoryAvailable,
                         HostCollector.load, HostCollector.fsSize, HostCollector.fsAvailable, HostCollector.fsUsage, ProcessFamilies.up]
         descriptors += [PostgresHealthCollector.up, PostgresHealthCollector.server, PostgresHealthCollector.inRecovery,
@@ -262,5 +263,24 @@ final class CountingCollector: Collector {
         let stoppedAt = changed.runCount
         try await Task.sleep(for: .milliseconds(100))
         #expect(changed.runCount == stoppedAt)
+    }
+}
+
+@Suite struct ReadinessTests {
+    @Test func collectorsAddedByAReloadDoNotMakeAReadyReplicaUnready() {
+        let health = CollectorHealth(collectors: ["a"])
+        #expect(health.notReady == ["a"])
+        health.record("a", duration: .zero, problems: [], at: .now)
+        health.settle("a", succeeded: true)
+        #expect(health.notReady.isEmpty)
+        health.replaceCollectors(with: ["a", "b"])
+        #expect(health.pending == ["b"])
+        #expect(health.notReady.isEmpty)
+    }
+
+    @Test func duplicateNamesDoNotTrap() {
+        let health = CollectorHealth(collectors: ["a", "a"])
+        health.replaceCollectors(with: ["b", "b"])
+        #expect(health.pending == ["b", "b"] || health.pending == ["b"])
     }
 }

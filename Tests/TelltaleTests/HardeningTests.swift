@@ -79,6 +79,8 @@ import Testing
     @Test func leavesTextWithoutSecretsAlone() {
         #expect(Redactor([]).redact("hello") == "hello")
         #expect(Redactor(["zzzz"]).redact("héllo wörld") == "héllo wörld")
+        // A secret too short to be told from ordinary text is not looked for.
+        #expect(Redactor(["p"]).redact("connection to port 5432 failed") == "connection to port 5432 failed")
     }
 }
 

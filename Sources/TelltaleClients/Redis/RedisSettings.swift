@@ -127,6 +127,9 @@ public struct RedisTLSSettings: Sendable, Hashable {
     /// The name to verify and to send as SNI; the endpoint's host when nil.
     public var serverName: String?
     public var insecureSkipVerify = false
+    /// The files as they were when read: rewritten files make other settings, so that a
+    /// reload replaces the client (whose TLS context holds what it read) instead of keeping it.
+    package var stamps: [FileStamp] = []
 
     public init() {}
 }

@@ -43,6 +43,9 @@ extension PostgresTargetConfig {
         let name = map.string("name")
         // A key that is present but unusable (an unset ${VAR}, say) has reported its own problem.
         if !map.has("name") || name?.isEmpty == true { map.problems.add(map.childPath("name"), "is required") }
+        // Collector names are `sql:<target>:<metric>` and metric names may hold colons: a
+        // colon in a target name could make two queries' collectors one name.
+        if name?.contains(":") == true { map.problems.add(map.childPath("name"), "must not contain \":\"") }
         let dsn = map.postgresDSN(required: true)
         var target = PostgresTargetConfig(name: name ?? "", dsn: dsn ?? "")
         target.schedule.read(map)

@@ -49,6 +49,7 @@ extension RedisTLSSettings {
             }
         }
         tls.insecureSkipVerify = block.bool("insecure_skip_verify") ?? false
+        tls.stamps = [tls.caFile, tls.certFile, tls.keyFile].compactMap { $0 }.map(FileStamp.init)
         block.finish()
         if tls.certFile != nil && tls.keyFile == nil {
             block.problems.add(block.childPath("key_file"), "is required with cert_file (the client certificate's key)")

@@ -33,6 +33,9 @@ public final class CollectorHealth: Sendable {
     private struct State {
         /// The collectors in the order `/` lists them.
         var order: [String]
+        /// Set once every collector's first run was visible: collectors a reload adds later
+        /// are pending on `/`, but do not make a ready replica unready.
+        var wasReady = false
         var statuses: [String: CollectorStatus]
         var up = FamilyBuilder(CollectorHealth.up)
         var duration = FamilyBuilder(CollectorHealth.duration, buckets: Buckets.defaultSeconds)
@@ -44,7 +47,7 @@ public final class CollectorHealth: Sendable {
 
     public init(collectors: [String]) {
         state = Mutex(State(order: collectors,
-                            statuses: Dictionary(uniqueKeysWithValues: collectors.map { ($0, CollectorStatus(name: $0)) })))
+                            statuses: Dictionary(collectors.map { ($0, CollectorStatus(name: $0)) }, uniquingKeysWith: { first, _ in first })))
     }
 
     /// After a reload: collectors still present keep their status and series (a replaced
@@ -53,7 +56,8 @@ public final class CollectorHealth: Sendable {
         state.withLock { state in
             let kept = Set(collectors)
             state.order = collectors
-            state.statuses = Dictionary(uniqueKeysWithValues: collectors.map { ($0, state.statuses[$0] ?? CollectorStatus(name: $0)) })
+            state.statuses = Dictionary(collectors.map { ($0, state.statuses[$0] ?? CollectorStatus(name: $0)) },
+                                        uniquingKeysWith: { first, _ in first })
             let stillRunning: (Labels) -> Bool = { $0["collector"].map(kept.contains) ?? true }
             state.up.retain(where: stillRunning)
             state.duration.retain(where: stillRunning)
@@ -98,9 +102,19 @@ public final class CollectorHealth: Sendable {
         state.withLock { state in state.order.compactMap { state.statuses[$0] } }
     }
 
-    /// Collectors whose first run is not yet visible: `/readyz` answers 200 when none is left.
+    /// Collectors whose first run is not yet visible.
     public var pending: [String] {
         statuses.filter { $0.state == .pending }.map(\.name)
+    }
+
+    /// What `/readyz` waits for: the collectors of the start still pending; none once all
+    /// of them were visible (a reload does not make the replica unready).
+    public var notReady: [String] {
+        let waiting = pending
+        return state.withLock { state in
+            if waiting.isEmpty { state.wasReady = true }
+            return state.wasReady ? [] : waiting
+        }
     }
 
     package var families: [MetricFamily] {

@@ -14,17 +14,6 @@ package enum BlockingIO {
     /// The work's result, or nil when it has not finished within `limit` (a hung mount):
     /// the caller goes on, and the work keeps only its own thread until it ends.
     package static func run<T: Sendable>(within limit: Duration, _ work: @escaping @Sendable () -> T) async -> T? {
-        let (results, continuation) = AsyncStream.makeStream(of: T?.self, bufferingPolicy: .bufferingOldest(1))
-        Task {
-            continuation.yield(await threads.run(work))
-            continuation.finish()
-        }
-        let timer = Task {
-            try await Task.sleep(for: limit)
-            continuation.yield(nil)
-        }
-        defer { timer.cancel() }
-        for await result in results { return result }
-        return nil
+        await threads.run(within: limit, work)
     }
 }

@@ -25,4 +25,22 @@ package final class BlockingThreads: Sendable {
     package func run<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T? {
         try? await pool.runIfActive(work)
     }
+
+    /// The work's result, or nil when it has not finished within `limit` (a hung mount), or
+    /// not even started because earlier work still holds every thread: the caller goes on,
+    /// and the work keeps only its own thread until it ends.
+    package func run<T: Sendable>(within limit: Duration, _ work: @escaping @Sendable () -> T) async -> T? {
+        let (results, continuation) = AsyncStream.makeStream(of: T?.self, bufferingPolicy: .bufferingOldest(1))
+        Task {
+            continuation.yield(await run(work) ?? nil)
+            continuation.finish()
+        }
+        let timer = Task {
+            try await Task.sleep(for: limit)
+            continuation.yield(nil)
+        }
+        defer { timer.cancel() }
+        for await result in results { return result }
+        return nil
+    }
 }

@@ -10,10 +10,13 @@ package struct Redactor: Sendable {
 
     /// Lower-cased forms to look for, longest first.
     private let needles: [[UInt8]]
+    /// Shorter secrets are not looked for: masking every `p` of a message for the password
+    /// `p` garbles it (`***ort 5432`) and points at the secret rather than hiding it.
+    package static let minimumLength = 4
 
     package init(_ secrets: [String]) {
         var forms = Set<[UInt8]>()
-        for secret in secrets where !secret.isEmpty {
+        for secret in secrets where secret.utf8.count >= Self.minimumLength {
             forms.insert(Self.folded(Array(secret.utf8)))
             forms.insert(Self.folded(Self.percentEncoded(secret)))
         }
