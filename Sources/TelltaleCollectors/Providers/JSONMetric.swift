@@ -40,30 +40,35 @@ extension JSONMetricRule {
 
     /// `reserved`: label names taken by every series of the provider (`provider` and its `labels:`).
     static func read(_ map: ConfigMap, reserved: Set<String>) -> JSONMetricRule? {
-        let name = map.string("name") ?? ""
-        let typeText = map.string("type") ?? "gauge"
-        let type = types[typeText]
-        if type == nil { map.problems.add(map.childPath("type"), "expected gauge, counter or info, got \"\(typeText)\"") }
-        let help = map.string("help") ?? "Read by Telltale from a JSON API."
-        let descriptor = MetricDescriptor(name, type ?? .gauge, help: help)
-        if name.isEmpty {
-            map.problems.add(map.childPath("name"), "is required")
-        } else if name.hasPrefix("telltale_") {
-            map.problems.add(map.childPath("name"), "the telltale_ prefix is Telltale's own")
-        } else if let problem = descriptor.problem {
-            map.problems.add(map.childPath("name"), problem)
-        }
+        let descriptor = readDescriptor(map)
         let path = readPath(map, "path")
         if path == nil && !map.has("path") { map.problems.add(map.childPath("path"), "is required") }
-        var rule = JSONMetricRule(descriptor: descriptor, path: path ?? JSONPath("")!, value: readPath(map, "value") ?? JSONPath("")!)
+        var rule = JSONMetricRule(descriptor: descriptor ?? MetricDescriptor("", .gauge, help: ""),
+                                  path: path ?? JSONPath("")!, value: readPath(map, "value") ?? JSONPath("")!)
         if let cap = map.int("max_series", in: 1...100_000) { rule.maxSeries = cap }
         rule.valueMap = readValueMap(map)
-        if type == .info, map.has("value") || map.has("value_map") {
+        if descriptor?.type == .info, map.has("value") || map.has("value_map") {
             map.problems.add(map.childPath("value"), "an info metric's value is always 1: drop value and value_map")
         }
         rule.readLabels(map, reserved: reserved)
         map.finish()
-        return type == nil || path == nil ? nil : rule
+        return descriptor == nil || path == nil ? nil : rule
+    }
+
+    /// `name`, `type` and `help`; nil (with the problem recorded) when unusable.
+    private static func readDescriptor(_ map: ConfigMap) -> MetricDescriptor? {
+        let name = map.string("name") ?? ""
+        let typeText = map.string("type") ?? "gauge"
+        let help = map.string("help") ?? "Read by Telltale from a JSON API."
+        guard let type = types[typeText] else {
+            map.problems.add(map.childPath("type"), "expected gauge, counter or info, got \"\(typeText)\"")
+            return nil
+        }
+        let descriptor = MetricDescriptor(name, type, help: help)
+        let problem = name.isEmpty ? "is required"
+            : name.hasPrefix("telltale_") ? "the telltale_ prefix is Telltale's own" : descriptor.problem
+        if let problem { map.problems.add(map.childPath("name"), problem) }
+        return problem == nil ? descriptor : nil
     }
 
     private static func readPath(_ map: ConfigMap, _ key: String) -> JSONPath? {
@@ -130,8 +135,9 @@ extension JSONMetricRule {
     func build(_ document: JSONValue, base: Labels, problems: inout ProblemTally) -> (family: FamilyBuilder, dropped: Int) {
         var family = FamilyBuilder(descriptor)
         var dropped = 0
+        let fixed = base.merging(staticLabels)
         for (bound, node) in path.select(document) {
-            guard let labels = labels(node, bound: bound, base: base, problems: &problems),
+            guard let labels = labels(node, bound: bound, fixed: fixed, problems: &problems),
                   let value = value(node, problems: &problems) else { continue }
             if family.contains(labels) {
                 problems.add(descriptor.name + ":duplicate", reason: "duplicate_labels",
@@ -145,7 +151,8 @@ extension JSONMetricRule {
         return (family, dropped)
     }
 
-    private func labels(_ node: JSONValue, bound: [(String, String)], base: Labels,
+    /// `fixed` (provider and static labels) plus the labels read from the selected object.
+    private func labels(_ node: JSONValue, bound: [(String, String)], fixed: Labels,
                         problems: inout ProblemTally) -> Labels? {
         var pairs = bound
         for label in labels {
@@ -156,7 +163,7 @@ extension JSONMetricRule {
             }
             pairs.append((label.name, text))
         }
-        return base.merging(staticLabels).merging(Labels(pairs))
+        return fixed.merging(Labels(pairs))
     }
 
     private func value(_ node: JSONValue, problems: inout ProblemTally) -> Double? {
