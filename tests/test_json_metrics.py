@@ -1,5 +1,6 @@
 """End-to-end tests of a `json` provider's `metrics:` (generic JSON metrics) against the
 local fake in tests/fakes/provider_fake.py: value maps, filters, key labels, the series cap,
+duplicate label sets,
 the last good values kept while fetches fail, promtool-valid output, and configuration
 errors that name the key (exit code 2).
 
@@ -69,6 +70,10 @@ providers:
         type: info
         path: 'services[*]'
         labels: {{service: name, version: version}}
+      - name: acme_state_workers
+        path: 'services[*]'
+        value: workers
+        labels: {{state: state}}
 """
 
 
@@ -102,6 +107,9 @@ def test_value_maps_filters_key_labels_and_the_cap(start_telltale, fake):
     assert s.get("telltale_series_dropped_total", collector="provider:acme", metric="acme_queue_depth") >= 1
     # Info series.
     assert s.get("acme_service_info", service="old", version="0.1", **base) == 1
+    # A repeated label set keeps the first series and is counted.
+    assert s.get("acme_state_workers", state="ACTIVE", **base) == 4
+    assert (s.get("telltale_collector_errors_total", collector="provider:acme", reason="duplicate_labels") or 0) >= 1
     promtool_check(s.text)
 
     # The values follow the API's.
