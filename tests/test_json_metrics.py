@@ -1,8 +1,7 @@
 """End-to-end tests of a `json` provider's `metrics:` (generic JSON metrics) against the
 local fake in tests/fakes/provider_fake.py: value maps, filters, key labels, the series cap,
-duplicate label sets,
-the last good values kept while fetches fail, promtool-valid output, and configuration
-errors that name the key (exit code 2).
+duplicate label sets, the last good values kept while fetches fail, promtool-valid output,
+and configuration errors that name the key (exit code 2).
 
 No PostgreSQL or Redis needed.
 """
