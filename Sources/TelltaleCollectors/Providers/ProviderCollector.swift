@@ -3,8 +3,9 @@ import TelltaleClients
 import TelltaleCore
 import TelltaleMetrics
 
-/// One balance provider, polled on its own (slow) schedule. The last good balances stay
-/// exported when a fetch fails, marked stale, so a flaky API does not blank a dashboard.
+/// One balance provider, polled on its own (slow) schedule. The last good balances (and
+/// `metrics:` series) stay exported when a fetch fails, marked stale, so a flaky API does not
+/// blank a dashboard.
 public final class ProviderCollector: Collector {
     static let balance = MetricDescriptor("telltale_provider_balance", .gauge, help: "Available balance, by currency.")
     static let pending = MetricDescriptor(
@@ -28,13 +29,26 @@ public final class ProviderCollector: Collector {
     let http: any HTTPSending
     private let redactor: Redactor
 
+    /// What one good response holds: balances and the `metrics:` families.
+    private struct Extracted {
+        var balances: [(Labels, Double)] = []
+        var pendings: [(Labels, Double)] = []
+        var metrics: [FamilyBuilder] = []
+        /// Series over each metric's cap, by metric name.
+        var dropped: [String: Int] = [:]
+        /// Series left out (bad values, missing fields, duplicates): the fetch itself succeeded.
+        var problems = ProblemTally()
+    }
+
     private struct State {
         var balances: [(Labels, Double)] = []
         var pendings: [(Labels, Double)] = []
+        var metrics: [FamilyBuilder]
         var lastSuccess: Double?
         var succeededLast = false
         var retryAt: ContinuousClock.Instant?
-        var dropped = 0.0
+        /// Series over the caps, by metric name (`telltale_provider_balance` for balances).
+        var dropped: [String: Double]
         var duration: FamilyBuilder
         var errors: FamilyBuilder
     }
@@ -49,7 +63,10 @@ public final class ProviderCollector: Collector {
         self.config = config
         self.http = http
         redactor = Redactor(config.secrets)
-        state = Mutex(State(duration: FamilyBuilder(Self.duration, buckets: Buckets.defaultSeconds),
+        let names = [Self.balance.name] + config.metrics.map(\.descriptor.name)
+        state = Mutex(State(metrics: config.metrics.map { FamilyBuilder($0.descriptor) },
+                            dropped: Dictionary(uniqueKeysWithValues: names.map { ($0, 0) }),
+                            duration: FamilyBuilder(Self.duration, buckets: Buckets.defaultSeconds),
                             errors: FamilyBuilder(Self.errors)))
     }
 
@@ -60,7 +77,7 @@ public final class ProviderCollector: Collector {
         }
         let clock = ContinuousClock()
         let started = clock.now
-        let outcome: Result<(balances: [(Labels, Double)], pendings: [(Labels, Double)]), CollectionProblem>
+        let outcome: Result<Extracted, CollectionProblem>
         do {
             let response = try await http.send(config.request)
             outcome = extract(response)
@@ -74,9 +91,11 @@ public final class ProviderCollector: Collector {
             switch outcome {
             case .success(let values):
                 let kept = min(values.balances.count, config.maxSeries)
-                state.dropped += Double(values.balances.count - kept)
+                state.dropped[Self.balance.name, default: 0] += Double(values.balances.count - kept)
                 state.balances = Array(values.balances.prefix(kept))
                 state.pendings = Array(values.pendings.prefix(kept))
+                state.metrics = values.metrics
+                for (metric, count) in values.dropped { state.dropped[metric, default: 0] += Double(count) }
                 state.lastSuccess = UnixTime.now.seconds
                 state.succeededLast = true
                 state.retryAt = nil
@@ -86,13 +105,13 @@ public final class ProviderCollector: Collector {
             }
         }
         switch outcome {
-        case .success: return CollectionResult(families: families())
+        case .success(let values): return CollectionResult(families: families(), problems: values.problems.list)
         case .failure(let problem): return CollectionResult(families: families(), problems: [problem])
         }
     }
 
-    /// Turns a response into balances, or the reason it cannot be trusted.
-    private func extract(_ response: OutboundResponse) -> Result<(balances: [(Labels, Double)], pendings: [(Labels, Double)]), CollectionProblem> {
+    /// Turns a response into balances and metrics, or the reason it cannot be trusted.
+    private func extract(_ response: OutboundResponse) -> Result<Extracted, CollectionProblem> {
         switch response.status {
         case 200..<300:
             break
@@ -110,18 +129,30 @@ public final class ProviderCollector: Collector {
         guard let document = JSONValue.parse(response.body) else {
             return .failure(CollectionProblem(reason: "bad_json", "the response is not JSON (\(response.body.count) bytes)"))
         }
-        var balances: [(Labels, Double)] = []
-        var pendings: [(Labels, Double)] = []
+        var extracted = Extracted()
+        if let problem = extractBalances(document, into: &extracted) { return .failure(problem) }
+        // Every series of a metric carries `provider` and the provider's labels, as balances do.
+        let base = Labels([("provider", config.name)]).merging(config.staticLabels)
+        for rule in config.metrics {
+            let (family, dropped) = rule.build(document, base: base, problems: &extracted.problems)
+            extracted.metrics.append(family)
+            extracted.dropped[rule.descriptor.name] = dropped
+        }
+        return .success(extracted)
+    }
+
+    /// Adds the balances of every rule, or returns why they cannot be trusted.
+    private func extractBalances(_ document: JSONValue, into extracted: inout Extracted) -> CollectionProblem? {
         for rule in config.rules {
             let selected = rule.path.select(document)
             guard !selected.isEmpty else {
-                return .failure(CollectionProblem(reason: "missing_field", "nothing at the balance path"))
+                return CollectionProblem(reason: "missing_field", "nothing at the balance path")
             }
             for (bound, node) in selected {
                 var pairs = bound
                 if let field = rule.currencyField {
                     guard let currency = field.select(node).first?.node.labelText else {
-                        return .failure(CollectionProblem(reason: "missing_field", "no currency field in a balance"))
+                        return CollectionProblem(reason: "missing_field", "no currency field in a balance")
                     }
                     pairs.append(("currency", currency))
                 } else if !pairs.contains(where: { $0.0 == "currency" }) {
@@ -129,18 +160,18 @@ public final class ProviderCollector: Collector {
                 }
                 let labels = config.staticLabels.merging(Labels(pairs + [("provider", config.name)]))
                 switch Self.amount(rule.value, in: node) {
-                case .success(let value): balances.append((labels, value))
-                case .failure(let problem): return .failure(problem)
+                case .success(let value): extracted.balances.append((labels, value))
+                case .failure(let problem): return problem
                 }
                 if let pending = rule.pending {
                     switch Self.amount(pending, in: node) {
-                    case .success(let value): pendings.append((labels, value))
-                    case .failure(let problem): return .failure(problem)
+                    case .success(let value): extracted.pendings.append((labels, value))
+                    case .failure(let problem): return problem
                     }
                 }
             }
         }
-        return .success((balances, pendings))
+        return nil
     }
 
     private static func amount(_ path: JSONPath, in node: JSONValue) -> Result<Double, CollectionProblem> {
@@ -180,13 +211,14 @@ public final class ProviderCollector: Collector {
             var up = FamilyBuilder(Self.up)
             up.set(state.succeededLast ? 1 : 0, providerLabels)
             var stale = FamilyBuilder(Self.stale)
-            stale.set(!state.succeededLast && !state.balances.isEmpty ? 1 : 0, providerLabels)
+            let hasValues = !state.balances.isEmpty || state.metrics.contains { !$0.isEmpty }
+            stale.set(!state.succeededLast && hasValues ? 1 : 0, providerLabels)
             var lastSuccess = FamilyBuilder(Self.lastSuccess)
             if let time = state.lastSuccess { lastSuccess.set(time, providerLabels) }
             var dropped = FamilyBuilder(CollectorHealth.seriesDropped)
-            dropped.set(state.dropped, ["collector": name, "metric": Self.balance.name])
+            for (metric, count) in state.dropped { dropped.set(count, ["collector": name, "metric": metric]) }
             state.duration.touchHistogram(providerLabels)
-            return [balance, pending, up, stale, lastSuccess, state.duration, state.errors, dropped].map { $0.build() }
+            return ([balance, pending, up, stale, lastSuccess, state.duration, state.errors, dropped] + state.metrics).map { $0.build() }
         }
     }
 }

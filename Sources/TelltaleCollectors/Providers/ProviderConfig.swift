@@ -26,6 +26,8 @@ public struct ProviderConfig: Sendable, Equatable {
     public var secrets: [String] = []
     /// Balances (currencies) exported at most; a response may list any number of them.
     public var maxSeries = 1000
+    /// A `json` provider's own families (`metrics:`), read from the same response.
+    public var metrics: [JSONMetricRule] = []
 
     static let presets: [String: (path: String, header: String, rule: BalanceRule, currency: String?)] = [
         // NOWPayments: {"btc": {"amount": 0.1, "pendingAmount": 0}, …}
@@ -99,7 +101,27 @@ public struct ProviderConfig: Sendable, Equatable {
             if let rule = Self.readRule(item) { rules.append(rule) }
             item.finish()
         }
-        if rules.isEmpty { map.problems.add(map.childPath("balances"), "list at least one balance rule") }
+        readMetrics(map)
+        if rules.isEmpty && metrics.isEmpty {
+            map.problems.add(map.childPath("balances"), "list at least one balance rule or metric (metrics:)")
+        }
+    }
+
+    /// `metrics:`; names must differ as exposed (a counter `x` is `x_total`, an info `x` is `x_info`).
+    private mutating func readMetrics(_ map: ConfigMap) {
+        let reserved = Set(["provider"] + staticLabels.labels.map(\.name))
+        var exposed: Set<String> = []
+        for (path, node) in map.list("metrics") ?? [] {
+            guard let item = ConfigMap(node, path: path, problems: map.problems),
+                  let rule = JSONMetricRule.read(item, reserved: reserved) else { continue }
+            let names = [rule.descriptor.name, rule.exposedName]
+            if names.contains(where: exposed.contains) {
+                map.problems.add(item.childPath("name"), "\"\(rule.descriptor.name)\" clashes with another metric of this provider")
+                continue
+            }
+            exposed.formUnion(names)
+            metrics.append(rule)
+        }
     }
 
     private static func readRule(_ map: ConfigMap) -> BalanceRule? {
