@@ -8,7 +8,7 @@ No cluster or kubectl here: the manifests are checked structurally."""
 from __future__ import annotations
 
 import ctypes
-import os
+import functools
 import re
 import shutil
 import subprocess
@@ -112,3 +112,168 @@ def test_telltale_runs_without_writable_executable_memory(telltale_bin, tmp_path
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "process_cpu_seconds_total" in result.stdout
+
+
+# ------------------------------------------------------------------ Kubernetes
+
+
+@functools.cache
+def manifests() -> list[dict]:
+    """Every document of deploy/kubernetes/*.yaml but the kustomization (parsed once: read, never changed)."""
+    documents = []
+    for path in sorted(KUBERNETES.glob("*.yaml")):
+        if path.name != "kustomization.yaml":
+            documents += [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+    return documents
+
+
+def manifest(kind: str, name: str | None = None) -> dict:
+    found = [m for m in manifests() if m["kind"] == kind and name in (None, m["metadata"]["name"])]
+    assert len(found) == 1, f"expected one {kind} {name or ''} in deploy/kubernetes, found {len(found)}"
+    return found[0]
+
+
+def secret_data(name: str) -> dict[str, str]:
+    secret = manifest("Secret", name)
+    return dict(secret.get("stringData") or {})
+
+
+def telltale_container() -> dict:
+    containers = manifest("Deployment")["spec"]["template"]["spec"]["containers"]
+    return next(c for c in containers if c["name"] == "telltale")
+
+
+def config_text() -> str:
+    return manifest("ConfigMap", "telltale-config")["data"]["telltale.yml"]
+
+
+def mount_path(volume: str) -> str:
+    return next(m["mountPath"] for m in telltale_container()["volumeMounts"] if m["name"] == volume)
+
+
+def test_every_manifest_names_its_kind():
+    documents = manifests()
+    assert documents
+    for document in documents:
+        assert document.get("apiVersion") and document.get("kind") and document["metadata"].get("name"), document
+
+
+def test_kustomization_lists_every_manifest():
+    kustomization = yaml.safe_load((KUBERNETES / "kustomization.yaml").read_text())
+    files = {p.name for p in KUBERNETES.glob("*.yaml")} - {"kustomization.yaml"}
+    assert sorted(kustomization["resources"]) == sorted(files)
+    assert [image["name"] for image in kustomization["images"]] == ["telltale"]
+
+
+def test_deployment_runs_two_hardened_replicas():
+    deployment = manifest("Deployment", "telltale")
+    spec, pod = deployment["spec"], deployment["spec"]["template"]["spec"]
+    assert spec["replicas"] == 2
+    assert spec["selector"]["matchLabels"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+    for container in pod["containers"] + pod.get("initContainers", []):
+        context = container["securityContext"]
+        assert context["readOnlyRootFilesystem"] is True, container["name"]
+        assert context["allowPrivilegeEscalation"] is False, container["name"]
+        assert context["capabilities"]["drop"] == ["ALL"], container["name"]
+        assert container["resources"]["limits"]["memory"], container["name"]
+
+
+def test_deployment_probes_and_port_are_what_telltale_serves():
+    container = telltale_container()
+    assert container["ports"] == [{"name": "metrics", "containerPort": PORT, "protocol": "TCP"}]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert f'listen: ":{PORT}"' in config_text()
+
+
+def test_deployment_reads_the_configmap_and_secrets():
+    deployment = manifest("Deployment", "telltale")
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["config"]["configMap"]["name"] == "telltale-config"
+    command = telltale_container()["command"]
+    assert command[:2] == [INSTALLED_BIN, "serve"]
+    assert command[command.index("--config") + 1] == f"{mount_path('config')}/telltale.yml"
+    for container in deployment["spec"]["template"]["spec"]["containers"] + \
+            deployment["spec"]["template"]["spec"]["initContainers"]:
+        assert [source["secretRef"]["name"] for source in container["envFrom"]] == ["telltale-secrets"]
+    # Every ${VAR} of the configuration is a key of the Secret passed as environment variables.
+    assert set(VARIABLE.findall(config_text())) <= set(secret_data("telltale-secrets"))
+
+
+def test_service_and_servicemonitor_select_telltale_with_its_token():
+    pod_labels = manifest("Deployment", "telltale")["spec"]["template"]["metadata"]["labels"]
+    service = manifest("Service", "telltale")  # its name is the job label the alert rules expect
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert service["spec"]["ports"] == [{"name": "metrics", "port": PORT, "targetPort": "metrics", "protocol": "TCP"}]
+    monitor = manifest("ServiceMonitor", "telltale")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert "jobLabel" not in monitor["spec"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == "metrics" and endpoint["path"] == "/metrics"
+    # Prometheus sends the token Telltale checks: the same Secret key, mounted as bearer_token_file.
+    credentials = endpoint["authorization"]["credentials"]
+    assert credentials["key"] in secret_data(credentials["name"])
+    volumes = {v["name"]: v for v in manifest("Deployment")["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["secrets"]["secret"]["secretName"] == credentials["name"]
+    token_file = f"{mount_path('secrets')}/{credentials['key']}"
+    assert f"bearer_token_file: {token_file}" in config_text()
+
+
+def test_poddisruptionbudget_keeps_a_replica():
+    budget = manifest("PodDisruptionBudget", "telltale")
+    assert budget["spec"]["minAvailable"] == 1
+    assert budget["spec"]["selector"]["matchLabels"].items() <= \
+        manifest("Deployment")["spec"]["template"]["metadata"]["labels"].items()
+
+
+def test_prometheusrule_is_generated_from_the_alert_rules():
+    result = subprocess.run([sys.executable, str(GENERATOR), "--stdout"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (KUBERNETES / "prometheusrule.yaml").read_text(), \
+        "deploy/kubernetes/prometheusrule.yaml is out of date: run scripts/gen-prometheusrule.py"
+    groups = []
+    for path in sorted((REPO / "alerts").glob("*.rules.yml")):
+        groups += yaml.safe_load(path.read_text())["groups"]
+    rule = manifest("PrometheusRule", "telltale")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["spec"]["groups"] == groups
+
+
+def test_prometheusrule_groups_pass_promtool(tmp_path):
+    rules = tmp_path / "prometheusrule.rules.yml"
+    rules.write_text(yaml.safe_dump({"groups": manifest("PrometheusRule", "telltale")["spec"]["groups"]}))
+    result = subprocess.run([PROMTOOL, "check", "rules", str(rules)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ------------------------------------------------------------ example configurations
+
+
+def check_config(run_cli, config: Path, env: dict[str, str]):
+    result = run_cli(["check-config", "--config", str(config)], env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "warning" not in result.stderr, result.stderr
+
+
+def test_systemd_example_config_is_valid(run_cli):
+    config = SYSTEMD / "telltale.yml"
+    env = {name: "redis://127.0.0.1:1" if "REDIS" in name else "postgres://u:p@127.0.0.1:1/db"
+           for name in VARIABLE.findall(config.read_text())}
+    check_config(run_cli, config, env)
+
+
+def test_kubernetes_example_config_is_valid(run_cli, tmp_path):
+    """The ConfigMap's telltale.yml, with the Secrets' example values as the pods see them:
+    environment variables, and files under the secrets mount (here a temporary folder)."""
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    volumes = {v["name"]: v for v in manifest("Deployment")["spec"]["template"]["spec"]["volumes"]}
+    for key, value in secret_data(volumes["secrets"]["secret"]["secretName"]).items():
+        (secrets / key).write_text(value)
+    config = tmp_path / "telltale.yml"
+    config.write_text(config_text().replace(f"{mount_path('secrets')}/", f"{secrets}/"))
+    check_config(run_cli, config, secret_data("telltale-secrets"))
