@@ -39,7 +39,7 @@ APT_PACKAGES=(
     nginx wrk                              # demo reverse proxy / load generator
     chromium                               # headless browser of the status page test
     prometheus-postgres-exporter prometheus-redis-exporter     # comparison exporters
-    systemd                                # systemd-analyze verify/security, systemd-sysusers (tests/test_deploy.py)
+    systemd strace                         # systemd-analyze, systemd-sysusers; system calls vs the unit's filter (tests/test_deploy.py)
     ca-certificates
 )
 
