@@ -136,7 +136,8 @@ def syscall_set(filters: list[str]) -> set[str]:
 def test_telltale_calls_only_what_the_unit_allows(telltale_bin, tmp_path):
     """`telltale serve` under strace, through its first collections (process with a pattern, host,
     Postgres and Redis connects, a libcurl probe), a gzip scrape and a status page, then SIGTERM:
-    every system call it made passes the unit's SystemCallFilter=."""
+    every system call it made passes the unit's SystemCallFilter=, every socket its
+    RestrictAddressFamilies=."""
     strace = shutil.which("strace")
     if strace is None:
         pytest.fail("strace not found: scripts/setup.sh installs it")
@@ -170,6 +171,10 @@ probes: [{{name: self, url: "http://127.0.0.1:{port}/healthz", interval: 1s, tim
     used = set(re.findall(r"^\d+ +([a-z0-9_]+)\(", trace.read_text(), re.MULTILINE))
     assert "execve" in used and "accept4" in used, sorted(used)
     assert used <= allowed, f"not allowed by SystemCallFilter=: {sorted(used - allowed)}"
+    # glibc's getaddrinfo asks netlink which address families are configured; where it may
+    # not (RestrictAddressFamilies=), it assumes both IPv4 and IPv6 are.
+    families = set(re.findall(r"^\d+ +socket\((AF_[A-Z0-9]+)", trace.read_text(), re.MULTILINE)) - {"AF_NETLINK"}
+    assert families <= set(" ".join(unit_settings()["RestrictAddressFamilies"]).split()), sorted(families)
 
 
 # ------------------------------------------------------------------ Kubernetes
