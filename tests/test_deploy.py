@@ -141,6 +141,8 @@ def test_telltale_calls_only_what_the_unit_allows(telltale_bin, tmp_path):
     strace = shutil.which("strace")
     if strace is None:
         pytest.fail("strace not found: scripts/setup.sh installs it")
+    probe = subprocess.run([strace, "-o", os.devnull, "true"], capture_output=True, text=True, timeout=60)
+    assert probe.returncode == 0, f"strace cannot trace here (ptrace refused?): {probe.stderr}"
     filters = unit_settings()["SystemCallFilter"]
     allowed = syscall_set([f for f in filters if not f.startswith("~")]) - \
         syscall_set([f[1:] for f in filters if f.startswith("~")])
@@ -155,19 +157,26 @@ postgres: [{{name: app, dsn: "postgres://u@127.0.0.1:1/db", interval: 1s, timeou
 queues: {{redis: {{url: "redis://127.0.0.1:1"}}, interval: 1s, timeout: 1s}}
 probes: [{{name: self, url: "http://127.0.0.1:{port}/healthz", interval: 1s, timeout: 1s}}]
 """)
-    trace = tmp_path / "trace.txt"
-    process = subprocess.Popen([strace, "-f", "-qq", "-o", str(trace), str(telltale_bin), "serve", "--config", str(config)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    trace, log = tmp_path / "trace.txt", tmp_path / "telltale.log"
+    with log.open("w") as stderr:
+        process = subprocess.Popen([strace, "-f", "-qq", "-o", str(trace), str(telltale_bin), "serve", "--config",
+                                    str(config)], stdout=subprocess.DEVNULL, stderr=stderr)
     base = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        assert process.poll() is None, f"telltale exited under strace: {log.read_text()[-2000:]}"
+        return requests.get(f"{base}/readyz", timeout=5).status_code == 200
+
     try:
-        wait_until(lambda: requests.get(f"{base}/readyz", timeout=5).status_code == 200, 60, "/readyz 200 under strace")
+        wait_until(ready, 60, "/readyz 200 under strace")
         assert requests.get(f"{base}/metrics", headers={"Accept-Encoding": "gzip"}, timeout=5).status_code == 200
         assert requests.get(f"{base}/", timeout=5).status_code == 200
     finally:
-        # The first line of the trace is telltale's execve, by telltale's pid.
-        os.kill(int(trace.read_text().split(None, 1)[0]), signal.SIGTERM)
-        stderr = process.communicate(timeout=30)[1]
-    assert process.returncode == 0, stderr[-2000:]
+        if process.poll() is None:
+            # The first line of the trace is telltale's execve, by telltale's pid.
+            os.kill(int(trace.read_text().split(None, 1)[0]), signal.SIGTERM)
+        process.wait(timeout=30)
+    assert process.returncode == 0, log.read_text()[-2000:]
     used = set(re.findall(r"^\d+ +([a-z0-9_]+)\(", trace.read_text(), re.MULTILINE))
     assert "execve" in used and "accept4" in used, sorted(used)
     assert used <= allowed, f"not allowed by SystemCallFilter=: {sorted(used - allowed)}"
