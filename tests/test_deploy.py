@@ -338,14 +338,24 @@ def test_systemd_example_config_is_valid(run_cli):
     check_config(run_cli, config, env)
 
 
+def kubelet_volume(folder: Path, files: dict[str, str]) -> Path:
+    """A folder laid out as the kubelet mounts a ConfigMap or Secret: each key a symbolic
+    link through `..data` (swapped atomically on updates) to the real file."""
+    real = folder / "..2026_11_28_00_00_00.000000000"
+    real.mkdir(parents=True)
+    (folder / "..data").symlink_to(real.name)
+    for key, content in files.items():
+        (real / key).write_text(content)
+        (folder / key).symlink_to(f"..data/{key}")
+    return folder
+
+
 def test_kubernetes_example_config_is_valid(run_cli, tmp_path):
     """The ConfigMap's telltale.yml, with the Secrets' example values as the pods see them:
-    environment variables, and files under the secrets mount (here a temporary folder)."""
-    secrets = tmp_path / "secrets"
-    secrets.mkdir()
+    environment variables, and files under the secrets mount (here a temporary folder), both
+    mounted as the kubelet does."""
     volumes = {v["name"]: v for v in manifest("Deployment")["spec"]["template"]["spec"]["volumes"]}
-    for key, value in secret_data(volumes["secrets"]["secret"]["secretName"]).items():
-        (secrets / key).write_text(value)
-    config = tmp_path / "telltale.yml"
-    config.write_text(config_text().replace(f"{mount_path('secrets')}/", f"{secrets}/"))
+    secrets = kubelet_volume(tmp_path / "secrets", secret_data(volumes["secrets"]["secret"]["secretName"]))
+    text = config_text().replace(f"{mount_path('secrets')}/", f"{secrets}/")
+    config = kubelet_volume(tmp_path / "config", {"telltale.yml": text}) / "telltale.yml"
     check_config(run_cli, config, secret_data("telltale-secrets"))
