@@ -359,3 +359,21 @@ def test_kubernetes_example_config_is_valid(run_cli, tmp_path):
     text = config_text().replace(f"{mount_path('secrets')}/", f"{secrets}/")
     config = kubelet_volume(tmp_path / "config", {"telltale.yml": text}) / "telltale.yml"
     check_config(run_cli, config, secret_data("telltale-secrets"))
+
+
+
+def test_a_configmap_updated_by_the_kubelet_applies_on_sighup(start_telltale, tmp_path):
+    """What `kubectl exec POD -- bash -c 'kill -HUP 1'` relies on: the kubelet swaps `..data` to
+    a folder with the new telltale.yml, and SIGHUP makes Telltale read it through the link."""
+    folder = kubelet_volume(tmp_path / "config", {"telltale.yml": "collectors:\n  host: {enabled: true}\n"})
+    tt = start_telltale(args=["--config", str(folder / "telltale.yml")])  # the link itself, not resolved
+    wait_until(lambda: "telltale_host_memory_total_bytes" in tt.metrics(), 30, "host metrics")
+    updated = folder / "..2026_11_28_00_01_00.000000000"
+    updated.mkdir()
+    (updated / "telltale.yml").write_text("collectors:\n  host: {enabled: false}\n")
+    (folder / "..data_tmp").symlink_to(updated.name)
+    os.replace(folder / "..data_tmp", folder / "..data")
+    tt.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "telltale_host_memory_total_bytes" not in tt.metrics(), 30,
+               "the host collector gone after SIGHUP", details=tt.stderr)
+    assert tt.proc.poll() is None
