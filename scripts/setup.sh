@@ -39,6 +39,7 @@ APT_PACKAGES=(
     nginx wrk                              # demo reverse proxy / load generator
     chromium                               # headless browser of the status page test
     prometheus-postgres-exporter prometheus-redis-exporter     # comparison exporters
+    systemd strace                         # systemd-analyze, systemd-sysusers; system calls vs the unit's filter (tests/test_deploy.py)
     ca-certificates
 )
 
