@@ -75,6 +75,7 @@ NOT_DRAWN = {
     "telltale_provider_last_success_timestamp_seconds": "data age is drawn from the collector's last success",
     "telltale_queue_job_attempts": "retries show as failures and stalls",
     "telltale_redis_memory_max_bytes": "drawn as the used ratio",
+    "telltale_redis_round_trips_total": "Telltale's own cost per run, a benchmark figure",
     "telltale_redis_rejected_connections_total": "rare; alert material rather than a panel",
     "telltale_alert_evaluation_duration_seconds": "engine internals",
     "telltale_alert_samples": "engine internals",
