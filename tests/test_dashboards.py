@@ -221,6 +221,21 @@ def test_state_timelines_have_room_for_their_rows(path):
     assert not cramped, "\n".join(cramped)
 
 
+@pytest.mark.parametrize("path", DASHBOARDS)
+def test_panels_fit_the_grid_without_overlapping(path):
+    taken: dict[tuple[int, int], str] = {}
+    clashes = []
+    for panel in load(path)["panels"]:
+        g = panel["gridPos"]
+        assert g["x"] >= 0 and g["w"] > 0 and g["x"] + g["w"] <= 24 and g["h"] > 0, f"{panel['title']}: {g}"
+        for x in range(g["x"], g["x"] + g["w"]):
+            for y in range(g["y"], g["y"] + g["h"]):
+                if (x, y) in taken:
+                    clashes.append(f"{panel['title']} overlaps {taken[(x, y)]}")
+                taken[(x, y)] = panel["title"]
+    assert not clashes, sorted(set(clashes))
+
+
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory):
     if not os.access(PROMETHEUS, os.X_OK):
