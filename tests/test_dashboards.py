@@ -186,6 +186,15 @@ def test_no_stat_shows_zero_for_an_absent_source(path):
     assert not offenders, "use a guard that is absent with the source (e.g. `or 0 * <its up series>`):\n" + "\n".join(offenders)
 
 
+@pytest.mark.parametrize("path", DASHBOARDS)
+def test_quantiles_show_no_line_rather_than_nan(path):
+    """histogram_quantile over a window without observations is NaN: keep only series whose
+    _count grew in the same window (e.g. collectors that run every minute or five)."""
+    unguarded = [f"{panel['title']} {t['refId']}" for panel, t in queries(load(path))
+                 if "histogram_quantile" in t["expr"] and not re.search(r"_count\{[^}]*\}\[[^\]]+\]\)\) > 0$", t["expr"])]
+    assert not unguarded, unguarded
+
+
 def test_every_queried_family_exists():
     known = readme_families() | example_families() | {"up"}
     unknown = sorted(drawn_families() - known)
