@@ -195,6 +195,16 @@ def test_quantiles_show_no_line_rather_than_nan(path):
     assert not unguarded, unguarded
 
 
+@pytest.mark.parametrize("path", DASHBOARDS)
+def test_ratios_of_rates_skip_empty_windows(path):
+    """A share of events (failed / all) is 0/0 = NaN when nothing happened: the divisor is
+    filtered with `> 0` so the panel shows no line instead."""
+    unguarded = [f"{panel['title']} {t['refId']}" for panel, t in queries(load(path))
+                 if re.search(r"\b(rate|increase|delta)\(", t["expr"]) and " / " in t["expr"]
+                 and not t["expr"].rstrip().endswith("> 0)")]
+    assert not unguarded, unguarded
+
+
 def test_every_queried_family_exists():
     known = readme_families() | example_families() | {"up"}
     unknown = sorted(drawn_families() - known)
