@@ -161,6 +161,10 @@ prepare_services() {
     # shellcheck disable=SC1091
     . "$TELLTALE_RUN_DIR/env"
     set +a
+    # A memory limit as a production BullMQ Redis has (noeviction: jobs are never evicted),
+    # so the Redis memory panel and rules have something to show.
+    redis-cli -u "$TELLTALE_REDIS_URL" CONFIG SET maxmemory 256mb >/dev/null
+    redis-cli -u "$TELLTALE_REDIS_URL" CONFIG SET maxmemory-policy noeviction >/dev/null
 }
 
 telltale_binary() {
