@@ -225,6 +225,16 @@ receivers:
       - url: http://127.0.0.1:$CHAT_PORT/alertmanager
         send_resolved: true
 EOF
+    # The inhibitions of the example Alertmanager configuration, when there is one, so that
+    # an outage makes as few messages here as it would there.
+    if [[ -f $REPO/docker/alertmanager.yml ]]; then
+        "$REPO/.venv/bin/python" - "$REPO/docker/alertmanager.yml" >>"$DEMO_DIR/alertmanager.yml" <<'EOF'
+import sys, yaml
+rules = (yaml.safe_load(open(sys.argv[1])) or {}).get("inhibit_rules")
+if rules:
+    print(yaml.safe_dump({"inhibit_rules": rules}, sort_keys=False))
+EOF
+    fi
 }
 
 start_prometheus() {
