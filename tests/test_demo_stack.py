@@ -24,7 +24,6 @@ import json
 import math
 import os
 import re
-import shutil
 import signal
 import subprocess
 import time

@@ -57,21 +57,21 @@ class Drift:
 
     def step(self) -> None:
         self.fake.clear()  # the fake records every request; the demo never reads them
-        with self.fake.lock:
-            np_now, kg_now = self.fake.np_balances, self.fake.kg_balance
-        if not self.np_frozen and np_now is not self.np:
-            self.np_frozen = True
-            say("NOWPayments balances were set from outside: drift stops for them")
-        if not self.kg_frozen and kg_now != self.kg:
-            self.kg_frozen = True
-            say("Kinguin balance was set from outside: drift stops for it")
-        if not self.np_frozen:
-            self.np = {c: {"amount": round(self.next_amount(b["amount"], NP_TOP_UP[c], NP_START[c]), 8),
-                           "pendingAmount": round(b["amount"] * random.uniform(0, 0.05), 8)}
-                       for c, b in self.np.items()}
-        if not self.kg_frozen:
-            self.kg = round(self.next_amount(self.kg, KG_TOP_UP, KG_START), 2)
-        self.fake.set_balances(np=None if self.np_frozen else self.np, kg=None if self.kg_frozen else self.kg)
+        with self.fake.lock:  # check and set at once: a balance set from outside is never overwritten
+            if not self.np_frozen and self.fake.np_balances is not self.np:
+                self.np_frozen = True
+                say("NOWPayments balances were set from outside: drift stops for them")
+            if not self.kg_frozen and self.fake.kg_balance != self.kg:
+                self.kg_frozen = True
+                say("Kinguin balance was set from outside: drift stops for it")
+            if not self.np_frozen:
+                self.np = {c: {"amount": round(self.next_amount(b["amount"], NP_TOP_UP[c], NP_START[c]), 8),
+                               "pendingAmount": round(b["amount"] * random.uniform(0, 0.05), 8)}
+                           for c, b in self.np.items()}
+                self.fake.np_balances = self.np
+            if not self.kg_frozen:
+                self.kg = round(self.next_amount(self.kg, KG_TOP_UP, KG_START), 2)
+                self.fake.kg_balance = self.kg
 
     @staticmethod
     def next_amount(amount: float, top_up_below: float, start: float) -> float:
