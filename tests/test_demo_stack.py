@@ -179,11 +179,11 @@ def stack(telltale_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         "TELLTALE_DEMO_INTERVAL": "5s",
         "TELLTALE_DEMO_PROVIDER_INTERVAL": "5s",
         "TELLTALE_DEMO_GROUP_WAIT": "1s",
-        # The workload's rhythms, sped up: a pause and some provider errors within a minute;
-        # no e-mail bounce bursts, so the failed set is the scenario's alone.
+        # The workload's rhythms, sped up: a pause, provider errors and e-mails failing for
+        # good within a minute. Only the scenario makes jobs of payments fail for good.
         "TELLTALE_DEMO_PAUSE_EVERY": "20", "TELLTALE_DEMO_PAUSE_SECONDS": "15",
         "TELLTALE_DEMO_ERROR_EVERY": "15", "TELLTALE_DEMO_ERROR_SECONDS": "6",
-        "TELLTALE_DEMO_BURST_EVERY": "100000",
+        "TELLTALE_DEMO_BURST_EVERY": "20", "TELLTALE_DEMO_BURST_KEEP": "10",
     }
     env.pop("TELLTALE_CHANNEL_SLACK", None)
     out = open(root / "demo.out", "w")
