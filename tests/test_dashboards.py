@@ -68,6 +68,8 @@ NOT_DRAWN = {
     "telltale_http_connections": "connection limits are checked by tests; the status page shows them",
     "telltale_http_connections_closed_total": "as above",
     "telltale_render_duration_seconds": "a performance figure (BENCHMARKS.md), not an operating signal",
+    "telltale_tls_last_reload_success_timestamp_seconds": "when the listener's certificate was loaded; failures page "
+                                                          "through TelltaleTLSReloadFailing",
     "telltale_host_filesystem_size_bytes": "the usage ratio and available bytes are drawn",
     "telltale_process_start_time_seconds": "per watched process; restarts show in its CPU and memory lines",
     "telltale_process_threads": "per watched process; rarely actionable",
