@@ -19,7 +19,7 @@ if ! command -v swift >/dev/null && [[ -x /opt/swift/usr/bin/swift ]]; then
     export PATH="/opt/swift/usr/bin:$PATH"
 fi
 
-TARGETS=(config exposition jsonpath matchers negotiation redaction redis alerting-rows)
+TARGETS=(config exposition jsonpath matchers negotiation redaction redis alerting-rows web-config)
 CI=0
 SECONDS_EACH=300
 if [[ ${1:-} == --ci ]]; then

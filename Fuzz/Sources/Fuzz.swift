@@ -1,5 +1,6 @@
 import CHiredis
 import Glibc
+import HTTPTypes
 import TelltaleMetrics
 @testable import Telltale
 @testable import TelltaleAlerting
@@ -20,7 +21,23 @@ enum FuzzTargets {
     static let all: [String: @Sendable ([UInt8]) -> Void] = [
         "config": config, "exposition": exposition, "jsonpath": jsonPath, "matchers": matchers,
         "negotiation": negotiation, "redaction": redaction, "redis": redisReplies, "alerting-rows": alertingRows,
+        "web-config": webConfig,
     ]
+
+    /// The web configuration reader, and the request guard on an arbitrary `Authorization`
+    /// header (the first line): any text is a configuration or problems naming the file, and
+    /// a header is let through, refused or sent to a bcrypt check, never more.
+    static func webConfig(_ bytes: [UInt8]) {
+        let newline = bytes.firstIndex(of: UInt8(ascii: "\n")) ?? bytes.endIndex
+        let header = String(decoding: bytes[..<newline], as: UTF8.self)
+        if let config = try? WebConfig.parse(String(decoding: bytes[newline...], as: UTF8.self), path: "fuzz.yml") {
+            require(config.users.values.allSatisfy { Bcrypt.problem($0) == nil }, "an invalid hash was accepted")
+        }
+        let guardian = RequestGuard(auth: nil, web: WebConfig(path: "fuzz.yml", users: ["alice": "$2b$04$" + String(repeating: "a", count: 53)]))
+        var fields = HTTPFields()
+        if let name = HTTPField.Name("Authorization") { fields[name] = header }
+        if case .allow = guardian.decide(fields) { require(false, "a header passed without a check") }
+    }
 
     /// The configuration reader: any text is a configuration or a list of problems.
     static func config(_ bytes: [UInt8]) {

@@ -31,6 +31,11 @@ public struct WebConfig: Sendable, Equatable {
         case .success(let read): text = read
         case .failure(let problem): throw ConfigErrors(problems: ["\(path): cannot read the web configuration file: \(problem)"])
         }
+        return try parse(text, path: path)
+    }
+
+    /// Validates `text` read from `path`; problems are prefixed with the path.
+    static func parse(_ text: String, path: String) throws(ConfigErrors) -> WebConfig {
         if let problem = YAMLAliases.problem(text) { throw ConfigErrors(problems: ["\(path): \(problem)"]) }
         let problems = ConfigProblems()
         var config = WebConfig(path: path)
