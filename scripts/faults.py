@@ -195,13 +195,18 @@ def backend_outage(tt: Telltale, pid: Callable[[], int], up: Callable[[], float 
         if how == "kill9":
             services(restart)
         else:
-            for p in pids:
-                try:
-                    os.kill(p, signal.SIGCONT)
-                except ProcessLookupError:
-                    pass
+            resume(pids)
     wait(lambda: up() == 1, 40, "recovery")
     return percentiles(times)
+
+
+def resume(pids: list[int]) -> None:
+    """SIGCONT to the processes that still exist."""
+    for p in pids:
+        try:
+            os.kill(p, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
 
 
 def reload_storm(tt: Telltale) -> str:
@@ -225,11 +230,7 @@ def reload_storm(tt: Telltale) -> str:
             times += scrape_times(tt, 0.2)
         assert_fast(times)
     finally:
-        for p in pids:
-            try:
-                os.kill(p, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
+        resume(pids)
         config.write_text(original)
         tt.process.send_signal(signal.SIGHUP)
     wait(lambda: tt.value("telltale_pg_up", target="main") == 1, 40, "recovery")
