@@ -8,7 +8,7 @@ One server (tests/fakes/provider_fake.py, imported, not copied) on 127.0.0.1:POR
     GET /health                the app's health: 200 {"status": "ok"}, 503 now and then
     POST /_balances, /_mode    the fake's control endpoints (see provider_fake.py)
 
-    python scripts/demo/apis.py [--port 29100]
+    python scripts/demo/apis.py [--port 29100] [--host 127.0.0.1]
 
 Drift: every DRIFT_SECONDS balances are spent down a little and topped up when low. A
 balance set from outside through POST /_balances (a test draining it) is left alone from
@@ -99,9 +99,10 @@ def error_bursts(fake: ProviderFake, stop: threading.Event) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=int(os.environ.get("TELLTALE_DEMO_APIS_PORT", "29100")))
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 in a container)")
     args = parser.parse_args()
     fake = ProviderFake(np_key=os.environ.get("TELLTALE_DEMO_NP_KEY", "demo-np-key"),
-                        kg_key=os.environ.get("TELLTALE_DEMO_KG_KEY", "demo-kg-key"), port=args.port)
+                        kg_key=os.environ.get("TELLTALE_DEMO_KG_KEY", "demo-kg-key"), host=args.host, port=args.port)
     fake.set_route("/health", HEALTH_OK)
     drift = Drift(fake)
     stop = threading.Event()

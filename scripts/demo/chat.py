@@ -110,18 +110,19 @@ class Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, host: str, port: int) -> None:
         self.messages = Messages()
-        super().__init__(("127.0.0.1", port), Handler)
+        super().__init__((host, port), Handler)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=int(os.environ.get("TELLTALE_DEMO_CHAT_PORT", "29101")))
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 in a container)")
     args = parser.parse_args()
-    server = Server(args.port)
+    server = Server(args.host, args.port)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
-    print(f"[chat] receiving on http://127.0.0.1:{args.port}/ (Telltale: /slack, Alertmanager: /alertmanager)",
+    print(f"[chat] receiving on http://{args.host}:{args.port}/ (Telltale: /slack, Alertmanager: /alertmanager)",
           flush=True)
     try:
         server.serve_forever(poll_interval=0.2)
