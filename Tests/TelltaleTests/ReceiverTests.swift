@@ -286,8 +286,8 @@ private func parse(_ message: [UInt8]) throws -> (headers: [String], parts: [Str
         let channel = Channel(name: "m", kind: .email, url: "smtps://user:s%3Fcret@mail.example.com", enabled: true)
         let text = channel.redactor.redact("login failed for s?cret at smtps://user:s%3Fcret@mail.example.com")
         #expect(!text.contains("s?cret") && !text.contains("s%3Fcret"))
-        let managers = Channel(name: "a", kind: .alertmanager, url: "http://u:pw1@a:9093 http://b:9093", enabled: true)
-        #expect(managers.redactor.redact("failed: http://b:9093/api/v2/alerts, pw1") == "failed: ***/api/v2/alerts, ***")
+        let managers = Channel(name: "a", kind: .alertmanager, url: "http://u:pw-1234@a:9093 http://b:9093", enabled: true)
+        #expect(managers.redactor.redact("failed: http://b:9093/api/v2/alerts, pw-1234") == "failed: ***/api/v2/alerts, ***")
     }
 }
 
