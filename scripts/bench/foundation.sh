@@ -52,13 +52,7 @@ postgres:
       enabled: false
       database_size: {enabled: false}
     queries:
-      - metric: bench_series
-        help: Synthetic series for the benchmark.
-        sql: SELECT g::text AS id, (g % 97)::float8 AS v FROM generate_series(1, $SERIES) g
-        labels: [id]
-        values: [v]
-        max_series: 20000
-        interval: 1s
+$(bench_series_query "$SERIES")
 EOF
 # Same target without the query: the fixed cost of starting `telltale once`.
 cat >"$WORK/telltale-empty.yml" <<EOF

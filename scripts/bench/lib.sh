@@ -255,6 +255,20 @@ EOF
 
 BENCH_LOADAVG="$(cut -d' ' -f1-3 /proc/loadavg)"
 
+# bench_series_query N: the YAML list item (under `queries:`) of the synthetic gauge of N
+# series, re-run every second, that the foundation and whole-product benches expose.
+bench_series_query() {
+    cat <<EOF
+      - metric: bench_series
+        help: Synthetic series for the benchmark.
+        sql: SELECT g::text AS id, (g % 97)::float8 AS v FROM generate_series(1, $1) g
+        labels: [id]
+        values: [v]
+        max_series: 20000
+        interval: 1s
+EOF
+}
+
 # queue_bench_config FILE REDIS_YAML PREFIXES_YAML MAX_QUEUES [BINARY]: the queue benches'
 # Telltale configuration (the queue collector alone, with discovery), checked by BINARY
 # (default TELLTALE_BIN).

@@ -72,12 +72,7 @@ postgres:
     timeout: 900ms
     health: {database_size: {enabled: false}}
     queries:
-      - metric: bench_series
-        sql: SELECT g::text AS id, (g % 97)::float8 AS v FROM generate_series(1, $SERIES) g
-        labels: [id]
-        values: [v]
-        max_series: 20000
-        interval: 1s
+$(bench_series_query "$SERIES")
 EOF
 }
 sql_section >"$WORK/series.yml"
