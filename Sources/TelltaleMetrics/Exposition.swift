@@ -35,7 +35,27 @@ public enum ExpositionEncoder {
     }
 
     static func encode(_ family: MetricFamily, format: ExpositionFormat, into out: inout [UInt8]) {
-        let descriptor = family.descriptor
+        appendMetadata(family.descriptor, format: format, into: &out)
+        appendSamples(family, into: &out)
+    }
+
+    /// The `# HELP` and `# TYPE` lines of a family (and OpenMetrics' `# UNIT`): all that differs
+    /// between the formats. Empty for a family without series, which is not exposed.
+    public static func metadata(_ family: MetricFamily, format: ExpositionFormat) -> [UInt8] {
+        var out: [UInt8] = []
+        if !family.series.isEmpty { appendMetadata(family.descriptor, format: format, into: &out) }
+        return out
+    }
+
+    /// The sample lines of a family: the same bytes in both formats, so a cache keeps them once.
+    public static func samples(_ family: MetricFamily) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(family.series.count * 64)
+        appendSamples(family, into: &out)
+        return out
+    }
+
+    private static func appendMetadata(_ descriptor: MetricDescriptor, format: ExpositionFormat, into out: inout [UInt8]) {
         let metadataName = metadataName(descriptor, format)
         out.append(contentsOf: "# HELP \(metadataName) ".utf8)
         appendEscaped(descriptor.help, quotes: format == .openMetrics, into: &out)
@@ -44,45 +64,60 @@ public enum ExpositionEncoder {
         if format == .openMetrics, let unit = descriptor.unit {
             out.append(contentsOf: "# UNIT \(metadataName) \(unit)\n".utf8)
         }
+    }
+
+    private static func appendSamples(_ family: MetricFamily, into out: inout [UInt8]) {
+        let descriptor = family.descriptor
+        // Names made once per family, not per series: this runs for every series of a render.
+        let name = sampleName(descriptor)
+        let histogramNames = (bucket: descriptor.name + "_bucket", count: descriptor.name + "_count",
+                              sum: descriptor.name + "_sum")
         for series in family.series {
             switch series.value {
             case .number(let value):
-                appendSample(sampleName(descriptor), series.labels, extra: nil, value: formatNumber(value), into: &out)
+                appendSample(name, series.labels, extra: nil, value: formatNumber(value), into: &out)
             case .histogram(let histogram):
-                appendHistogram(descriptor.name, series.labels, histogram, into: &out)
+                appendHistogram(histogramNames, series.labels, histogram, into: &out)
             }
         }
     }
 
-    private static func appendHistogram(_ name: String, _ labels: Labels, _ histogram: HistogramValue, into out: inout [UInt8]) {
+    private static func appendHistogram(_ names: (bucket: String, count: String, sum: String), _ labels: Labels,
+                                        _ histogram: HistogramValue, into out: inout [UInt8]) {
         let cumulative = histogram.cumulativeCounts
         for (index, bound) in histogram.upperBounds.enumerated() {
-            appendSample(name + "_bucket", labels, extra: Label("le", formatNumber(bound, integral: false)),
+            appendSample(names.bucket, labels, extra: Label("le", formatNumber(bound, integral: false)),
                          value: String(cumulative[index]), into: &out)
         }
         let count = String(cumulative.last ?? 0)
-        appendSample(name + "_bucket", labels, extra: Label("le", "+Inf"), value: count, into: &out)
-        appendSample(name + "_count", labels, extra: nil, value: count, into: &out)
-        appendSample(name + "_sum", labels, extra: nil, value: formatNumber(histogram.sum), into: &out)
+        appendSample(names.bucket, labels, extra: Label("le", "+Inf"), value: count, into: &out)
+        appendSample(names.count, labels, extra: nil, value: count, into: &out)
+        appendSample(names.sum, labels, extra: nil, value: formatNumber(histogram.sum), into: &out)
     }
 
     private static func appendSample(_ name: String, _ labels: Labels, extra: Label?, value: String, into out: inout [UInt8]) {
         out.append(contentsOf: name.utf8)
-        let all = extra.map { labels.labels + [$0] } ?? labels.labels
-        if !all.isEmpty {
+        if !labels.isEmpty || extra != nil {
             out.append(UInt8(ascii: "{"))
-            for (index, label) in all.enumerated() {
-                if index > 0 { out.append(UInt8(ascii: ",")) }
-                out.append(contentsOf: label.name.utf8)
-                out.append(contentsOf: "=\"".utf8)
-                appendEscaped(label.value, quotes: true, into: &out)
-                out.append(UInt8(ascii: "\""))
+            var first = true
+            for label in labels.labels {
+                appendLabel(label, first: first, into: &out)
+                first = false
             }
+            if let extra { appendLabel(extra, first: first, into: &out) }
             out.append(UInt8(ascii: "}"))
         }
         out.append(UInt8(ascii: " "))
         out.append(contentsOf: value.utf8)
         out.append(UInt8(ascii: "\n"))
+    }
+
+    private static func appendLabel(_ label: Label, first: Bool, into out: inout [UInt8]) {
+        if !first { out.append(UInt8(ascii: ",")) }
+        out.append(contentsOf: label.name.utf8)
+        out.append(contentsOf: "=\"".utf8)
+        appendEscaped(label.value, quotes: true, into: &out)
+        out.append(UInt8(ascii: "\""))
     }
 
     /// Escapes `\` and line feeds, and `"` where the format asks for it.

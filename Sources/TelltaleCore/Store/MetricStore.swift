@@ -50,15 +50,21 @@ public final class MetricStore: Sendable {
     /// one chunk per small family and costs little.
     package static let ownChunkBytes = 16 << 10
 
-    /// One family, merged from every source that has it, encoded in both formats.
+    /// One family, merged from every source that has it, encoded for both formats: the sample
+    /// lines, which both share, once; the few metadata lines once per format.
     private struct CachedFamily {
         let family: MetricFamily
         let conflicts: [FamilyMerger.Conflict]
-        let text: ByteBuffer
-        let openMetrics: ByteBuffer
-        /// Only for families of at least `ownChunkBytes`; nil also if zlib failed.
-        let textChunk: DeflatedChunk?
-        let openMetricsChunk: DeflatedChunk?
+        let textMetadata: ByteBuffer
+        let openMetricsMetadata: ByteBuffer
+        let samples: ByteBuffer
+        /// The samples deflated, only for families of at least `ownChunkBytes`; nil also if
+        /// zlib failed.
+        let samplesChunk: DeflatedChunk?
+
+        func metadata(_ format: ExpositionFormat) -> ByteBuffer {
+            format == .text ? textMetadata : openMetricsMetadata
+        }
     }
 
     private struct RenderState {
@@ -186,14 +192,15 @@ public final class MetricStore: Sendable {
             family = merged.families.first ?? family
             conflicts = merged.conflicts
         }
-        let text = ByteBuffer(bytes: ExpositionEncoder.encode([family], format: .text))
-        let openMetrics = ByteBuffer(bytes: ExpositionEncoder.encode([family], format: .openMetrics))
-        func chunk(_ bytes: ByteBuffer) -> DeflatedChunk? {
-            guard bytes.readableBytes >= ownChunkBytes, let compressor else { return nil }
-            return try? DeflatedChunk(bytes, compressor: compressor)
+        let samples = ByteBuffer(bytes: ExpositionEncoder.samples(family))
+        var samplesChunk: DeflatedChunk?
+        if samples.readableBytes >= ownChunkBytes, let compressor {
+            samplesChunk = try? DeflatedChunk(samples, compressor: compressor)
         }
-        return CachedFamily(family: family, conflicts: conflicts, text: text, openMetrics: openMetrics,
-                            textChunk: chunk(text), openMetricsChunk: chunk(openMetrics))
+        return CachedFamily(family: family, conflicts: conflicts,
+                            textMetadata: ByteBuffer(bytes: ExpositionEncoder.metadata(family, format: .text)),
+                            openMetricsMetadata: ByteBuffer(bytes: ExpositionEncoder.metadata(family, format: .openMetrics)),
+                            samples: samples, samplesChunk: samplesChunk)
     }
 
     /// Lays out the cached families in name order, split around the per-request family.
@@ -201,9 +208,8 @@ public final class MetricStore: Sendable {
         let sorted = cache.sorted { $0.key < $1.key }.map(\.value)
         let split = sorted.firstIndex { $0.family.name > scrapes.name } ?? sorted.count
         func parts(_ format: ExpositionFormat) -> Rendered.Parts {
-            let bytes: (CachedFamily) -> ByteBuffer = { format == .text ? $0.text : $0.openMetrics }
-            let ownChunk: (CachedFamily) -> DeflatedChunk? = { format == .text ? $0.textChunk : $0.openMetricsChunk }
-            /// Large families' cached chunks, with the runs of small ones between them deflated now.
+            /// Large families' cached sample chunks, with the runs of small pieces between them
+            /// (every family's metadata, small families' samples) deflated now.
             func chunks(_ families: ArraySlice<CachedFamily>) -> [DeflatedChunk]? {
                 guard let compressor else { return nil }
                 var result: [DeflatedChunk] = []
@@ -216,25 +222,29 @@ public final class MetricStore: Sendable {
                     return true
                 }
                 for family in families {
-                    if let chunk = ownChunk(family) {
+                    run.writeImmutableBuffer(family.metadata(format))
+                    if let chunk = family.samplesChunk {
                         guard flushRun() else { return nil }
                         result.append(chunk)
-                    } else if bytes(family).readableBytes >= ownChunkBytes {
+                    } else if family.samples.readableBytes >= ownChunkBytes {
                         return nil  // its own chunk failed to compress
                     } else {
-                        run.writeImmutableBuffer(bytes(family))
+                        run.writeImmutableBuffer(family.samples)
                     }
                 }
                 return flushRun() ? result : nil
+            }
+            // The cached buffers themselves, shared rather than concatenated: a response is
+            // written from them directly (writev), and no second copy of the exposition is kept.
+            func buffers(_ families: ArraySlice<CachedFamily>) -> [ByteBuffer] {
+                families.flatMap { [$0.metadata(format), $0.samples] }.filter { $0.readableBytes > 0 }
             }
             // A missing chunk (zlib failed) means serving uncompressed.
             let gzip = chunks(sorted[..<split]).flatMap { head in
                 chunks(sorted[split...]).map { GzipSegments(head: head, tail: $0, trailer: Array(format.trailer.utf8)) }
             }
-            // The cached buffers themselves, shared rather than concatenated: a response is
-            // written from them directly (writev), and no second copy of the exposition is kept.
-            return Rendered.Parts(head: sorted[..<split].map(bytes),
-                                  tail: sorted[split...].map(bytes) + [ByteBuffer(string: format.trailer)], gzip: gzip)
+            return Rendered.Parts(head: buffers(sorted[..<split]),
+                                  tail: buffers(sorted[split...]) + [ByteBuffer(string: format.trailer)], gzip: gzip)
         }
         return Rendered(families: sorted.map(\.family), text: parts(.text), openMetrics: parts(.openMetrics))
     }
