@@ -42,7 +42,11 @@ public struct Labels: Hashable, Comparable, Sendable, ExpressibleByDictionaryLit
 
     /// A copy with one more label (or that label replaced).
     public func adding(_ name: String, _ value: String) -> Labels {
-        var copy = self
+        // A copy sized for one more label: copying on write would double the capacity, and
+        // label sets are kept by the thousand.
+        var copy = Labels()
+        copy.labels.reserveCapacity(labels.count + 1)
+        copy.labels.append(contentsOf: labels)
         copy.insert(Label(name, value))
         return copy
     }

@@ -48,6 +48,10 @@ public final class QueueCollector: Collector {
         /// Whether the last failed run still heard Redis (an error reply such as a SCAN
         /// refused by an ACL), so that `telltale_redis_up` stays 1.
         var failedWithReply = false
+        /// Each queue's label sets with a `state` (`QueueMetrics.states` order), kept from run
+        /// to run: `telltale_queue_jobs` then shares them with the previous run's family
+        /// instead of allocating eight new label sets per queue every run.
+        var stateLabels: [QueueID: [Labels]] = [:]
     }
 
     private let state: Mutex<State>
@@ -241,10 +245,11 @@ public final class QueueCollector: Collector {
         jobs.reserveCapacity(counts.count * QueueMetrics.states.count)
         // Workers connect to the master: a replica's CLIENT LIST cannot tell them.
         let clientNames = config.redis.readsFromReplica ? nil : Self.clientNames(servers.map(\.clientList))
-        for count in counts {
+        let stateLabels = stateLabels(counts.map(\.queue))
+        for (count, stateLabels) in zip(counts, stateLabels) {
             let labels = count.queue.labels
             for index in QueueMetrics.statesInNameOrder {
-                jobs.append(Self.sample(Double(count.states[index]), labels.adding("state", QueueMetrics.states[index])))
+                jobs.append(Self.sample(Double(count.states[index]), stateLabels[index]))
             }
             paused.append(Self.sample(count.isPaused ? 1 : 0, labels))
             overdue.append(Self.sample(Double(count.overdueDelayed), labels))
@@ -257,6 +262,22 @@ public final class QueueCollector: Collector {
         return [MetricFamily(QueueMetrics.jobs, series: jobs), MetricFamily(QueueMetrics.paused, series: paused),
                 MetricFamily(QueueMetrics.overdue, series: overdue), MetricFamily(QueueMetrics.workers, series: workers),
                 dropped.build()]
+    }
+
+    /// The state label sets of `queues`, in their order: those of the last run reused, the
+    /// others made; queues no longer read are forgotten.
+    private func stateLabels(_ queues: [QueueID]) -> [[Labels]] {
+        state.withLock { state in
+            var kept: [QueueID: [Labels]] = [:]
+            kept.reserveCapacity(queues.count)
+            let result = queues.map { queue in
+                let labels = state.stateLabels[queue] ?? QueueMetrics.states.map { queue.labels.adding("state", $0) }
+                kept[queue] = labels
+                return labels
+            }
+            state.stateLabels = kept
+            return result
+        }
     }
 
     /// The families that need the follow-up round trip too.
