@@ -69,64 +69,132 @@ public enum ExpositionEncoder {
     private static func appendSamples(_ family: MetricFamily, into out: inout [UInt8]) {
         let descriptor = family.descriptor
         // Names made once per family, not per series: this runs for every series of a render.
-        let name = sampleName(descriptor)
-        let histogramNames = (bucket: descriptor.name + "_bucket", count: descriptor.name + "_count",
-                              sum: descriptor.name + "_sum")
+        let name = Array(sampleName(descriptor).utf8)
+        let histogramNames = HistogramNames(descriptor.name)
+        var bounds = BoundTexts()
         for series in family.series {
             switch series.value {
             case .number(let value):
-                appendSample(name, series.labels, extra: nil, value: formatNumber(value), into: &out)
+                out.append(contentsOf: name)
+                appendLabels(series.labels, into: &out)
+                if !series.labels.isEmpty { out.append(UInt8(ascii: "}")) }
+                appendValue(value, into: &out)
             case .histogram(let histogram):
-                appendHistogram(histogramNames, series.labels, histogram, into: &out)
+                appendHistogram(histogramNames, series.labels, histogram, bounds: &bounds, into: &out)
             }
         }
     }
 
-    private static func appendHistogram(_ names: (bucket: String, count: String, sum: String), _ labels: Labels,
-                                        _ histogram: HistogramValue, into out: inout [UInt8]) {
+    /// A histogram's sample names, as bytes.
+    private struct HistogramNames {
+        let bucket: [UInt8], count: [UInt8], sum: [UInt8]
+
+        init(_ name: String) {
+            (bucket, count, sum) = (Array((name + "_bucket").utf8), Array((name + "_count").utf8), Array((name + "_sum").utf8))
+        }
+    }
+
+    /// The `le` labels of the last bucket layout seen: the series of a family nearly always share one.
+    private struct BoundTexts {
+        var bounds: [Double] = []
+        var texts: [[UInt8]] = []
+
+        mutating func texts(for upperBounds: [Double]) -> [[UInt8]] {
+            if upperBounds != bounds {
+                bounds = upperBounds
+                texts = upperBounds.map { Array(",le=\"\(formatNumber($0, integral: false))\"}".utf8) }
+            }
+            return texts
+        }
+    }
+
+    /// Each series' labels are escaped once and copied to its bucket, count and sum lines.
+    private static func appendHistogram(_ names: HistogramNames, _ labels: Labels, _ histogram: HistogramValue,
+                                        bounds: inout BoundTexts, into out: inout [UInt8]) {
+        var prefix: [UInt8] = []  // `{name="value",…` without its closing brace
+        appendLabels(labels, into: &prefix)
+        func bucket(_ le: [UInt8], _ count: UInt64) {
+            out.append(contentsOf: names.bucket)
+            if prefix.isEmpty {
+                out.append(UInt8(ascii: "{"))
+                out.append(contentsOf: le.dropFirst())  // no comma before `le`
+            } else {
+                out.append(contentsOf: prefix)
+                out.append(contentsOf: le)
+            }
+            appendCount(count, into: &out)
+        }
+        func line(_ name: [UInt8]) {
+            out.append(contentsOf: name)
+            out.append(contentsOf: prefix)
+            if !prefix.isEmpty { out.append(UInt8(ascii: "}")) }
+        }
         let cumulative = histogram.cumulativeCounts
-        for (index, bound) in histogram.upperBounds.enumerated() {
-            appendSample(names.bucket, labels, extra: Label("le", formatNumber(bound, integral: false)),
-                         value: String(cumulative[index]), into: &out)
-        }
-        let count = String(cumulative.last ?? 0)
-        appendSample(names.bucket, labels, extra: Label("le", "+Inf"), value: count, into: &out)
-        appendSample(names.count, labels, extra: nil, value: count, into: &out)
-        appendSample(names.sum, labels, extra: nil, value: formatNumber(histogram.sum), into: &out)
+        for (index, le) in bounds.texts(for: histogram.upperBounds).enumerated() { bucket(le, cumulative[index]) }
+        let count = cumulative.last ?? 0
+        bucket(Array(",le=\"+Inf\"}".utf8), count)
+        line(names.count)
+        appendCount(count, into: &out)
+        line(names.sum)
+        appendValue(histogram.sum, into: &out)
     }
 
-    private static func appendSample(_ name: String, _ labels: Labels, extra: Label?, value: String, into out: inout [UInt8]) {
-        out.append(contentsOf: name.utf8)
-        if !labels.isEmpty || extra != nil {
-            out.append(UInt8(ascii: "{"))
-            var first = true
-            for label in labels.labels {
-                appendLabel(label, first: first, into: &out)
-                first = false
-            }
-            if let extra { appendLabel(extra, first: first, into: &out) }
-            out.append(UInt8(ascii: "}"))
+    /// `{name="value",…` without the closing brace; nothing for an empty set.
+    private static func appendLabels(_ labels: Labels, into out: inout [UInt8]) {
+        for (index, label) in labels.labels.enumerated() {
+            out.append(UInt8(ascii: index == 0 ? "{" : ","))
+            out.append(contentsOf: label.name.utf8)
+            out.append(contentsOf: "=\"".utf8)
+            appendEscaped(label.value, quotes: true, into: &out)
+            out.append(UInt8(ascii: "\""))
         }
+    }
+
+    /// ` value` and the line's end, as `formatNumber` writes it.
+    private static func appendValue(_ value: Double, into out: inout [UInt8]) {
         out.append(UInt8(ascii: " "))
-        out.append(contentsOf: value.utf8)
+        if value == value.rounded(), abs(value) < 1e15 {
+            if value < 0 { out.append(UInt8(ascii: "-")) }
+            appendDigits(UInt64(abs(value)), into: &out)  // exact: |value| < 10^15
+        } else {
+            out.append(contentsOf: formatNumber(value).utf8)
+        }
         out.append(UInt8(ascii: "\n"))
     }
 
-    private static func appendLabel(_ label: Label, first: Bool, into out: inout [UInt8]) {
-        if !first { out.append(UInt8(ascii: ",")) }
-        out.append(contentsOf: label.name.utf8)
-        out.append(contentsOf: "=\"".utf8)
-        appendEscaped(label.value, quotes: true, into: &out)
-        out.append(UInt8(ascii: "\""))
+    /// ` count` and the line's end.
+    private static func appendCount(_ count: UInt64, into out: inout [UInt8]) {
+        out.append(UInt8(ascii: " "))
+        appendDigits(count, into: &out)
+        out.append(UInt8(ascii: "\n"))
     }
 
-    /// Escapes `\` and line feeds, and `"` where the format asks for it.
+    /// Decimal digits, without the String that `description` would allocate.
+    private static func appendDigits(_ value: UInt64, into out: inout [UInt8]) {
+        let start = out.count
+        var rest = value
+        repeat {
+            out.append(UInt8(ascii: "0") + UInt8(rest % 10))
+            rest /= 10
+        } while rest > 0
+        out[start...].reverse()
+    }
+
+    /// Escapes `\` and line feeds, and `"` where the format asks for it. Most text needs none:
+    /// it is then copied whole.
     private static func appendEscaped(_ text: String, quotes: Bool, into out: inout [UInt8]) {
+        let needsEscaping = text.utf8.contains { byte in
+            byte == UInt8(ascii: "\\") || byte == UInt8(ascii: "\n") || (quotes && byte == UInt8(ascii: "\""))
+        }
+        guard needsEscaping else {
+            out.append(contentsOf: text.utf8)
+            return
+        }
         for byte in text.utf8 {
             switch byte {
             case UInt8(ascii: "\\"): out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\\")])
             case UInt8(ascii: "\n"): out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "n")])
-            case UInt8(ascii: "\"") where quotes: out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\"")])
+            case UInt8(ascii: "\""): out.append(contentsOf: quotes ? [UInt8(ascii: "\\"), UInt8(ascii: "\"")] : [byte])
             default: out.append(byte)
             }
         }

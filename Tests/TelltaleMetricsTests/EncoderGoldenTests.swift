@@ -19,11 +19,26 @@ func nastyFamilies() -> [MetricFamily] {
     temperature.set(1e-9, ["sensor": "tiny"])
     temperature.set(1.5e20, ["sensor": "huge"])
     temperature.set(42, ["sensor": "integral"])
+    temperature.set(-17, ["sensor": "negative_integral"])
+    temperature.set(999_999_999_999_999, ["sensor": "largest_integral"])
+    temperature.set(1e15, ["sensor": "past_integral"])
+    temperature.set(-0.0, ["sensor": "negative_zero"])
 
     var latency = FamilyBuilder(MetricDescriptor("app_latency_seconds", .histogram, help: "Latency.", unit: "seconds"),
                                 buckets: [0.005, 0.1, 1, 2.5])
     for value in [0.001, 0.005, 0.05, 0.5, 3, 100] { latency.observe(value, ["route": "a"]) }
     latency.touchHistogram(["route": "empty"])
+    latency.observe(0.2, ["route": "esc\"aped\\\n"])
+
+    // No labels (the `le` label alone), and two bucket layouts in one family.
+    var sizes = FamilyBuilder(MetricDescriptor("app_size_bytes", .histogram, help: "Sizes."), buckets: [100, 1e6])
+    for value in [1.0, 150, 2e9] { sizes.observe(value) }
+    var layouts = FamilyBuilder(MetricDescriptor("app_layouts", .histogram, help: "Layouts."), buckets: [1, 2])
+    layouts.observe(1.5, ["layout": "a"])
+    let layoutsFamily = layouts.build()
+    var otherLayout = FamilyBuilder(MetricDescriptor("app_layouts", .histogram, help: "Layouts."), buckets: [0.25])
+    otherLayout.observe(-7, ["layout": "b"])
+    let mixedLayouts = MetricFamily(layoutsFamily.descriptor, series: layoutsFamily.series + otherLayout.build().series)
 
     var build = FamilyBuilder(MetricDescriptor("app_build", .info, help: "Build."))
     build.set(1, ["version": "1.2.3", "commit": "abc"])
@@ -33,7 +48,7 @@ func nastyFamilies() -> [MetricFamily] {
 
     let empty = FamilyBuilder(MetricDescriptor("app_never_seen", .gauge, help: "No series: not exposed."))
 
-    return [requests, temperature, latency, build, unlabelled, empty].map { $0.build() }
+    return ([requests, temperature, latency, sizes, build, unlabelled, empty].map { $0.build() } + [mixedLayouts])
         .sorted { $0.name < $1.name }
 }
 
