@@ -60,6 +60,9 @@ public final class AlertingService: Service, Sendable {
         (wakeups, wake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     }
 
+    /// The least time from one evaluation's end to the next one's start on collections.
+    static let evaluationSpacing = Duration.milliseconds(250)
+
     /// Called after every collector run: evaluate against the fresh snapshot.
     public func collectionFinished() {
         wake.yield()
@@ -69,7 +72,14 @@ public final class AlertingService: Service, Sendable {
         await cancelWhenGracefulShutdown {
             await withDiscardingTaskGroup { group in
                 group.addTask {
-                    for await _ in self.wakeups { await self.evaluateOnce() }
+                    for await _ in self.wakeups {
+                        await self.evaluateOnce()
+                        // With many sources, collections finish all the time (fifty providers
+                        // polled each second): evaluating after each one kept a core busy with
+                        // evaluations and the renders of their metrics. Collections that finish
+                        // meanwhile are coalesced into the next evaluation.
+                        try? await Task.sleep(for: Self.evaluationSpacing)
+                    }
                 }
                 group.addTask { await self.deliveryLoop() }
                 if self.config.systemHealth.enabled { group.addTask { await SystemHealthWriter(service: self).run() } }
