@@ -77,3 +77,42 @@ extension Labels {
         Labels(labels.map { ($0.name, $0.value) } + other.labels.map { ($0.name, $0.value) })
     }
 }
+
+/// The label sets of a source's previous run, by position. Rows of a query mostly come back
+/// in the same order with the same labels; reusing the previous run's set at the same position
+/// when it is equal makes consecutive runs' families share their label sets, rather than each
+/// run allocating (and, while both are alive, holding) a second copy of every one.
+public struct PositionalLabels: Sendable {
+    private var previous: [Labels] = []
+    private var current: [Labels] = []
+
+    public init() {}
+
+    /// The label set of `pairs` (as `Labels(pairs)` builds it) at the next position.
+    public mutating func next(_ pairs: [(String, String)]) -> Labels {
+        let position = current.count
+        let labels = position < previous.count && previous[position].isBuilt(from: pairs) ? previous[position] : Labels(pairs)
+        current.append(labels)
+        return labels
+    }
+
+    /// Ends a run: its sets are the ones the next run reuses.
+    public mutating func endRun() {
+        previous = current
+        current = []
+        current.reserveCapacity(previous.count)
+    }
+}
+
+extension Labels {
+    /// Whether `Labels(pairs)` would equal this set: the same names, each with the value of
+    /// its last pair. Label sets are small, so the quadratic look-ups cost less than building.
+    func isBuilt(from pairs: [(String, String)]) -> Bool {
+        guard pairs.count >= labels.count else { return false }
+        for (name, _) in pairs where !labels.contains(where: { $0.name == name }) { return false }
+        for label in labels {
+            guard let last = pairs.last(where: { $0.0 == label.name }), last.1 == label.value else { return false }
+        }
+        return true
+    }
+}

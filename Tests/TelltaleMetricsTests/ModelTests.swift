@@ -108,3 +108,36 @@ import TelltaleMetrics
         #expect(!ContentNegotiation.acceptsGzip(nil))
     }
 }
+
+@Suite struct PositionalLabelsTests {
+    private func storage(_ labels: Labels) -> UnsafeRawPointer? {
+        labels.labels.withUnsafeBufferPointer { UnsafeRawPointer($0.baseAddress) }
+    }
+
+    @Test func aRunWithTheSameRowsReusesTheLastRunsSets() {
+        var reuse = PositionalLabels()
+        let first = [reuse.next([("target", "db"), ("id", "1")]), reuse.next([("target", "db"), ("id", "2")])]
+        reuse.endRun()
+        let second = [reuse.next([("target", "db"), ("id", "1")]), reuse.next([("target", "db"), ("id", "3")])]
+        #expect(second == [["target": "db", "id": "1"], ["target": "db", "id": "3"]])
+        #expect(storage(second[0]) == storage(first[0]))
+        #expect(storage(second[1]) != storage(first[1]))
+    }
+
+    @Test func reuseGivesWhatBuildingGives() {
+        let cases: [(built: [(String, String)], asked: [(String, String)])] = [
+            ([("a", "1"), ("b", "2")], [("b", "2"), ("a", "1")]),  // order of pairs does not matter
+            ([("a", "1"), ("b", "2")], [("a", "1"), ("a", "1")]),  // a repeated name is not another label
+            ([("a", "1")], [("a", "0"), ("a", "1")]),  // the last of repeated names wins
+            ([("a", "1")], [("a", "1"), ("a", "0")]),
+            ([("a", "1")], [("a", "1"), ("b", "")]),
+            ([], []),
+        ]
+        for (built, asked) in cases {
+            var reuse = PositionalLabels()
+            _ = reuse.next(built)
+            reuse.endRun()
+            #expect(reuse.next(asked) == Labels(asked), "built from \(built), asked \(asked)")
+        }
+    }
+}

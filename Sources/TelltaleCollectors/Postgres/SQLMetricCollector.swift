@@ -16,6 +16,8 @@ public final class SQLMetricCollector: Collector {
         var accumulated: FamilyBuilder
         var watermark: Watermark
         var dropped: Double = 0
+        /// The last run's label sets, reused by a run whose rows carry the same ones.
+        var rowLabels = PositionalLabels()
     }
 
     private let state: Mutex<State>
@@ -64,8 +66,13 @@ public final class SQLMetricCollector: Collector {
     private func current(_ rows: [[PGValue]], _ columns: ResolvedColumns, _ problems: inout RowProblems) -> MetricFamily {
         var builder = FamilyBuilder(query.descriptor)
         var dropped = 0.0
+        var rowLabels = state.withLock { $0.rowLabels }
+        defer {
+            rowLabels.endRun()
+            state.withLock { [rowLabels] in $0.rowLabels = rowLabels }
+        }
         for row in rows {
-            for (labels, value) in samples(row, columns, &problems) {
+            for (labels, value) in samples(row, columns, &problems, labelling: { rowLabels.next($0) }) {
                 if builder.contains(labels) {
                     problems.add("duplicate_labels", "rows repeat the label set \(labels.labels.map { "\($0.name)=\($0.value)" })")
                 } else if builder.seriesCount >= query.maxSeries {
@@ -87,7 +94,7 @@ public final class SQLMetricCollector: Collector {
                 if let watermarkColumn = columns.watermark { state.watermark.advance(to: row[watermarkColumn]) }
                 let samples = columns.values.isEmpty
                     ? [(Labels([("target", client.target)] + columns.labels.map { ($0.name, row[$0.index].text) }), 1.0)]
-                    : samples(row, columns, &problems)
+                    : samples(row, columns, &problems, labelling: Labels.init)
                 for (labels, value) in samples {
                     if !value.isFinite {
                         // Added once, ±Inf or NaN would stick in the running total until restart.
@@ -108,7 +115,8 @@ public final class SQLMetricCollector: Collector {
     }
 
     /// One sample per value column of a row; NULL or non-numeric values are reported and skipped.
-    private func samples(_ row: [PGValue], _ columns: ResolvedColumns, _ problems: inout RowProblems) -> [(Labels, Double)] {
+    private func samples(_ row: [PGValue], _ columns: ResolvedColumns, _ problems: inout RowProblems,
+                         labelling: ([(String, String)]) -> Labels) -> [(Labels, Double)] {
         let labels = [("target", client.target)] + columns.labels.map { ($0.name, row[$0.index].text) }
         return columns.values.compactMap { column in
             guard let value = row[column.index].number else {
@@ -117,7 +125,7 @@ public final class SQLMetricCollector: Collector {
                 return nil
             }
             let extra = query.valueLabel.map { [($0, column.name)] } ?? []
-            return (Labels(labels + extra), value)
+            return (labelling(labels + extra), value)
         }
     }
 }
