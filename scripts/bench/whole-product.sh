@@ -14,7 +14,9 @@
 # with everything on, and /metrics p99 within 2× of the 10,000-series figure of the same run.
 #
 # Knobs: ROUNDS (2), WARMUP (20), WRK_DURATION (10s), WRK_THREADS (2), WRK_CONNECTIONS (8),
-#        BENCH_TIMEOUT (420); PostgreSQL 55745, Redis 56745; BENCH_REDIS_DB (0, must be empty).
+#        BENCH_TIMEOUT (420); PostgreSQL 55745, Redis 56745; BENCH_REDIS_DB (0, must be empty);
+#        BENCH_HOLD (seconds: keep the first whole-product phase running after wrk, its PID
+#        printed, to look at it with /proc/PID/smaps, perf or the console; the run goes on after).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 BENCH_COMMAND="scripts/bench/whole-product.sh"
@@ -152,6 +154,10 @@ phase() {  # CONFIG ROUND
     RSS[$config]+=" $rss"
     HWM[$config]+=" $hwm"
     SERIES_OUT[$config]="$(curl -fsS "$TT_URL/metrics" | grep -c -v '^#')"
+    if [[ -n ${BENCH_HOLD:-} && $config == whole && $2 == 1 ]]; then
+        blog "holding the whole product for $BENCH_HOLD s: PID $pid, $TT_URL, work dir $WORK"
+        sleep "$BENCH_HOLD"
+    fi
     stop_pid "$pid"
 }
 for round in $(seq 1 "$ROUNDS"); do
