@@ -27,11 +27,18 @@ struct MuteWindow: Sendable {
     /// Minutes after midnight: `start` inclusive, `end` exclusive (1440 is midnight at the end).
     let start: Int
     let end: Int
-    let timeZone: TimeZone
+    /// Gregorian, in the window's time zone: made once when the row is read, as a check
+    /// runs for every alert transition and a calendar costs a time zone look-up to make.
+    let calendar: Calendar
 
-    func contains(_ time: Double) -> Bool {
+    init(weekdays: Set<Int>, start: Int, end: Int, timeZone: TimeZone) {
+        (self.weekdays, self.start, self.end) = (weekdays, start, end)
         var calendar = Calendar(identifier: .gregorian)
         calendar.timeZone = timeZone
+        self.calendar = calendar
+    }
+
+    func contains(_ time: Double) -> Bool {
         let parts = calendar.dateComponents([.weekday, .hour, .minute], from: Date(timeIntervalSince1970: time))
         guard let weekday = parts.weekday, let hour = parts.hour, let minute = parts.minute else { return false }
         let minuteOfDay = hour * 60 + minute
