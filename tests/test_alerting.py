@@ -537,22 +537,25 @@ def transitions(h: Harness, path: str) -> list[str]:
 
 def test_for_duration_flapping_hysteresis_and_recovery(h: Harness) -> None:
     path = h.add_channel("flow", "webhook")
-    h.add_rule("flow_rule", 10, channel="flow", for_seconds=2, clear=5)
+    # `for` long enough that seeing the pending state and lowering the level again (a scrape,
+    # a psql, a collection and an evaluation) fits inside it on a busy machine.
+    for_seconds = 5
+    h.add_rule("flow_rule", 10, channel="flow", for_seconds=for_seconds, clear=5)
     tt = h.start()
     assert scrape(tt).get("telltale_alert_threshold", rule="flow_rule") == 10
 
     # Above the threshold for less than `for`: pending, then nothing.
     h.set_level(20)
-    wait_until(lambda: scrape(tt).get("telltale_alert_state", rule="flow_rule", alertstate="pending") == 1, 3,
+    wait_until(lambda: scrape(tt).get("telltale_alert_state", rule="flow_rule", alertstate="pending") == 1, for_seconds,
                "pending state")
     h.set_level(1)
-    wait_until(lambda: not scrape(tt).find("telltale_alert_state", rule="flow_rule"), 3, "pending cleared")
+    wait_until(lambda: not scrape(tt).find("telltale_alert_state", rule="flow_rule"), 10, "pending cleared")
 
     # Above for longer than `for`: one firing message, no sooner than `for`.
     t_up = time.time()
     h.set_level(20)
-    firing = h.wait_accepted(path, 1, timeout=2 + FIRING_AFTER)[0]
-    assert firing.time - t_up >= 2.0, f"fired {firing.time - t_up:.2f}s after the rise, before for=2s"
+    firing = h.wait_accepted(path, 1, timeout=for_seconds + FIRING_AFTER)[0]
+    assert firing.time - t_up >= for_seconds, f"fired {firing.time - t_up:.2f}s after the rise, before for={for_seconds}s"
     m = scrape(tt)
     assert m.get("telltale_alert_state", rule="flow_rule", alertstate="firing", svc="api", severity="critical",
                  environment="production") == 1
@@ -582,14 +585,16 @@ def test_for_duration_flapping_hysteresis_and_recovery(h: Harness) -> None:
 
 
 def test_keep_firing(h: Harness) -> None:
-    keep = 4.0
+    # Long enough for the dip below (two psqls, two collections and evaluations: ~1.5 s on a
+    # quiet machine) to stay shorter than it on a busy one.
+    keep = 8.0
     path = h.add_channel("keep", "webhook")
     h.add_rule("keep_rule", 10, channel="keep", keep=keep)
     h.set_level(20)
     tt = h.start()
     h.wait_accepted(path, 1)
 
-    # A dip shorter than keep_firing (seen and evaluated, then over: ~1.5 s): no resolved.
+    # A dip shorter than keep_firing (seen and evaluated, then over): no resolved.
     dip = time.monotonic()
     h.set_level(1)
     h.level_seen(tt, 1)
