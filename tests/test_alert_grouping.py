@@ -88,7 +88,7 @@ def test_silence_holds_messages_until_it_ends(h: Harness) -> None:
     h.sql("UPDATE telltale_silences SET ends_at = now()")
     got = h.wait_accepted(path, 1)
     assert [a["status"] for a in got[0].json["alerts"]] == ["firing"], "still firing when the silence ended: notified"
-    wait_until(lambda: scrape(tt).get("telltale_alert_state", rule="level_high", alertstate="firing") == 1, 5, "firing again")
+    wait_until(lambda: scrape(tt).get("telltale_alert_state", rule="level_high", alertstate="firing") == 1, 10, "firing again")
 
 
 def test_fired_and_resolved_while_silenced_sends_nothing(h: Harness) -> None:
@@ -100,7 +100,7 @@ def test_fired_and_resolved_while_silenced_sends_nothing(h: Harness) -> None:
     h.level_seen(tt, 20)
     h.set_level(1)
     h.level_seen(tt, 1)
-    wait_until(lambda: not scrape(tt).find("telltale_alert_state", rule="level_high"), 5, "the alert resolved")
+    wait_until(lambda: not scrape(tt).find("telltale_alert_state", rule="level_high"), 10, "the alert resolved")
     h.sql("UPDATE telltale_silences SET ends_at = now()")
     wait_until(lambda: h.sql("SELECT count(*) FROM telltale_alert_transitions WHERE flush_id IS NULL") == "0", FIRING_AFTER,
                "the held transitions settled")
@@ -133,7 +133,7 @@ def test_invalid_silences_and_mute_times_are_reported(h: Harness) -> None:
     h.add_rule("level_high", 10, channel="c")
     h.sql("UPDATE telltale_alert_rules SET mute_time = 'bad'")
     tt = h.start()
-    wait_until(lambda: scrape(tt).get("telltale_alert_rule_errors", rule="mute_time:bad") == 1, 5, "the bad mute time reported")
+    wait_until(lambda: scrape(tt).get("telltale_alert_rule_errors", rule="mute_time:bad") == 1, 10, "the bad mute time reported")
     m = scrape(tt)
     assert m.get("telltale_alert_rule_errors", rule="level_high") == 1, "a rule naming an invalid mute time is invalid"
     assert any(labels.get("rule", "").startswith("silence:") for labels, _ in m.find("telltale_alert_rule_errors"))

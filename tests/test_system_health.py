@@ -129,7 +129,7 @@ def test_only_the_leader_writes(h: Harness) -> None:
     create_portal_table(h)
     a = start(h, health=ENABLED)
     b = start(h, wait_leader=False, health=ENABLED)
-    wait_until(lambda: scrape(b).get("telltale_alerting_leader") == 0, 5, "replica B up as a follower")
+    wait_until(lambda: scrape(b).get("telltale_alerting_leader") == 0, 15, "replica B up as a follower")
     wait_until(lambda: written(a) >= 3, 10, "three rows from the leader")
     m = scrape(b)
     assert m.get("telltale_system_health_writes_total", outcome="written") == 0, "a follower writes nothing"
