@@ -370,7 +370,7 @@ def test_readyz_waits_for_every_collector(start_telltale):
     """With both collectors on a 1-hour interval, readiness still comes from the first
     runs, which start (with a small stagger) right after startup."""
     tt = start_telltale(STABLE_COLLECTORS)
-    wait_ready(tt, timeout=5)
+    wait_ready(tt, timeout=15)
     html = tt.get("/").text
     assert "pending" not in html, html
 

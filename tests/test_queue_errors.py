@@ -121,7 +121,7 @@ def test_an_acl_that_does_not_cover_a_queue_is_that_queues_error(qredis, start_t
         assert up(s) == 0
         page = tt.get("/").text
         assert "queue bull:denied: NOPERM" in page, page[-2000:]
-        wait_for(tt, lambda s: "queue bull:denied: NOPERM" in tt.logs(), 5, "the problem in the log")
+        wait_for(tt, lambda s: "queue bull:denied: NOPERM" in tt.logs(), 10, "the problem in the log")
         (tmp_path / "once.yml").write_text(config)
         r = run_cli(["once", "--config", tmp_path / "once.yml"], timeout=60)
         assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
@@ -192,7 +192,7 @@ def test_a_missing_password_says_noauth(start_telltale, discovery):
         page = tt.get("/").text
         assert "NOAUTH" in page and "queues.redis.password" in page, page[-2000:]
         assert "unexpected SCAN reply" not in page + tt.logs()
-        wait_for(tt, lambda s: "NOAUTH" in tt.logs(), 5, "NOAUTH in the log")
+        wait_for(tt, lambda s: "NOAUTH" in tt.logs(), 10, "NOAUTH in the log")
 
 
 def test_a_renamed_auth_never_shows_the_password(start_telltale):

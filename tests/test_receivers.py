@@ -93,7 +93,7 @@ def test_pagerduty_trigger_then_resolve_with_one_dedup_key(h: Harness, pd: Pager
     assert all(row["delivered"] for row in h.notifications())
     helpers.wait_for(tt, lambda s: s.get("telltale_notifications_total", channel="pager", outcome="rate_limited") == 1
                      and s.get("telltale_notifications_total", channel="pager", outcome="delivered") == 2,
-                     5, "one 429 and two deliveries counted")
+                     10, "one 429 and two deliveries counted")
     for where, text in exposed(h, tt).items():
         assert SECRET not in text, f"the routing key appears in {where}"
 
@@ -109,7 +109,7 @@ def test_pagerduty_invalid_event_is_a_permanent_failure(h: Harness, pd: PagerDut
     row = h.notifications()[0]
     assert row["attempts"] == 1 and row["last_error"] == "HTTP 400", row
     assert [e.status for e in pd.events()] == [400]
-    helpers.wait_for(tt, lambda s: s.get("telltale_notification_channel_failing", channel="pager") == 1, 5,
+    helpers.wait_for(tt, lambda s: s.get("telltale_notification_channel_failing", channel="pager") == 1, 10,
                      "the channel marked failing")
 
 
@@ -297,7 +297,7 @@ def test_email_reply_codes(h: Harness) -> None:
         assert rows["mail-refused"]["failed"] and rows["mail-refused"]["attempts"] == 1, rows
         assert rows["mail-refused"]["last_error"].startswith("SMTP 550"), rows
         helpers.wait_for(tt, lambda s: s.get("telltale_notification_channel_failing", channel="mail-refused") == 1
-                         and s.get("telltale_notifications_total", channel="mail-later", outcome="retried") == 1, 5,
+                         and s.get("telltale_notifications_total", channel="mail-later", outcome="retried") == 1, 10,
                          "the refusal and the retry counted")
     finally:
         sink.stop()
