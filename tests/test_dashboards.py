@@ -90,6 +90,8 @@ NOT_DRAWN = {
     "telltale_system_health_unread_values_total": "as above",
     "telltale_system_health_pruned_rows_total": "as above",
     "telltale_system_health_prune_failures_total": "as above",
+    "telltale_outbox_pruned_rows_total": "housekeeping of the outbox's tables, not an operating signal",
+    "telltale_outbox_prune_failures_total": "housekeeping; each failure is logged (throttled) and retried",
 }
 
 SELECTOR = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\s*\{([^}]*)\}")

@@ -26,6 +26,8 @@ public struct AlertingConfig: Sendable, Equatable {
     public var channelFileDirectory = "/etc/telltale/channels"
     /// Samples kept for windowed rules, over all series (about 50 bytes each).
     public var maxSamples = 1_000_000
+    /// Outbox rows done with (sent, given up, carried) are deleted once older than this.
+    public var outboxRetention = Duration.seconds(30 * 86400)
     /// The admin portal's System Health rows (off unless enabled).
     public var systemHealth = SystemHealthConfig()
 
@@ -58,6 +60,13 @@ public struct AlertingConfig: Sendable, Equatable {
                 config.channelFileDirectory = directory
             } else {
                 map.problems.add(map.childPath("channel_file_dir"), "expected an absolute path to a directory other than /")
+            }
+        }
+        if let retention = map.duration("outbox_retention") {
+            if retention >= .seconds(3600) {
+                config.outboxRetention = retention
+            } else {
+                map.problems.add(map.childPath("outbox_retention"), "must be at least 1h: the outbox is what shows a message was sent")
             }
         }
         if let health = map.map("system_health") { config.systemHealth = SystemHealthConfig.read(health) }

@@ -82,6 +82,7 @@ public final class AlertingService: Service, Sendable {
                     }
                 }
                 group.addTask { await self.deliveryLoop() }
+                group.addTask { await OutboxRetention(service: self).run() }
                 if self.config.systemHealth.enabled { group.addTask { await SystemHealthWriter(service: self).run() } }
                 group.addTask { await self.alertmanagerLoop() }
                 group.addTask {
