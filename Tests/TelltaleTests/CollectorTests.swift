@@ -134,7 +134,8 @@ final class GatedCollector: Collector {
                         AlertMetrics.notifications, AlertMetrics.queueDepth, AlertMetrics.channelFailing, AlertMetrics.leader,
                         AlertMetrics.unrecorded, AlertMetrics.databaseUp, AlertMetrics.value,
                         AlertMetrics.samples, AlertMetrics.samplesRefused, AlertMetrics.evaluationDuration, SystemHealthWriter.writes, SystemHealthWriter.lastWrite,
-                        SystemHealthWriter.pruned, SystemHealthWriter.pruneFailures, SystemHealthWriter.unread]
+                        SystemHealthWriter.pruned, SystemHealthWriter.pruneFailures, SystemHealthWriter.unread,
+                        OutboxRetention.pruned, OutboxRetention.pruneFailures]
         // The process families are named after their process: Telltale's own and a watched one.
         let process = try await ProcessCollector(schedule: Schedule(interval: .seconds(1), timeout: .seconds(1)),
                                                  watched: [WatchedProcess(name: "tests", match: .pattern("."))]).collect()
