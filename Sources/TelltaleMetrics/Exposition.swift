@@ -100,7 +100,8 @@ public enum ExpositionEncoder {
         var texts: [[UInt8]] = []
 
         mutating func texts(for upperBounds: [Double]) -> [[UInt8]] {
-            if upperBounds != bounds {
+            // Bit patterns, not ==: -0.0 == 0.0, but they are written differently.
+            if !upperBounds.elementsEqual(bounds, by: { $0.bitPattern == $1.bitPattern }) {
                 bounds = upperBounds
                 texts = upperBounds.map { Array(",le=\"\(formatNumber($0, integral: false))\"}".utf8) }
             }
@@ -153,7 +154,7 @@ public enum ExpositionEncoder {
     /// ` value` and the line's end, as `formatNumber` writes it.
     private static func appendValue(_ value: Double, into out: inout [UInt8]) {
         out.append(UInt8(ascii: " "))
-        if value == value.rounded(), abs(value) < 1e15 {
+        if writesAsInteger(value) {
             if value < 0 { out.append(UInt8(ascii: "-")) }
             appendDigits(UInt64(abs(value)), into: &out)  // exact: |value| < 10^15
         } else {
@@ -224,7 +225,13 @@ public enum ExpositionEncoder {
     public static func formatNumber(_ value: Double, integral: Bool = true) -> String {
         if value.isNaN { return "NaN" }
         if value.isInfinite { return value > 0 ? "+Inf" : "-Inf" }
-        if integral, value == value.rounded(), abs(value) < 1e15 { return String(Int64(value)) }
+        if integral, writesAsInteger(value) { return String(Int64(value)) }
         return value.description
+    }
+
+    /// Whether a sample value is written as an integer: whole and small enough that every
+    /// digit is exact (a Double holds every integer below 2^53, about 9 × 10^15).
+    private static func writesAsInteger(_ value: Double) -> Bool {
+        value == value.rounded() && abs(value) < 1e15
     }
 }

@@ -1,4 +1,6 @@
-/// One label of a series.
+/// One label of a series. Two labels are equal when their bytes are: Prometheus tells series
+/// apart by bytes, while Swift's `==` on strings holds canonically equivalent ones (an `é`
+/// in NFC and in NFD) equal.
 public struct Label: Hashable, Sendable {
     public let name: String
     public let value: String
@@ -6,6 +8,38 @@ public struct Label: Hashable, Sendable {
     public init(_ name: String, _ value: String) {
         self.name = name
         self.value = value
+    }
+
+    public static func == (lhs: Label, rhs: Label) -> Bool {
+        lhs.name.hasSameBytes(as: rhs.name) && lhs.value.hasSameBytes(as: rhs.value)
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        name.hashBytes(into: &hasher)
+        value.hashBytes(into: &hasher)
+    }
+}
+
+extension String {
+    /// Byte equality (see `Label`).
+    public func hasSameBytes(as other: String) -> Bool {
+        var (lhs, rhs) = (self, other)  // `withUTF8` is mutating; native strings are not copied
+        return lhs.withUTF8 { left in rhs.withUTF8 { right in left.elementsEqual(right) } }
+    }
+
+    /// Byte order: the order of code points, and a total order that agrees with `hasSameBytes`.
+    public func precedesInBytes(_ other: String) -> Bool {
+        var (lhs, rhs) = (self, other)
+        return lhs.withUTF8 { left in rhs.withUTF8 { right in left.lexicographicallyPrecedes(right) } }
+    }
+
+    /// Hashes the bytes, agreeing with `hasSameBytes`.
+    public func hashBytes(into hasher: inout Hasher) {
+        var copy = self
+        copy.withUTF8 { bytes in
+            hasher.combine(bytes.count)
+            hasher.combine(bytes: UnsafeRawBufferPointer(bytes))
+        }
     }
 }
 
@@ -64,8 +98,8 @@ public struct Labels: Hashable, Comparable, Sendable, ExpressibleByDictionaryLit
 
     public static func < (lhs: Labels, rhs: Labels) -> Bool {
         for (left, right) in zip(lhs.labels, rhs.labels) {
-            if left.name != right.name { return left.name < right.name }
-            if left.value != right.value { return left.value < right.value }
+            if !left.name.hasSameBytes(as: right.name) { return left.name.precedesInBytes(right.name) }
+            if !left.value.hasSameBytes(as: right.value) { return left.value.precedesInBytes(right.value) }
         }
         return lhs.labels.count < rhs.labels.count
     }
@@ -88,12 +122,16 @@ public struct PositionalLabels: Sendable {
 
     public init() {}
 
-    /// The label set of `pairs` (as `Labels(pairs)` builds it) at the next position.
-    public mutating func next(_ pairs: [(String, String)]) -> Labels {
+    /// The label set of `pairs` (as `Labels(pairs)` builds it) for the next position.
+    public func labels(_ pairs: [(String, String)]) -> Labels {
         let position = current.count
-        let labels = position < previous.count && previous[position].isBuilt(from: pairs) ? previous[position] : Labels(pairs)
+        return position < previous.count && previous[position].isBuilt(from: pairs) ? previous[position] : Labels(pairs)
+    }
+
+    /// Takes a set the run kept as the next position's. Only kept sets are taken, so a
+    /// source returning far more rows than it may keep holds no set per dropped row.
+    public mutating func keep(_ labels: Labels) {
         current.append(labels)
-        return labels
     }
 
     /// Ends a run: its sets are the ones the next run reuses.
@@ -109,9 +147,10 @@ extension Labels {
     /// its last pair. Label sets are small, so the quadratic look-ups cost less than building.
     func isBuilt(from pairs: [(String, String)]) -> Bool {
         guard pairs.count >= labels.count else { return false }
-        for (name, _) in pairs where !labels.contains(where: { $0.name == name }) { return false }
+        for (name, _) in pairs where !labels.contains(where: { $0.name.hasSameBytes(as: name) }) { return false }
         for label in labels {
-            guard let last = pairs.last(where: { $0.0 == label.name }), last.1 == label.value else { return false }
+            guard let last = pairs.last(where: { $0.0.hasSameBytes(as: label.name) }), last.1.hasSameBytes(as: label.value)
+            else { return false }
         }
         return true
     }

@@ -79,4 +79,15 @@ func nastyFamilies() -> [MetricFamily] {
         #expect(ExpositionEncoder.encode([first.build()], format: .text)
             == ExpositionEncoder.encode([second.build()], format: .text))
     }
+
+    @Test func bucketLayoutsThatOnlyDifferInTheSignOfZeroAreWrittenAsTheyAre() {
+        let descriptor = MetricDescriptor("app_signs", .histogram, help: "Signs.")
+        let family = MetricFamily(descriptor, series: [
+            Series(labels: ["s": "a"], value: .histogram(HistogramValue(upperBounds: [0.0]))),
+            Series(labels: ["s": "b"], value: .histogram(HistogramValue(upperBounds: [-0.0]))),
+        ])
+        let text = String(decoding: ExpositionEncoder.encode([family], format: .text), as: UTF8.self)
+        #expect(text.contains("app_signs_bucket{s=\"a\",le=\"0.0\"} 0\n"))
+        #expect(text.contains("app_signs_bucket{s=\"b\",le=\"-0.0\"} 0\n"))
+    }
 }

@@ -45,6 +45,15 @@ import Testing
 }
 
 @Suite struct QueueUnitTests {
+    @Test func queuesWhoseNamesDifferOnlyInUnicodeNormalisationAreTwoQueues() {
+        // Two Redis keys (é in NFC and in NFD) that Swift's String == holds equal.
+        let composed = QueueID(prefix: "bull", name: "caf\u{E9}", source: "default")
+        let decomposed = QueueID(prefix: "bull", name: "cafe\u{301}", source: "default")
+        #expect(composed != decomposed)
+        #expect(Set([composed, decomposed]).count == 2)
+        #expect((composed < decomposed) != (decomposed < composed))
+    }
+
     func counts(_ replies: [RedisValue]) -> QueueCounts {
         QueueCounts(queue: QueueID(prefix: "bull", name: "q", source: "default"), replies: ArraySlice(replies))
     }

@@ -72,13 +72,15 @@ public final class SQLMetricCollector: Collector {
             state.withLock { [rowLabels] in $0.rowLabels = rowLabels }
         }
         for row in rows {
-            for (labels, value) in samples(row, columns, &problems, labelling: { rowLabels.next($0) }) {
+            for (pairs, value) in samples(row, columns, &problems) {
+                let labels = rowLabels.labels(pairs)
                 if builder.contains(labels) {
                     problems.add("duplicate_labels", "rows repeat the label set \(labels.labels.map { "\($0.name)=\($0.value)" })")
                 } else if builder.seriesCount >= query.maxSeries {
                     dropped += 1
                 } else {
                     builder.set(value, labels)
+                    rowLabels.keep(labels)
                 }
             }
         }
@@ -93,9 +95,10 @@ public final class SQLMetricCollector: Collector {
             for row in rows {
                 if let watermarkColumn = columns.watermark { state.watermark.advance(to: row[watermarkColumn]) }
                 let samples = columns.values.isEmpty
-                    ? [(Labels([("target", client.target)] + columns.labels.map { ($0.name, row[$0.index].text) }), 1.0)]
-                    : samples(row, columns, &problems, labelling: Labels.init)
-                for (labels, value) in samples {
+                    ? [(labelPairs(row, columns), 1.0)]
+                    : samples(row, columns, &problems)
+                for (pairs, value) in samples {
+                    let labels = Labels(pairs)
                     if !value.isFinite {
                         // Added once, ±Inf or NaN would stick in the running total until restart.
                         problems.add("bad_value", "\(value) cannot be added to a running total")
@@ -114,10 +117,10 @@ public final class SQLMetricCollector: Collector {
         }
     }
 
-    /// One sample per value column of a row; NULL or non-numeric values are reported and skipped.
-    private func samples(_ row: [PGValue], _ columns: ResolvedColumns, _ problems: inout RowProblems,
-                         labelling: ([(String, String)]) -> Labels) -> [(Labels, Double)] {
-        let labels = [("target", client.target)] + columns.labels.map { ($0.name, row[$0.index].text) }
+    /// One sample (its label pairs and value) per value column of a row; NULL or non-numeric
+    /// values are reported and skipped.
+    private func samples(_ row: [PGValue], _ columns: ResolvedColumns, _ problems: inout RowProblems) -> [([(String, String)], Double)] {
+        let labels = labelPairs(row, columns)
         return columns.values.compactMap { column in
             guard let value = row[column.index].number else {
                 let shown = row[column.index] == .null ? "NULL" : "\"\(row[column.index].text.prefix(40))\""
@@ -125,8 +128,13 @@ public final class SQLMetricCollector: Collector {
                 return nil
             }
             let extra = query.valueLabel.map { [($0, column.name)] } ?? []
-            return (labelling(labels + extra), value)
+            return (labels + extra, value)
         }
+    }
+
+    /// A row's label pairs: the target's and the label columns'.
+    private func labelPairs(_ row: [PGValue], _ columns: ResolvedColumns) -> [(String, String)] {
+        [("target", client.target)] + columns.labels.map { ($0.name, row[$0.index].text) }
     }
 }
 

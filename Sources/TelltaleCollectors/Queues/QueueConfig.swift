@@ -28,17 +28,19 @@ public struct QueueID: Sendable, Hashable, Comparable {
     /// The Redis key of one of the queue's parts, e.g. `bull:emails:wait`.
     func key(_ part: String) -> String { keyPrefix + part }
 
+    // By bytes, as Redis tells keys apart (`String ==` would make two queues whose names are
+    // canonically equivalent, such as an `é` in NFC and in NFD, one).
     public static func == (lhs: QueueID, rhs: QueueID) -> Bool {
-        lhs.prefix == rhs.prefix && lhs.name == rhs.name
+        lhs.prefix.hasSameBytes(as: rhs.prefix) && lhs.name.hasSameBytes(as: rhs.name)
     }
 
     public func hash(into hasher: inout Hasher) {
-        hasher.combine(prefix)
-        hasher.combine(name)
+        prefix.hashBytes(into: &hasher)
+        name.hashBytes(into: &hasher)
     }
 
     public static func < (lhs: QueueID, rhs: QueueID) -> Bool {
-        (lhs.prefix, lhs.name) < (rhs.prefix, rhs.name)
+        lhs.prefix.hasSameBytes(as: rhs.prefix) ? lhs.name.precedesInBytes(rhs.name) : lhs.prefix.precedesInBytes(rhs.prefix)
     }
 }
 
