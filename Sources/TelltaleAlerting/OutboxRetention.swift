@@ -20,19 +20,19 @@ struct OutboxRetention: Sendable {
     static let batch = 1000
     static let batchesPerPrune = 10
 
-    /// Each table's statement: `$1` the retention in seconds, `$2` the batch; returns the count.
-    static let statements: [(table: String, sql: String)] = [
-        ("telltale_notifications", deleting("telltale_notifications", """
+    /// Each table's prune.
+    static let prunes: [BoundedPrune] = [
+        BoundedPrune("telltale_notifications", select: """
             SELECT id FROM telltale_notifications
             WHERE coalesce(delivered_at, failed_at) < now() - make_interval(secs => $1::double precision) LIMIT $2
-            """, key: "id")),
-        ("telltale_alert_transitions", deleting("telltale_alert_transitions", """
+            """, key: "id"),
+        BoundedPrune("telltale_alert_transitions", select: """
             SELECT id FROM telltale_alert_transitions
             WHERE flush_id IS NOT NULL AND created_at < now() - make_interval(secs => $1::double precision) LIMIT $2
-            """, key: "id")),
+            """, key: "id"),
         // A group with a message still waiting to be sent keeps its row: a group made anew
         // numbers its messages from 1 again, and a number still in the outbox would be taken.
-        ("telltale_alert_groups", deleting("telltale_alert_groups", """
+        BoundedPrune("telltale_alert_groups", select: """
             SELECT ctid FROM telltale_alert_groups g
             WHERE last_sent_at < now() - make_interval(secs => $1::double precision)
               AND NOT EXISTS (SELECT 1 FROM telltale_alert_transitions t
@@ -41,15 +41,8 @@ struct OutboxRetention: Sendable {
                               WHERE n.channel = g.channel AND n.delivered_at IS NULL AND n.failed_at IS NULL
                                 AND starts_with(n.idempotency_key, 'group|' || g.channel || '|' || g.group_key || '|'))
             LIMIT $2
-            """, key: "ctid")),
+            """, key: "ctid"),
     ]
-
-    private static func deleting(_ table: String, _ select: String, key: String) -> String {
-        """
-        WITH old AS (\(select)), deleted AS (DELETE FROM \(table) WHERE \(key) IN (SELECT \(key) FROM old) RETURNING 1)
-        SELECT count(*) FROM deleted
-        """
-    }
 
     let service: AlertingService
 
@@ -59,7 +52,7 @@ struct OutboxRetention: Sendable {
         var failures = FamilyBuilder(OutboxRetention.pruneFailures)
 
         init() {
-            for (table, _) in OutboxRetention.statements { pruned.add(0, ["table": table]) }
+            for prune in OutboxRetention.prunes { pruned.add(0, ["table": prune.table]) }
             failures.add(0)
         }
 
@@ -82,20 +75,16 @@ struct OutboxRetention: Sendable {
     }
 
     private func prune(_ counts: inout Counts) async {
-        let parameters = [String(service.config.outboxRetention.seconds), String(Self.batch)]
-        for (table, sql) in Self.statements {
+        for prune in Self.prunes {
             for _ in 0..<Self.batchesPerPrune {
-                do throws(PostgresError) {
-                    let result = try await service.client.transaction([(sql, parameters)], timeouts: service.config.timeouts)
-                    let deleted = result.first?.rows.first?.first?.number ?? 0
-                    counts.pruned.add(deleted, ["table": table])
-                    if deleted < Double(Self.batch) { break }
-                } catch {
+                guard let deleted = await prune.run(service.client, retention: service.config.outboxRetention, batch: Self.batch,
+                                                    timeouts: service.config.timeouts, throttled: service.throttled)
+                else {
                     counts.failures.add(1)
-                    service.throttled.warning("could not prune old outbox rows; will try again",
-                                              ["table": "\(table)", "problem": "\(error.message)"])
                     return
                 }
+                counts.pruned.add(deleted, ["table": prune.table])
+                if deleted < Double(Self.batch) { break }
             }
         }
     }

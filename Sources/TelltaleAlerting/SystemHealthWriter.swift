@@ -104,22 +104,16 @@ struct SystemHealthWriter: Sendable {
 
     /// Deletes at most `pruneBatch` rows older than the retention: one bounded statement per
     /// interval, however large the backlog.
+    private static let pruning = BoundedPrune(table, select: """
+        SELECT ctid FROM \(table) WHERE "createdAt" < now() - make_interval(secs => $1::double precision) LIMIT $2
+        """, key: "ctid")
+
     private func prune(_ counts: inout Counts) async {
-        let sql = """
-            WITH old AS (
-                SELECT ctid FROM \(Self.table) WHERE "createdAt" < now() - make_interval(secs => $1::double precision) LIMIT $2
-            ), deleted AS (DELETE FROM \(Self.table) WHERE ctid IN (SELECT ctid FROM old) RETURNING 1)
-            SELECT count(*) FROM deleted
-            """
-        let parameters = [String(config.retention.seconds), String(SystemHealthConfig.pruneBatch)]
-        do throws(PostgresError) {
-            let result = try await client.transaction([(sql, parameters)], timeouts: config.timeouts)
-            let deleted = result.first?.rows.first?.first?.number ?? 0
+        if let deleted = await Self.pruning.run(client, retention: config.retention, batch: SystemHealthConfig.pruneBatch,
+                                                timeouts: config.timeouts, throttled: service.throttled) {
             counts.pruned.add(deleted)
-        } catch {
+        } else {
             counts.pruneFailures.add(1)
-            service.throttled.warning("could not prune old system health rows; will try again",
-                                      ["table": "\(Self.table)", "problem": "\(error.message)"])
         }
     }
 }
