@@ -8,6 +8,7 @@ and the demo's sources of examples/admin-portal.yml are pointed at the stack's s
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import subprocess
 import sys
@@ -83,3 +84,36 @@ def test_the_demo_programs_bind_where_containers_reach_them() -> None:
         assert r.returncode == 0 and "--host" in r.stdout, (script, r.stdout, r.stderr)
         command = next(s["command"] for s in SERVICES.values() if f"scripts/demo/{script}" in s.get("command", []))
         assert command[command.index("--host") + 1] == "0.0.0.0"
+
+
+def excluded_from_build_context(path: str) -> bool:
+    """Whether docker/Dockerfile.dockerignore keeps `path` out of the build context: its
+    patterns in order, the last match deciding (`!` re-includes), a directory's pattern
+    covering what is below it."""
+    excluded = False
+    for line in (DOCKER / "Dockerfile.dockerignore").read_text().splitlines():
+        pattern = line.strip()
+        if not pattern or pattern.startswith("#"):
+            continue
+        negated = pattern.startswith("!")
+        pattern = pattern.lstrip("!")
+        parts = path.split("/")
+        prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+        if any(fnmatch.fnmatchcase(prefix, pattern) for prefix in prefixes):
+            excluded = not negated
+    return excluded
+
+
+def test_every_file_the_dockerfile_copies_is_in_the_build_context() -> None:
+    copied = 0
+    for line in (DOCKER / "Dockerfile").read_text().splitlines():
+        words = line.split()
+        if not words or words[0] != "COPY" or any(word.startswith("--from") for word in words):
+            continue
+        for source in words[1:-1]:
+            matches = [path.relative_to(REPO).as_posix() for path in REPO.glob(source)]
+            assert matches, f"COPY {source}: not in the repository"
+            for match in matches:
+                assert not excluded_from_build_context(match), f"COPY {match}: docker/Dockerfile.dockerignore leaves it out"
+            copied += 1
+    assert copied >= 4
