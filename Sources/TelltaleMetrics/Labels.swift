@@ -23,22 +23,37 @@ public struct Label: Hashable, Sendable {
 extension String {
     /// Byte equality (see `Label`).
     public func hasSameBytes(as other: String) -> Bool {
-        var (lhs, rhs) = (self, other)  // `withUTF8` is mutating; native strings are not copied
-        return lhs.withUTF8 { left in rhs.withUTF8 { right in left.elementsEqual(right) } }
+        utf8.count == other.utf8.count && comparingBytes(other) == 0
     }
 
     /// Byte order: the order of code points, and a total order that agrees with `hasSameBytes`.
     public func precedesInBytes(_ other: String) -> Bool {
-        var (lhs, rhs) = (self, other)
-        return lhs.withUTF8 { left in rhs.withUTF8 { right in left.lexicographicallyPrecedes(right) } }
+        comparingBytes(other) < 0
+    }
+
+    /// Negative, zero or positive as this string sorts before, with or after `other` by its
+    /// UTF-8 bytes. Native strings are compared in place (this runs for every label of every
+    /// series a family sorts).
+    func comparingBytes(_ other: String) -> Int {
+        let inPlace = utf8.withContiguousStorageIfAvailable { left in
+            other.utf8.withContiguousStorageIfAvailable { right in Self.comparing(left, right) }
+        }
+        if let inPlace = inPlace ?? nil { return inPlace }
+        return Self.comparing(Array(utf8), Array(other.utf8))
+    }
+
+    private static func comparing<Bytes: RandomAccessCollection<UInt8>>(_ left: Bytes, _ right: Bytes) -> Int where Bytes.Index == Int {
+        for index in 0..<Swift.min(left.count, right.count) where left[left.startIndex + index] != right[right.startIndex + index] {
+            return Int(left[left.startIndex + index]) - Int(right[right.startIndex + index])
+        }
+        return left.count - right.count
     }
 
     /// Hashes the bytes, agreeing with `hasSameBytes`.
     public func hashBytes(into hasher: inout Hasher) {
-        var copy = self
-        copy.withUTF8 { bytes in
-            hasher.combine(bytes.count)
-            hasher.combine(bytes: UnsafeRawBufferPointer(bytes))
+        hasher.combine(utf8.count)
+        if utf8.withContiguousStorageIfAvailable({ hasher.combine(bytes: UnsafeRawBufferPointer($0)) }) == nil {
+            for byte in utf8 { hasher.combine(byte) }
         }
     }
 }
@@ -98,8 +113,10 @@ public struct Labels: Hashable, Comparable, Sendable, ExpressibleByDictionaryLit
 
     public static func < (lhs: Labels, rhs: Labels) -> Bool {
         for (left, right) in zip(lhs.labels, rhs.labels) {
-            if !left.name.hasSameBytes(as: right.name) { return left.name.precedesInBytes(right.name) }
-            if !left.value.hasSameBytes(as: right.value) { return left.value.precedesInBytes(right.value) }
+            let name = left.name.comparingBytes(right.name)
+            if name != 0 { return name < 0 }
+            let value = left.value.comparingBytes(right.value)
+            if value != 0 { return value < 0 }
         }
         return lhs.labels.count < rhs.labels.count
     }
