@@ -102,6 +102,34 @@ def test_sysusers_file_creates_the_unit_user(tmp_path):
     assert "Creating user 'telltale'" in result.stdout + result.stderr
 
 
+SYMBOL_ORDER = REPO / "scripts" / "symbol-order.txt"
+
+
+def test_release_binary_keeps_the_functions_that_run_together(telltale_bin):
+    """scripts/build-release.sh lays out the functions of scripts/symbol-order.txt first and
+    together (BENCHMARKS.md, "Resident memory"). Fails when the flags stop taking effect (they
+    need every function in its own section) or the order file has gone stale
+    (scripts/bench/symbol-order.sh regenerates it)."""
+    if "/release/" not in str(telltale_bin):
+        pytest.skip(f"{telltale_bin} is not the release build")
+    listing = subprocess.run(["nm", "-S", "--defined-only", str(telltale_bin)], capture_output=True, text=True,
+                             check=True, timeout=120).stdout
+    functions: dict[str, tuple[int, int]] = {}
+    for line in listing.splitlines():
+        fields = line.split(maxsplit=3)
+        if len(fields) == 4 and fields[2] in "tTwW":
+            functions.setdefault(fields[3], (int(fields[0], 16), int(fields[1], 16)))
+    names = [name for name in SYMBOL_ORDER.read_text().split() if name in functions]
+    assert len(names) >= 0.75 * len(SYMBOL_ORDER.read_text().split()), "scripts/symbol-order.txt is stale"
+    starts = [functions[name][0] for name in names]
+    size = sum(functions[name][1] for name in set(names))
+    span = max(start + functions[name][1] for name, start in zip(names, starts)) - min(starts)
+    # The span is about 3 times their size: the toolchain's static libraries keep much of their
+    # code in one section per file, which comes along whole. Without the ordering the functions
+    # spread over all the code (about 10 times), without function sections over about 5 times.
+    assert span < 4 * size, f"the ordered functions ({size} bytes) are spread over {span} bytes"
+
+
 def test_telltale_runs_without_writable_executable_memory(telltale_bin, tmp_path):
     """MemoryDenyWriteExecute= in the unit: the kernel's own MDWE (prctl PR_SET_MDWE, Linux 6.3+)
     refuses the same mappings, so `telltale once` runs under it, with a PCRE2 pattern compiled."""

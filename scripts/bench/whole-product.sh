@@ -14,13 +14,14 @@
 # with everything on, and /metrics p99 within 2× of the 10,000-series figure of the same run.
 #
 # Knobs: ROUNDS (2), WARMUP (20), WRK_DURATION (10s), WRK_THREADS (2), WRK_CONNECTIONS (8),
-#        BENCH_TIMEOUT (420); PostgreSQL 55745, Redis 56745; BENCH_REDIS_DB (0, must be empty);
+#        BENCH_TIMEOUT (420, plus BENCH_HOLD); PostgreSQL 55745, Redis 56745; BENCH_REDIS_DB (0, must be empty);
 #        BENCH_HOLD (seconds: keep the first whole-product phase running after wrk, its PID
 #        printed, to look at it with /proc/PID/smaps, perf or the console; the run goes on after).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 BENCH_COMMAND="scripts/bench/whole-product.sh"
-BENCH_TIMEOUT="${BENCH_TIMEOUT:-420}"
+[[ ${BENCH_HOLD:-0} =~ ^[0-9]+$ ]] || { echo "BENCH_HOLD must be whole seconds" >&2; exit 2; }
+BENCH_TIMEOUT="${BENCH_TIMEOUT:-$((420 + ${BENCH_HOLD:-0}))}"  # the hold included
 # shellcheck source=lib.sh disable=SC1091
 . "$HERE/lib.sh"
 bench_init whole-product 55745 56745
