@@ -26,15 +26,11 @@ extension String {
         utf8.count == other.utf8.count && comparingBytes(other) == 0
     }
 
-    /// Byte order: the order of code points, and a total order that agrees with `hasSameBytes`.
-    public func precedesInBytes(_ other: String) -> Bool {
-        comparingBytes(other) < 0
-    }
-
     /// Negative, zero or positive as this string sorts before, with or after `other` by its
-    /// UTF-8 bytes. Native strings are compared in place (this runs for every label of every
-    /// series a family sorts).
-    func comparingBytes(_ other: String) -> Int {
+    /// UTF-8 bytes: the order of code points, and a total order that agrees with `hasSameBytes`.
+    /// Native strings are compared in place (this runs for every label of every series a
+    /// family sorts).
+    public func comparingBytes(_ other: String) -> Int {
         let inPlace = utf8.withContiguousStorageIfAvailable { left in
             other.utf8.withContiguousStorageIfAvailable { right in Self.comparing(left, right) }
         }

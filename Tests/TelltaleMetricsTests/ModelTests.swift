@@ -170,10 +170,11 @@ import TelltaleMetrics
     }
 
     @Test func byteOrderIsCodePointOrder() {
-        #expect("a".precedesInBytes("b"))
-        #expect("Z".precedesInBytes("a"))
-        #expect("\u{E9}".precedesInBytes("\u{10000}"))
-        #expect(!"x".precedesInBytes("x"))
-        #expect("".precedesInBytes("x"))
+        #expect("a".comparingBytes("b") < 0)
+        #expect("Z".comparingBytes("a") < 0)
+        #expect("\u{E9}".comparingBytes("\u{10000}") < 0)
+        #expect("x".comparingBytes("x") == 0)
+        #expect("".comparingBytes("x") < 0)
+        #expect("b".comparingBytes("a") > 0)
     }
 }

@@ -40,7 +40,8 @@ public struct QueueID: Sendable, Hashable, Comparable {
     }
 
     public static func < (lhs: QueueID, rhs: QueueID) -> Bool {
-        lhs.prefix.hasSameBytes(as: rhs.prefix) ? lhs.name.precedesInBytes(rhs.name) : lhs.prefix.precedesInBytes(rhs.prefix)
+        let prefix = lhs.prefix.comparingBytes(rhs.prefix)
+        return prefix != 0 ? prefix < 0 : lhs.name.comparingBytes(rhs.name) < 0
     }
 }
 
