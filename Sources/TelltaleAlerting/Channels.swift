@@ -1,4 +1,3 @@
-import Foundation
 import TelltaleClients
 import TelltaleCore
 import TelltaleMetrics
@@ -21,7 +20,7 @@ struct Channel: Sendable {
 
     /// The request that delivers a message, within the platform's documented size limits.
     func request(for notification: AlertNotification, idempotencyKey: String, timeout: Duration) -> OutboundRequest {
-        var request = jsonRequest(to: requestURL, body: Array(Self.json(payload(notification, idempotencyKey: idempotencyKey)).utf8),
+        var request = jsonRequest(to: requestURL, body: payload(notification, idempotencyKey: idempotencyKey).bytes,
                                   timeout: timeout)
         request.headers.append("Idempotency-Key: \(idempotencyKey)")
         return request
@@ -57,7 +56,7 @@ struct Channel: Sendable {
     }
 
     /// One alert's message shows its details; a group's (or a reminder's) lists its alerts.
-    func payload(_ notification: AlertNotification, idempotencyKey: String) -> [String: Any] {
+    func payload(_ notification: AlertNotification, idempotencyKey: String) -> JSONValue {
         switch kind {
         case .webhook: return WebhookMessage.payload(notification, receiver: name, key: idempotencyKey)
         case .pagerduty: return PagerDutyMessage.payload(notification, channel: name, routingKey: url)
@@ -75,11 +74,6 @@ struct Channel: Sendable {
         }
     }
 
-    static func json(_ object: [String: Any]) -> String {
-        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
-        return String(decoding: data, as: UTF8.self)
-    }
-
     /// Red for firing, green for resolved, blue for a test.
     static func colour(_ status: AlertEvent.Status) -> (hex: String, decimal: Int) {
         switch status {
@@ -92,75 +86,79 @@ struct Channel: Sendable {
 
 /// Slack incoming webhook: a message with one attachment, whose colour bar shows the state.
 enum SlackMessage {
-    static func payload(_ event: AlertEvent) -> [String: Any] {
-        var fields: [[String: Any]] = [
-            ["title": "Value", "value": event.valueText, "short": true],
-            ["title": "Threshold", "value": event.conditionText.clipped(300), "short": true],
-            ["title": "Environment", "value": event.environment, "short": true],
-            ["title": "Severity", "value": event.severity, "short": true],
+    static func payload(_ event: AlertEvent) -> JSONValue {
+        var fields: [JSONValue] = [
+            ["title": "Value", "value": .string(event.valueText), "short": true],
+            ["title": "Threshold", "value": .string(event.conditionText.clipped(300)), "short": true],
+            ["title": "Environment", "value": .string(event.environment), "short": true],
+            ["title": "Severity", "value": .string(event.severity), "short": true],
         ]
-        if !event.labels.isEmpty { fields.append(["title": "Labels", "value": event.labelsText.clipped(2000), "short": false]) }
-        var attachment: [String: Any] = [
-            "color": Channel.colour(event.status).hex,
-            "title": event.title.clipped(250),
-            "text": (event.description ?? "").clipped(3000),
-            "fields": fields,
+        if !event.labels.isEmpty {
+            fields.append(["title": "Labels", "value": .string(event.labelsText.clipped(2000)), "short": false])
+        }
+        var attachment: [String: JSONValue] = [
+            "color": .string(Channel.colour(event.status).hex),
+            "title": .string(event.title.clipped(250)),
+            "text": .string((event.description ?? "").clipped(3000)),
+            "fields": .array(fields),
             "footer": "Telltale",
-            "ts": Checked.int64(event.status == .resolved ? event.endsAt ?? event.startsAt : event.startsAt) ?? 0,
+            "ts": .number(Double(Checked.int64(event.status == .resolved ? event.endsAt ?? event.startsAt : event.startsAt) ?? 0)),
         ]
-        if let link = event.link { attachment["title_link"] = link }
-        return ["text": event.title.clipped(3000), "attachments": [attachment]]
+        if let link = event.link { attachment["title_link"] = .string(link) }
+        return ["text": .string(event.title.clipped(3000)), "attachments": [.object(attachment)]]
     }
 }
 
 /// Discord webhook: one embed (title ≤ 256, description ≤ 4096, field values ≤ 1024).
 enum DiscordMessage {
-    static func payload(_ event: AlertEvent) -> [String: Any] {
-        var fields: [[String: Any]] = [
-            ["name": "Value", "value": event.valueText.clipped(1024), "inline": true],
-            ["name": "Threshold", "value": event.conditionText.clipped(1024), "inline": true],
-            ["name": "Environment", "value": event.environment.clipped(1024), "inline": true],
-            ["name": "Severity", "value": event.severity.clipped(1024), "inline": true],
+    static func payload(_ event: AlertEvent) -> JSONValue {
+        var fields: [JSONValue] = [
+            ["name": "Value", "value": .string(event.valueText.clipped(1024)), "inline": true],
+            ["name": "Threshold", "value": .string(event.conditionText.clipped(1024)), "inline": true],
+            ["name": "Environment", "value": .string(event.environment.clipped(1024)), "inline": true],
+            ["name": "Severity", "value": .string(event.severity.clipped(1024)), "inline": true],
         ]
-        if !event.labels.isEmpty { fields.append(["name": "Labels", "value": event.labelsText.clipped(1024), "inline": false]) }
-        var embed: [String: Any] = [
-            "title": event.title.clipped(256),
-            "description": (event.description ?? event.conditionText).clipped(2048),
-            "color": Channel.colour(event.status).decimal,
-            "fields": fields,
-            "timestamp": Date(timeIntervalSince1970: event.endsAt ?? event.startsAt).formatted(.iso8601),
+        if !event.labels.isEmpty {
+            fields.append(["name": "Labels", "value": .string(event.labelsText.clipped(1024)), "inline": false])
+        }
+        var embed: [String: JSONValue] = [
+            "title": .string(event.title.clipped(256)),
+            "description": .string((event.description ?? event.conditionText).clipped(2048)),
+            "color": .int(Channel.colour(event.status).decimal),
+            "fields": .array(fields),
+            "timestamp": .string(UnixTime(seconds: event.endsAt ?? event.startsAt).iso8601),
             "footer": ["text": "Telltale"],
         ]
-        if let link = event.link { embed["url"] = link }
-        return ["username": "Telltale", "embeds": [embed]]
+        if let link = event.link { embed["url"] = .string(link) }
+        return ["username": "Telltale", "embeds": [.object(embed)]]
     }
 }
 
 /// Microsoft Teams Workflows: a message carrying an Adaptive Card (kept far below 28 KB).
 enum TeamsMessage {
-    static func payload(_ event: AlertEvent) -> [String: Any] {
-        var facts: [[String: Any]] = [
-            ["title": "Value", "value": event.valueText],
-            ["title": "Threshold", "value": event.conditionText.clipped(500)],
-            ["title": "Environment", "value": event.environment],
-            ["title": "Severity", "value": event.severity],
+    static func payload(_ event: AlertEvent) -> JSONValue {
+        var facts: [JSONValue] = [
+            ["title": "Value", "value": .string(event.valueText)],
+            ["title": "Threshold", "value": .string(event.conditionText.clipped(500))],
+            ["title": "Environment", "value": .string(event.environment)],
+            ["title": "Severity", "value": .string(event.severity)],
         ]
-        if !event.labels.isEmpty { facts.append(["title": "Labels", "value": event.labelsText.clipped(4000)]) }
-        var body: [[String: Any]] = [
-            ["type": "TextBlock", "text": event.title.clipped(500), "weight": "Bolder", "size": "Medium", "wrap": true,
+        if !event.labels.isEmpty { facts.append(["title": "Labels", "value": .string(event.labelsText.clipped(4000))]) }
+        var body: [JSONValue] = [
+            ["type": "TextBlock", "text": .string(event.title.clipped(500)), "weight": "Bolder", "size": "Medium", "wrap": true,
              "color": event.status == .firing ? "Attention" : "Good"],
         ]
         if let description = event.description {
-            body.append(["type": "TextBlock", "text": description.clipped(4000), "wrap": true])
+            body.append(["type": "TextBlock", "text": .string(description.clipped(4000)), "wrap": true])
         }
-        body.append(["type": "FactSet", "facts": facts])
-        var card: [String: Any] = [
+        body.append(["type": "FactSet", "facts": .array(facts)])
+        var card: [String: JSONValue] = [
             "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
-            "type": "AdaptiveCard", "version": "1.4", "body": body,
+            "type": "AdaptiveCard", "version": "1.4", "body": .array(body),
         ]
-        if let link = event.link { card["actions"] = [["type": "Action.OpenUrl", "title": "Open Telltale", "url": link]] }
+        if let link = event.link { card["actions"] = [["type": "Action.OpenUrl", "title": "Open Telltale", "url": .string(link)]] }
         return ["type": "message",
-                "attachments": [["contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": NSNull(), "content": card]]]
+                "attachments": [["contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": nil, "content": .object(card)]]]
     }
 }
 
@@ -170,28 +168,28 @@ enum WebhookMessage {
     /// Alerts listed in one payload; the rest are counted in `truncatedAlerts`.
     static let maxAlerts = 100
 
-    static func payload(_ notification: AlertNotification, receiver: String, key: String) -> [String: Any] {
+    static func payload(_ notification: AlertNotification, receiver: String, key: String) -> JSONValue {
         let listed = notification.alerts.prefix(maxAlerts)
         let alerts = listed.map(alert)
         let labels = listed.map(\.routingLabels)
         let annotations = listed.map(Self.annotations)
         let status = notification.status == .resolved ? "resolved" : "firing"
         return [
-            "version": "4", "status": status, "receiver": receiver,
-            "groupKey": notification.groupKey, "groupLabels": notification.groupLabels,
-            "commonLabels": common(labels), "commonAnnotations": common(annotations),
-            "externalURL": notification.alerts.first?.link ?? "",
-            "alerts": alerts, "truncatedAlerts": notification.alerts.count - listed.count, "idempotencyKey": key,
-            "repeat": notification.isRepeat,
+            "version": "4", "status": .string(status), "receiver": .string(receiver),
+            "groupKey": .string(notification.groupKey), "groupLabels": .strings(notification.groupLabels),
+            "commonLabels": .strings(common(labels)), "commonAnnotations": .strings(common(annotations)),
+            "externalURL": .string(notification.alerts.first?.link ?? ""),
+            "alerts": .array(alerts), "truncatedAlerts": .int(notification.alerts.count - listed.count),
+            "idempotencyKey": .string(key), "repeat": .bool(notification.isRepeat),
         ]
     }
 
-    private static func alert(_ event: AlertEvent) -> [String: Any] {
+    private static func alert(_ event: AlertEvent) -> JSONValue {
         [
-            "status": event.status == .resolved ? "resolved" : "firing", "labels": event.routingLabels,
-            "annotations": annotations(event), "startsAt": iso(event.startsAt),
-            "endsAt": event.endsAt.map(iso) ?? "0001-01-01T00:00:00Z", "generatorURL": event.link ?? "",
-            "fingerprint": "\(event.rule)|\(event.seriesKey)",
+            "status": event.status == .resolved ? "resolved" : "firing", "labels": .strings(event.routingLabels),
+            "annotations": .strings(annotations(event)), "startsAt": .string(iso(event.startsAt)),
+            "endsAt": .string(event.endsAt.map(iso) ?? "0001-01-01T00:00:00Z"), "generatorURL": .string(event.link ?? ""),
+            "fingerprint": .string("\(event.rule)|\(event.seriesKey)"),
         ]
     }
 
@@ -207,7 +205,5 @@ enum WebhookMessage {
         return first.filter { pair in maps.allSatisfy { $0[pair.key] == pair.value } }
     }
 
-    private static func iso(_ seconds: Double) -> String {
-        Date(timeIntervalSince1970: seconds).formatted(.iso8601)
-    }
+    private static func iso(_ seconds: Double) -> String { UnixTime(seconds: seconds).iso8601 }
 }

@@ -83,7 +83,7 @@ struct Deliverer: Sendable {
 
     /// Posts alerts to each of the channel's Alertmanagers, in batches; one outcome per URL
     /// (its first batch not delivered, else delivered).
-    func postAlerts(_ alerts: [[String: Any]], to channel: Channel) async -> [DeliveryOutcome] {
+    func postAlerts(_ alerts: [JSONValue], to channel: Channel) async -> [DeliveryOutcome] {
         let batches = stride(from: 0, to: alerts.count, by: AlertmanagerMessage.batchSize).map {
             AlertmanagerMessage.body(Array(alerts[$0..<min($0 + AlertmanagerMessage.batchSize, alerts.count)]))
         }

@@ -47,35 +47,37 @@ extension AlertNotification {
 /// A group's message (or a reminder) for the chat platforms: its title and a list of its
 /// alerts, within each platform's limits.
 enum GroupMessage {
-    static func payload(_ notification: AlertNotification, kind: Channel.Kind) -> [String: Any] {
+    static func payload(_ notification: AlertNotification, kind: Channel.Kind) -> JSONValue {
         let title = notification.title
         let link = notification.alerts.first?.link
         let colour = Channel.colour(notification.status)
         switch kind {
         case .slack:
-            var attachment: [String: Any] = [
-                "color": colour.hex, "title": title.clipped(250), "text": notification.lines(limit: 3000), "footer": "Telltale",
+            var attachment: [String: JSONValue] = [
+                "color": .string(colour.hex), "title": .string(title.clipped(250)),
+                "text": .string(notification.lines(limit: 3000)), "footer": "Telltale",
             ]
-            if let link { attachment["title_link"] = link }
-            return ["text": title.clipped(3000), "attachments": [attachment]]
+            if let link { attachment["title_link"] = .string(link) }
+            return ["text": .string(title.clipped(3000)), "attachments": [.object(attachment)]]
         case .discord:
-            var embed: [String: Any] = [
-                "title": title.clipped(256), "description": notification.lines(limit: 4000), "color": colour.decimal,
-                "footer": ["text": "Telltale"],
+            var embed: [String: JSONValue] = [
+                "title": .string(title.clipped(256)), "description": .string(notification.lines(limit: 4000)),
+                "color": .int(colour.decimal), "footer": ["text": "Telltale"],
             ]
-            if let link { embed["url"] = link }
-            return ["username": "Telltale", "embeds": [embed]]
+            if let link { embed["url"] = .string(link) }
+            return ["username": "Telltale", "embeds": [.object(embed)]]
         default:  // Teams: the other kinds render groups themselves (see `Channel.payload`)
-            var card: [String: Any] = [
+            var card: [String: JSONValue] = [
                 "$schema": "http://adaptivecards.io/schemas/adaptive-card.json", "type": "AdaptiveCard", "version": "1.4",
                 "body": [
-                    ["type": "TextBlock", "text": title.clipped(500), "weight": "Bolder", "size": "Medium", "wrap": true,
+                    ["type": "TextBlock", "text": .string(title.clipped(500)), "weight": "Bolder", "size": "Medium", "wrap": true,
                      "color": notification.status == .firing ? "Attention" : "Good"],
-                    ["type": "TextBlock", "text": notification.lines(limit: 12000), "wrap": true],
+                    ["type": "TextBlock", "text": .string(notification.lines(limit: 12000)), "wrap": true],
                 ],
             ]
-            if let link { card["actions"] = [["type": "Action.OpenUrl", "title": "Open Telltale", "url": link]] }
-            return ["type": "message", "attachments": [["contentType": "application/vnd.microsoft.card.adaptive", "content": card]]]
+            if let link { card["actions"] = [["type": "Action.OpenUrl", "title": "Open Telltale", "url": .string(link)]] }
+            return ["type": "message",
+                    "attachments": [["contentType": "application/vnd.microsoft.card.adaptive", "content": .object(card)]]]
         }
     }
 }

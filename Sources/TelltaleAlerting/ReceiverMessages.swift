@@ -1,4 +1,3 @@
-import Foundation
 import TelltaleClients
 import TelltaleCore
 import TelltaleMetrics
@@ -29,29 +28,29 @@ enum PagerDutyMessage {
     /// Alerts listed in `custom_details`; PagerDuty takes events of up to 512 KB.
     static let maxListedAlerts = 50
 
-    static func payload(_ notification: AlertNotification, channel: String, routingKey: String) -> [String: Any] {
-        var event: [String: Any] = [
-            "routing_key": routingKey,
+    static func payload(_ notification: AlertNotification, channel: String, routingKey: String) -> JSONValue {
+        var event: [String: JSONValue] = [
+            "routing_key": .string(routingKey),
             "event_action": notification.status == .resolved ? "resolve" : "trigger",
-            "dedup_key": dedupKey(channel: channel, groupKey: notification.groupKey),
+            "dedup_key": .string(dedupKey(channel: channel, groupKey: notification.groupKey)),
         ]
         // PagerDuty reads only the key of a resolve.
-        guard notification.status != .resolved, let first = notification.alerts.first else { return event }
+        guard notification.status != .resolved, let first = notification.alerts.first else { return .object(event) }
         event["payload"] = [
-            "summary": notification.headline.clipped(1024),
-            "source": first.environment.isEmpty ? "telltale" : first.environment.clipped(255),
-            "severity": severity(notification.firing.map(\.severity)),
-            "timestamp": UnixTime(seconds: first.startsAt).iso8601,
-            "component": first.rule.clipped(255),
-            "class": first.metric,
+            "summary": .string(notification.headline.clipped(1024)),
+            "source": .string(first.environment.isEmpty ? "telltale" : first.environment.clipped(255)),
+            "severity": .string(severity(notification.firing.map(\.severity))),
+            "timestamp": .string(UnixTime(seconds: first.startsAt).iso8601),
+            "component": .string(first.rule.clipped(255)),
+            "class": .string(first.metric),
             "custom_details": details(notification),
-        ] as [String: Any]
+        ]
         event["client"] = "Telltale"
         if let link = first.link {
-            event["client_url"] = link
-            event["links"] = [["href": link, "text": "Telltale"]]
+            event["client_url"] = .string(link)
+            event["links"] = [["href": .string(link), "text": "Telltale"]]
         }
-        return event
+        return .object(event)
     }
 
     /// Derived from the channel and group only (a hash: the group's labels may be long), so
@@ -80,16 +79,16 @@ enum PagerDutyMessage {
         (1...128).contains(key.count) && key.unicodeScalars.allSatisfy { $0.isASCII && $0.value > 0x20 && $0.value < 0x7F }
     }
 
-    private static func details(_ notification: AlertNotification) -> [String: Any] {
+    private static func details(_ notification: AlertNotification) -> JSONValue {
         let listed = notification.alerts.prefix(maxListedAlerts)
-        var details: [String: Any] = [
-            "firing": listed.filter { $0.status != .resolved }.map(\.summaryLine),
-            "resolved": listed.filter { $0.status == .resolved }.map(\.summaryLine),
-            "group": AlertEvent.seriesKey(notification.groupLabels),
+        var details: [String: JSONValue] = [
+            "firing": .strings(listed.filter { $0.status != .resolved }.map(\.summaryLine)),
+            "resolved": .strings(listed.filter { $0.status == .resolved }.map(\.summaryLine)),
+            "group": .string(AlertEvent.seriesKey(notification.groupLabels)),
         ]
-        if notification.alerts.count > listed.count { details["omitted"] = notification.alerts.count - listed.count }
-        if let description = notification.alerts.first?.description { details["description"] = description }
-        return details
+        if notification.alerts.count > listed.count { details["omitted"] = .int(notification.alerts.count - listed.count) }
+        if let description = notification.alerts.first?.description { details["description"] = .string(description) }
+        return .object(details)
     }
 }
 
@@ -115,7 +114,7 @@ enum AlertmanagerMessage {
     }
 
     /// One alert: firing (or a test) until `validUntil`, resolved at its `endsAt`.
-    static func alert(_ event: AlertEvent, validUntil: Double) -> [String: Any] {
+    static func alert(_ event: AlertEvent, validUntil: Double) -> JSONValue {
         // Empty values are dropped, as Prometheus does: an empty label is no label.
         var labels = event.labels.filter { !$0.value.isEmpty }
         labels["alertname"] = event.rule
@@ -128,15 +127,13 @@ enum AlertmanagerMessage {
         ]
         if let description = event.description { annotations["description"] = description }
         let endsAt = event.status == .resolved ? event.endsAt ?? validUntil : validUntil
-        var alert: [String: Any] = [
-            "labels": labels, "annotations": annotations,
-            "startsAt": UnixTime(seconds: event.startsAt).iso8601, "endsAt": UnixTime(seconds: endsAt).iso8601,
+        var alert: [String: JSONValue] = [
+            "labels": .strings(labels), "annotations": .strings(annotations),
+            "startsAt": .string(UnixTime(seconds: event.startsAt).iso8601), "endsAt": .string(UnixTime(seconds: endsAt).iso8601),
         ]
-        if let link = event.link { alert["generatorURL"] = link }
-        return alert
+        if let link = event.link { alert["generatorURL"] = .string(link) }
+        return .object(alert)
     }
 
-    static func body(_ alerts: [[String: Any]]) -> [UInt8] {
-        Array((try? JSONSerialization.data(withJSONObject: alerts, options: [.sortedKeys])) ?? Data("[]".utf8))
-    }
+    static func body(_ alerts: [JSONValue]) -> [UInt8] { JSONValue.array(alerts).bytes }
 }

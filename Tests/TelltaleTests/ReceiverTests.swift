@@ -18,28 +18,28 @@ private func event(_ status: AlertEvent.Status = .firing, rule: String = "disk-f
 @Suite struct PagerDutyTests {
     @Test func triggerCarriesSummarySeverityAndDetails() throws {
         let body = PagerDutyMessage.payload(AlertNotification(single: event()), channel: "oncall", routingKey: "R0UTINGKEY")
-        #expect(body["routing_key"] as? String == "R0UTINGKEY")
-        #expect(body["event_action"] as? String == "trigger")
-        let payload = try #require(body["payload"] as? [String: Any])
-        #expect(payload["summary"] as? String == "[FIRING] disk-full (production, critical)")
-        #expect(payload["severity"] as? String == "critical")
-        #expect(payload["source"] as? String == "production")
-        #expect(payload["timestamp"] as? String == "2027-01-15T08:00:00Z")
-        let details = try #require(payload["custom_details"] as? [String: Any])
-        #expect(details["firing"] as? [String] == [#"disk-full {mount="/"}: value 0.97 (disk_used_ratio > 0.9)"#])
-        #expect((body["links"] as? [[String: String]])?.first?["href"] == "https://telltale.example/")
+        #expect(body["routing_key"]?.string == "R0UTINGKEY")
+        #expect(body["event_action"]?.string == "trigger")
+        let payload = try #require(body["payload"])
+        #expect(payload["summary"]?.string == "[FIRING] disk-full (production, critical)")
+        #expect(payload["severity"]?.string == "critical")
+        #expect(payload["source"]?.string == "production")
+        #expect(payload["timestamp"]?.string == "2027-01-15T08:00:00Z")
+        let details = try #require(payload["custom_details"])
+        #expect(details["firing"] == .strings([#"disk-full {mount="/"}: value 0.97 (disk_used_ratio > 0.9)"#]))
+        #expect(body["links"]?.array?.first?["href"]?.string == "https://telltale.example/")
     }
 
     @Test func triggerAndResolveShareOneDedupKeyWithoutTheSecret() throws {
         let trigger = PagerDutyMessage.payload(AlertNotification(single: event()), channel: "oncall", routingKey: "KEY")
         let resolve = PagerDutyMessage.payload(AlertNotification(single: event(.resolved)), channel: "oncall", routingKey: "KEY")
-        let key = try #require(trigger["dedup_key"] as? String)
-        #expect(resolve["dedup_key"] as? String == key)
-        #expect(resolve["event_action"] as? String == "resolve")
+        let key = try #require(trigger["dedup_key"]?.string)
+        #expect(resolve["dedup_key"]?.string == key)
+        #expect(resolve["event_action"]?.string == "resolve")
         #expect(resolve["payload"] == nil)
         #expect(key.count <= 255 && !key.contains("KEY") && !key.contains("disk"))
         let otherChannel = PagerDutyMessage.payload(AlertNotification(single: event()), channel: "other", routingKey: "KEY")
-        #expect(otherChannel["dedup_key"] as? String != key)
+        #expect(otherChannel["dedup_key"]?.string != key)
     }
 
     @Test func severitiesMapToPagerDutysFour() {
@@ -58,22 +58,22 @@ private func event(_ status: AlertEvent.Status = .firing, rule: String = "disk-f
 @Suite struct AlertmanagerMessageTests {
     @Test func alertHasPrometheusLabelsAndAnnotations() throws {
         let alert = AlertmanagerMessage.alert(event(labels: ["mount": "/", "empty": ""]), validUntil: 1_800_000_240)
-        #expect(alert["labels"] as? [String: String] == [
+        #expect(alert["labels"] == .strings([
             "alertname": "disk-full", "severity": "critical", "environment": "production", "mount": "/",
-        ])
-        let annotations = try #require(alert["annotations"] as? [String: String])
-        #expect(annotations["description"] == "disk nearly full")
-        #expect(annotations["value"] == "0.97")
-        #expect(annotations["threshold"] == "disk_used_ratio > 0.9")
-        #expect(annotations["summary"]?.contains("disk-full") == true)
-        #expect(alert["startsAt"] as? String == "2027-01-15T08:00:00Z")
-        #expect(alert["endsAt"] as? String == "2027-01-15T08:04:00Z")
-        #expect(alert["generatorURL"] as? String == "https://telltale.example/")
+        ]))
+        let annotations = try #require(alert["annotations"])
+        #expect(annotations["description"]?.string == "disk nearly full")
+        #expect(annotations["value"]?.string == "0.97")
+        #expect(annotations["threshold"]?.string == "disk_used_ratio > 0.9")
+        #expect(annotations["summary"]?.string?.contains("disk-full") == true)
+        #expect(alert["startsAt"]?.string == "2027-01-15T08:00:00Z")
+        #expect(alert["endsAt"]?.string == "2027-01-15T08:04:00Z")
+        #expect(alert["generatorURL"]?.string == "https://telltale.example/")
     }
 
     @Test func resolvedAlertEndsWhenItResolved() {
         let alert = AlertmanagerMessage.alert(event(.resolved), validUntil: 1_900_000_000)
-        #expect(alert["endsAt"] as? String == "2027-01-15T08:05:00Z")
+        #expect(alert["endsAt"]?.string == "2027-01-15T08:05:00Z")
     }
 
     @Test func urlsAndEndpoints() {

@@ -3,7 +3,7 @@ import TelltaleMetrics
 
 /// A parsed JSON document. Decoding into an enum (rather than JSONSerialization's `Any`)
 /// keeps `true` and `1` apart, which Foundation's NSNumber bridging on Linux does not.
-package indirect enum JSONValue: Decodable, Sendable {
+package indirect enum JSONValue: Decodable, Sendable, Equatable {
     case null
     case bool(Bool)
     case number(Double)

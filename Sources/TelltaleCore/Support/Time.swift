@@ -1,4 +1,3 @@
-import Foundation
 import Glibc
 import TelltaleMetrics
 
@@ -14,8 +13,42 @@ public struct UnixTime: Sendable, Comparable {
         return UnixTime(seconds: Double(spec.tv_sec) + Double(spec.tv_nsec) / 1e9)
     }
 
-    /// As shown on `/` and in alert notices: `2026-11-28T09:06:19Z`.
-    public var iso8601: String { Date(timeIntervalSince1970: seconds).formatted(.iso8601) }
+    /// As shown on `/` and in alert notices: `2026-11-28T09:06:19Z`; whole seconds, clamped to
+    /// the years 0001–9999 (NaN as the epoch). Computed here rather than with Foundation's
+    /// `ISO8601FormatStyle`, whose calendar and time zone load ICU's data into the process.
+    public var iso8601: String {
+        let bounded = seconds.isNaN ? 0 : min(max(seconds, Self.earliest), Self.latest)
+        let whole = Int64(bounded.rounded(.down))
+        let days = (whole - (whole < 0 ? 86_399 : 0)) / 86_400
+        let secondOfDay = whole - days * 86_400
+        let (year, month, day) = Self.civilDate(daysSinceEpoch: days)
+        return Self.digits(year, 4) + "-" + Self.digits(month, 2) + "-" + Self.digits(day, 2) + "T"
+            + Self.digits(secondOfDay / 3600, 2) + ":" + Self.digits(secondOfDay / 60 % 60, 2) + ":"
+            + Self.digits(secondOfDay % 60, 2) + "Z"
+    }
+
+    /// 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z.
+    private static let earliest = -62_135_596_800.0
+    private static let latest = 253_402_300_799.0
+
+    /// The proleptic Gregorian date of a day counted from 1970-01-01 (Howard Hinnant's
+    /// `civil_from_days`, in eras of 400 years).
+    private static func civilDate(daysSinceEpoch: Int64) -> (year: Int64, month: Int64, day: Int64) {
+        let shifted = daysSinceEpoch + 719_468  // from 0000-03-01
+        let era = (shifted >= 0 ? shifted : shifted - 146_096) / 146_097
+        let dayOfEra = shifted - era * 146_097
+        let yearOfEra = (dayOfEra - dayOfEra / 1460 + dayOfEra / 36_524 - dayOfEra / 146_096) / 365
+        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
+        let monthFromMarch = (5 * dayOfYear + 2) / 153
+        let day = dayOfYear - (153 * monthFromMarch + 2) / 5 + 1
+        let month = monthFromMarch < 10 ? monthFromMarch + 3 : monthFromMarch - 9
+        return (yearOfEra + era * 400 + (month <= 2 ? 1 : 0), month, day)
+    }
+
+    private static func digits(_ value: Int64, _ width: Int) -> String {
+        let text = String(value)
+        return String(repeating: "0", count: max(0, width - text.count)) + text
+    }
 
     public static func < (lhs: UnixTime, rhs: UnixTime) -> Bool { lhs.seconds < rhs.seconds }
 }
