@@ -1,8 +1,11 @@
 // swift-tools-version:6.2
 import PackageDescription
 
-// Every target builds in Swift 6 language mode with strict concurrency checking.
-let strict: [SwiftSetting] = [.swiftLanguageMode(.v6)]
+// Every target builds in Swift 6 language mode with strict concurrency checking. A file sees
+// the members of the modules it imports, not of every module its target imports: otherwise a
+// `String.contains` in a file without Foundation resolves to Foundation's, which bridges to
+// CoreFoundation (its code and Unicode tables) on every call.
+let strict: [SwiftSetting] = [.swiftLanguageMode(.v6), .enableUpcomingFeature("MemberImportVisibility")]
 
 let package = Package(
     name: "telltale",

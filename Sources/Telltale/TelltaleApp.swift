@@ -8,6 +8,7 @@ import TelltaleCollectors
 import TelltaleCore
 import TelltaleMetrics
 import TelltaleServer
+import UnixSignals
 
 /// Wires configuration, collectors, store and server together.
 public struct TelltaleApp: Sendable {

@@ -1,3 +1,4 @@
+import Synchronization
 import TelltaleCore
 import TelltaleMetrics
 

@@ -1,3 +1,5 @@
+import Logging
+import Synchronization
 import TelltaleClients
 import TelltaleCore
 import TelltaleMetrics

@@ -1,3 +1,4 @@
+import Synchronization
 import TelltaleClients
 import TelltaleCore
 import TelltaleMetrics

@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 import Synchronization
 import TelltaleCore
+import TelltaleMetrics
 
 /// Who may read `/metrics`, `/`, `/api/v1/status` and `/-/reload`, and the headers every
 /// answer carries. Credentials come from `server.auth` (a bearer token or one basic-auth

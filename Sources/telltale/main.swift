@@ -4,6 +4,7 @@ import Glibc
 import Logging
 import Telltale
 import TelltaleAlerting
+import TelltaleClients
 import TelltaleCore
 import TelltaleServer
 

@@ -1,3 +1,4 @@
+import NIOCore
 import TelltaleMetrics
 import Testing
 @testable import Telltale

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import Testing
 @testable import Telltale
 @testable import TelltaleAlerting
@@ -69,6 +70,19 @@ import Testing
                 && problems.contains { $0.hasPrefix("collectors.process.watch[0]: set exactly one of pid_file or pattern") }
                 && problems.contains { $0.hasPrefix("collectors.host.timeout: expected a positive duration") }
                 && problems.contains("extra: unknown key")
+        }
+    }
+
+    /// Every body contains "": an empty expectation (say, a variable that expanded to
+    /// nothing) would make the probe pass whatever the endpoint answers.
+    @Test func emptyExpectedBodyIsRejected() {
+        unsetenv("TELLTALE_TEST_MISSING")
+        for body in [#"expect_body: """#, #"expect_body: "${TELLTALE_TEST_MISSING:-}""#] {
+            #expect {
+                try TelltaleConfig.parse("probes:\n  - {name: app, url: \"http://127.0.0.1:1/health\", \(body)}")
+            } throws: { error in
+                (error as? ConfigErrors)?.problems == ["probes[0].expect_body: must not be empty"]
+            }
         }
     }
 

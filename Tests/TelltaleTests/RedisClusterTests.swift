@@ -1,3 +1,4 @@
+import NIOCore
 import Synchronization
 import TelltaleMetrics
 import Testing

@@ -1,4 +1,5 @@
 import Foundation
+import TelltaleClients
 import TelltaleMetrics
 import Testing
 @testable import Telltale

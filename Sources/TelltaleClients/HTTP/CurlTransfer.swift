@@ -92,7 +92,7 @@ package final class CurlTransfer {
 
     /// `scheme://host:port` of an absolute URL, lower-cased, with the scheme's default port.
     package static func origin(_ url: String) -> String? {
-        guard let separator = url.range(of: "://") else { return nil }
+        guard let separator = url.firstRange(of: "://") else { return nil }
         let scheme = url[..<separator.lowerBound].lowercased()
         var authority = url[separator.upperBound...].prefix { !"/?#".contains($0) }
         if let at = authority.lastIndex(of: "@") { authority = authority[authority.index(after: at)...] }

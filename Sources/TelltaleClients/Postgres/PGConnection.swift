@@ -240,7 +240,7 @@ package struct DSNInfo: Sendable {
 
     /// The password of `scheme://user:password@host…`, found without libpq.
     private static func uriPassword(_ dsn: String) -> String? {
-        guard let schemeEnd = dsn.range(of: "://"),
+        guard let schemeEnd = dsn.firstRange(of: "://"),
               let at = dsn[schemeEnd.upperBound...].lastIndex(of: "@") else { return nil }
         let userInfo = dsn[schemeEnd.upperBound..<at]
         guard let colon = userInfo.firstIndex(of: ":") else { return nil }

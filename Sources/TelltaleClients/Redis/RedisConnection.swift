@@ -1,5 +1,6 @@
 import CHiredis
 import Glibc
+import NIOCore
 import TelltaleCore
 import TelltaleMetrics
 

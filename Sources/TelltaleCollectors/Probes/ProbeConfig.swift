@@ -34,6 +34,9 @@ public struct ProbeConfig: Sendable, Equatable {
             if probe.expectedStatus.count != codes.count { map.problems.add(map.childPath("expect_status"), "expected status codes") }
         }
         probe.expectedBody = map.string("expect_body")
+        // Every body holds the empty string: an expectation that cannot fail is a mistake
+        // (often a variable that expanded to nothing), not a probe that always passes.
+        if probe.expectedBody?.isEmpty == true { map.problems.add(map.childPath("expect_body"), "must not be empty") }
         if let window = map.duration("error_window") { probe.errorWindow = window }
         map.finish()
         return probe

@@ -1,6 +1,7 @@
 import TelltaleClients
 import TelltaleCore
 import TelltaleMetrics
+import Yams
 
 /// A BullMQ/Bull queue: its key prefix (`bull`, or hash-tagged `{bull}`) and name, in the
 /// source (`redis` label) that reads it.

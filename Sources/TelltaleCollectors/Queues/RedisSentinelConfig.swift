@@ -1,5 +1,6 @@
 import TelltaleClients
 import TelltaleCore
+import Yams
 
 extension RedisSentinelSettings {
     /// At most this many Sentinel addresses (a deployment has three or five).

@@ -1,5 +1,6 @@
 import TelltaleClients
 import TelltaleCore
+import Yams
 
 extension RedisTLSSettings {
     /// The `tls` key of a `redis:` mapping, given what the rest of it says (`rediss://` asks
