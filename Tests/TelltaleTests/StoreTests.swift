@@ -92,6 +92,27 @@ import Testing
         #expect(zipped.readableBytes < plain.readableBytes / 5)
     }
 
+    /// Families of over `ownChunkBytes` are deflated into chunks of their own, which the gzip
+    /// body shares with the cache: several of them on both sides of the per-request family,
+    /// between small ones, make one valid member, request after request.
+    @Test(arguments: ExpositionFormat.allCases)
+    func gzipBodyOfManyCachedChunksStaysValid(format: ExpositionFormat) async throws {
+        func large(_ name: String) -> MetricFamily {
+            var builder = FamilyBuilder(MetricDescriptor(name, .gauge, help: "h"))
+            for index in 0..<1000 { builder.add(Double(index), ["series": "value_\(index)_\(name)"]) }
+            return builder.build()
+        }
+        let store = MetricStore()
+        let names = ["a_large", "b_small", "c_large", "d_large", "u_small", "x_large", "y_small", "z_large"]
+        await store.publish(["src": names.map { $0.hasSuffix("large") ? large($0) : gauge($0, 1) }])
+        for request in 1...3 {
+            let zipped = store.exposition(format: format, acceptsGzip: true)
+            #expect(zipped.gzipped)
+            #expect(zipped.parts.count > 8, "request \(request): the chunks are shared, not joined")
+            #expect(try gunzip(zipped.joined) == String(buffer: store.exposition(format: format).joined))
+        }
+    }
+
     @Test func gzipOfAnEmptyStoreIsValid() throws {
         let store = MetricStore()
         let zipped = store.scrape(format: .text, acceptsGzip: true).joined

@@ -32,25 +32,28 @@ package struct DeflatedChunk: Sendable {
 /// and a CRC-32 combined from the cached ones. The result is one ordinary gzip member
 /// (RFC 1952), so any gzip reader accepts it.
 package struct GzipSegments: Sendable {
-    private let head: ByteBuffer
+    /// The gzip header and the chunks' own buffers, shared with the cache rather than
+    /// concatenated: two more copies of the compressed exposition (one per format) would stay
+    /// resident for nothing, as a response is written from one joined buffer anyway.
+    private let head: [ByteBuffer]
     private let headCRC: UInt
     private let headLength: Int
-    private let tail: ByteBuffer
+    private let tail: [ByteBuffer]
     private let tailCRC: UInt
     private let tailLength: Int
 
     /// `trailer` (OpenMetrics' `# EOF`) ends the stream in a final stored block.
     package init(head headChunks: [DeflatedChunk], tail tailChunks: [DeflatedChunk], trailer: [UInt8]) {
         // Header: magic, deflate, no flags, no mtime, no extra flags, unknown OS.
-        var head = ByteBuffer(bytes: [0x1F, 0x8B, 0x08, 0x00, 0, 0, 0, 0, 0x00, 0xFF])
-        (headCRC, headLength) = Self.append(headChunks, to: &head)
-        var tail = ByteBuffer()
-        var (crc, length) = Self.append(tailChunks, to: &tail)
-        Self.writeStoredBlock(trailer, final: true, to: &tail)
+        let header = ByteBuffer(bytes: [0x1F, 0x8B, 0x08, 0x00, 0, 0, 0, 0, 0x00, 0xFF])
+        head = [header] + headChunks.map(\.deflated)
+        (headCRC, headLength) = Self.combined(headChunks)
+        var end = ByteBuffer()
+        Self.writeStoredBlock(trailer, final: true, to: &end)
+        tail = tailChunks.map(\.deflated) + [end]
+        var (crc, length) = Self.combined(tailChunks)
         crc = crc32_combine(crc, trailer.withUnsafeBufferPointer { crc32_z(0, $0.baseAddress, $0.count) }, off_t(trailer.count))
         (tailCRC, tailLength) = (crc, length + trailer.count)
-        self.head = head
-        self.tail = tail
     }
 
     /// The parts of a complete gzip member for `head + middle + tail`: the cached buffers are
@@ -64,15 +67,14 @@ package struct GzipSegments: Sendable {
         crc = crc32_combine(crc, tailCRC, off_t(tailLength))
         trailer.writeInteger(UInt32(truncatingIfNeeded: crc), endianness: .little)
         trailer.writeInteger(UInt32(truncatingIfNeeded: headLength + middle.count + tailLength), endianness: .little)
-        return [head, block, tail, trailer]
+        return head + [block] + tail + [trailer]
     }
 
-    /// Concatenates chunks; returns the CRC and length of the bytes they hold.
-    private static func append(_ chunks: [DeflatedChunk], to buffer: inout ByteBuffer) -> (UInt, Int) {
+    /// The CRC and length of the bytes the chunks hold, in order.
+    private static func combined(_ chunks: [DeflatedChunk]) -> (UInt, Int) {
         var crc: UInt = 0
         var length = 0
         for chunk in chunks {
-            buffer.writeImmutableBuffer(chunk.deflated)
             crc = crc32_combine(crc, chunk.crc, off_t(chunk.length))
             length += chunk.length
         }
