@@ -323,3 +323,28 @@ private func parse(_ message: [UInt8]) throws -> (headers: [String], parts: [Str
         #expect(alerting.alertmanager.isEmpty, "a follower sends nothing")
     }
 }
+
+/// The JSON types receivers read: integers stay integers, an explicit null stays null, and the
+/// counts of what a payload leaves out are there.
+@Suite struct PayloadShapeTests {
+    @Test func chatPayloadsKeepTheirTypes() throws {
+        let slack = SlackMessage.payload(event())
+        #expect(slack["attachments"]?.array?.first?["ts"] == .number(1_800_000_000))
+        #expect(slack.text.contains(#""ts":1800000000}"#))
+        let teams = TeamsMessage.payload(event())
+        #expect(teams["attachments"]?.array?.first?["contentUrl"] == .null)
+        #expect(teams.text.contains(#""contentUrl":null"#))
+        #expect(DiscordMessage.payload(event()).text.contains(#""color":14687834,"#))
+    }
+
+    @Test func webhookAndPagerDutyCountWhatTheyLeaveOut() {
+        let alerts = (0..<(WebhookMessage.maxAlerts + 3)).map { event(labels: ["n": "\($0)"]) }
+        let notification = AlertNotification(groupKey: "{}", groupLabels: [:], alerts: alerts, isRepeat: false)
+        let webhook = WebhookMessage.payload(notification, receiver: "hook", key: "k")
+        #expect(webhook["truncatedAlerts"] == .int(3))
+        #expect(webhook["alerts"]?.array?.count == WebhookMessage.maxAlerts)
+        #expect(webhook["repeat"] == .bool(false))
+        let pagerDuty = PagerDutyMessage.payload(notification, channel: "oncall", routingKey: "KEY")
+        #expect(pagerDuty["payload"]?["custom_details"]?["omitted"] == .int(alerts.count - PagerDutyMessage.maxListedAlerts))
+    }
+}
