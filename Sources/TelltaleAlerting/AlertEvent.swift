@@ -35,6 +35,9 @@ struct AlertEvent: Codable, Sendable, Equatable {
     /// The series the event is about, as canonical label text.
     var seriesKey: String { AlertEvent.seriesKey(labels) }
 
+    /// The alert the event is about, its rule and series, compared by bytes (see `ExactString`).
+    var identity: ExactString { ExactString("\(rule)|\(seriesKey)") }
+
     /// One row per transition and channel: a second writer of the same transition (another
     /// replica, a restarted one) hits the unique key instead of sending twice.
     func idempotencyKey(channel: String) -> String {

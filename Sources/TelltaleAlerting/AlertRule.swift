@@ -39,8 +39,8 @@ struct LabelMatcher: Sendable, CustomStringConvertible {
     func matches(_ labels: Labels) throws(BoundedRegex.BudgetExceeded) -> Bool {
         let actual = labels[name] ?? ""
         switch operation {
-        case .equal: return actual == value
-        case .notEqual: return actual != value
+        case .equal: return actual.hasSameBytes(as: value)
+        case .notEqual: return !actual.hasSameBytes(as: value)
         case .matches: return try regex?.matches(actual) ?? false
         case .notMatches: return try !(regex?.matches(actual) ?? false)
         }

@@ -102,7 +102,7 @@ extension AlertingService {
         }.map(\.1)
     }
 
-    private static func summary(_ states: [String: Evaluator.SeriesState]?, rule: AlertRule?, catalog: RuleCatalog, now: Double) -> String {
+    private static func summary(_ states: [ExactString: Evaluator.SeriesState]?, rule: AlertRule?, catalog: RuleCatalog, now: Double) -> String {
         guard let rule else { return "invalid" }
         guard let states, !states.isEmpty else { return "inactive" }
         let firing = states.values.filter { $0.phase == .firing }

@@ -64,10 +64,10 @@ struct AlertmanagerBook: Sendable {
     }
 
     /// By channel, rule and series.
-    private(set) var entries: [String: Entry] = [:]
+    private(set) var entries: [ExactString: Entry] = [:]
 
-    private static func key(_ channel: String, _ event: AlertEvent) -> String {
-        "\(channel)|\(event.rule)|\(event.seriesKey)"
+    private static func key(_ channel: String, _ event: AlertEvent) -> ExactString {
+        ExactString("\(channel)|\(event.rule)|\(event.seriesKey)")
     }
 
     /// After an evaluation: `firing` is every firing alert routed to an Alertmanager
@@ -75,7 +75,7 @@ struct AlertmanagerBook: Sendable {
     /// there (its rule deleted, disabled, routed elsewhere, or silenced) is no longer sent:
     /// Alertmanager lets it end at its `endsAt`.
     mutating func update(firing: [Routed], resolved: [Routed], now: Double) {
-        var next: [String: Entry] = [:]
+        var next: [ExactString: Entry] = [:]
         for (channel, event) in firing {
             let key = Self.key(channel, event)
             var entry = entries[key].flatMap { $0.event.status == event.status && $0.event.startsAt == event.startsAt ? $0 : nil }

@@ -125,9 +125,9 @@ extension AlertingService {
         let (catalog, firing) = state.withLock { state in
             // Not what is still being recorded: it would be listed now and announced again
             // when its transition is read.
-            let unrecorded = Set(state.unsaved.map { "\($0.rule)|\($0.seriesKey)" })
+            let unrecorded = Set(state.unsaved.map(\.identity))
             return (state.catalog, state.evaluator.firingEvents(state.catalog, now: time, link: config.externalURL)
-                .filter { !unrecorded.contains("\($0.rule)|\($0.seriesKey)") })
+                .filter { !unrecorded.contains($0.identity) })
         }
         let (flushes, nextDue) = GroupPlanner(catalog: catalog, now: time).plan(waiting: waiting, lastSent: lastSent, firing: firing)
         for flush in flushes { try await outbox.write(flush, at: time) }

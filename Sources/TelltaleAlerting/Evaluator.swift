@@ -23,8 +23,9 @@ struct Evaluator: Sendable {
         var noData = false
     }
 
-    /// Current states by rule name, then series key.
-    private(set) var states: [String: [String: SeriesState]] = [:]
+    /// Current states by rule name, then series key (by its bytes: two series whose label
+    /// values differ only in Unicode normalisation are two series, as in Prometheus).
+    private(set) var states: [String: [ExactString: SeriesState]] = [:]
     /// Rules the last evaluation could not evaluate (a regex over its budget), with why.
     private(set) var errors: [String: String] = [:]
     /// Samples of the series windowed rules read.
@@ -130,8 +131,8 @@ struct Evaluator: Sendable {
 
     /// Firing series this replica saw fire that no leader recorded (it fired while this replica
     /// followed): a new leader announces them.
-    func unrecordedFiring(_ catalog: RuleCatalog, recorded: Set<String>, now: Double, link: String?) -> [AlertEvent] {
-        firingEvents(catalog, now: now, link: link).filter { !recorded.contains("\($0.rule)|\($0.seriesKey)") }
+    func unrecordedFiring(_ catalog: RuleCatalog, recorded: Set<ExactString>, now: Double, link: String?) -> [AlertEvent] {
+        firingEvents(catalog, now: now, link: link).filter { !recorded.contains($0.identity) }
     }
 
     /// Every firing series, as the event that announced it (for group messages and reminders).
@@ -146,12 +147,12 @@ struct Evaluator: Sendable {
     /// than announcing them again.
     mutating func adopt(firing rows: [(rule: String, seriesKey: String, since: Double, value: Double?, labels: Labels)]) {
         for row in rows {
-            states[row.rule, default: [:]][row.seriesKey] = SeriesState(
+            states[row.rule, default: [:]][ExactString(row.seriesKey)] = SeriesState(
                 phase: .firing, since: row.since, value: row.value, labels: row.labels, noData: true)
         }
     }
 
-    static func key(_ labels: Labels) -> String {
-        AlertEvent.seriesKey(of: labels)
+    static func key(_ labels: Labels) -> ExactString {
+        ExactString(AlertEvent.seriesKey(of: labels))
     }
 }

@@ -101,11 +101,11 @@ private struct SeriesChanges {
 
     /// The readable transitions by series, in the order of their first.
     static func of(_ waiting: [WaitingTransition]) -> [SeriesChanges] {
-        var order: [String] = []
-        var series: [String: SeriesChanges] = [:]
+        var order: [ExactString] = []
+        var series: [ExactString: SeriesChanges] = [:]
         for transition in waiting {
             guard let event = transition.event else { continue }
-            let key = "\(event.rule)|\(event.seriesKey)"
+            let key = event.identity
             if series[key] == nil {
                 order.append(key)
                 series[key] = SeriesChanges(ids: [transition.id], first: event, last: event)
@@ -225,7 +225,7 @@ struct GroupPlanner {
     /// The group's audible firing alerts, with the changes of this message (a change replaces
     /// the same series' entry).
     private static func union(_ firing: [AlertEvent], _ changes: [AlertEvent]) -> [AlertEvent] {
-        let changed = Set(changes.map { "\($0.rule)|\($0.seriesKey)" })
-        return firing.filter { !changed.contains("\($0.rule)|\($0.seriesKey)") } + changes
+        let changed = Set(changes.map(\.identity))
+        return firing.filter { !changed.contains($0.identity) } + changes
     }
 }

@@ -25,8 +25,9 @@ struct SnapshotIndex {
     struct Source {
         let family: MetricFamily
         let reader: Reader
-        /// Label → value → ascending series indexes, for the labels the index was asked for.
-        let postings: [String: [String: [Int]]]
+        /// Label → value (by its bytes) → ascending series indexes, for the labels the index
+        /// was asked for.
+        let postings: [String: [ExactString: [Int]]]
     }
 
     private let sources: [String: [Source]]
@@ -59,12 +60,12 @@ struct SnapshotIndex {
         return labels
     }
 
-    private static func postings(_ family: MetricFamily, _ labels: Set<String>) -> [String: [String: [Int]]] {
+    private static func postings(_ family: MetricFamily, _ labels: Set<String>) -> [String: [ExactString: [Int]]] {
         guard !labels.isEmpty else { return [:] }
-        var postings = Dictionary(uniqueKeysWithValues: labels.map { ($0, [String: [Int]]()) })
+        var postings = Dictionary(uniqueKeysWithValues: labels.map { ($0, [ExactString: [Int]]()) })
         for (index, series) in family.series.enumerated() {
             for label in series.labels.labels where labels.contains(label.name) {
-                postings[label.name]![label.value, default: []].append(index)
+                postings[label.name]![ExactString(label.value), default: []].append(index)
             }
         }
         return postings
@@ -89,7 +90,7 @@ extension SnapshotIndex.Source {
         var shortest: [Int]?
         for matcher in matchers where matcher.operation == .equal && !matcher.value.isEmpty {
             guard let byValue = postings[matcher.name] else { continue }
-            let list = byValue[matcher.value] ?? []
+            let list = byValue[ExactString(matcher.value)] ?? []
             if list.count < shortest?.count ?? .max { shortest = list }
         }
         if let shortest { return shortest }
@@ -98,7 +99,7 @@ extension SnapshotIndex.Source {
             var union: [Int] = []
             for (value, list) in byValue {
                 try budget.spend()
-                if try regex.matches(value) { union += list }
+                if try regex.matches(value.text) { union += list }
             }
             return union.sorted()
         }

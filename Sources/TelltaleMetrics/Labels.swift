@@ -54,6 +54,23 @@ extension String {
     }
 }
 
+/// A string that is equal to, hashes and sorts against another by its UTF-8 bytes: a key for
+/// dictionaries and sets of label values and series, which must tell apart what Prometheus
+/// tells apart (an `é` in NFC and in NFD), where `String` keys would merge them.
+public struct ExactString: Hashable, Comparable, Sendable, CustomStringConvertible {
+    public let text: String
+
+    public init(_ text: String) { self.text = text }
+
+    public var description: String { text }
+
+    public static func == (lhs: ExactString, rhs: ExactString) -> Bool { lhs.text.hasSameBytes(as: rhs.text) }
+
+    public static func < (lhs: ExactString, rhs: ExactString) -> Bool { lhs.text.comparingBytes(rhs.text) < 0 }
+
+    public func hash(into hasher: inout Hasher) { text.hashBytes(into: &hasher) }
+}
+
 /// A label set, kept sorted by label name so that equal sets compare and print identically.
 public struct Labels: Hashable, Comparable, Sendable, ExpressibleByDictionaryLiteral {
     public private(set) var labels: [Label]

@@ -169,6 +169,14 @@ import TelltaleMetrics
         #expect((composed < decomposed) != (decomposed < composed))
     }
 
+    @Test func exactStringsAreKeysByBytes() {
+        let composed = ExactString("caf\u{E9}"), decomposed = ExactString("cafe\u{301}")
+        #expect(composed != decomposed)
+        #expect(Set([composed, decomposed, ExactString("caf\u{E9}")]).count == 2)
+        #expect(decomposed < composed)  // "e" (0x65) before "é" (0xC3 0xA9)
+        #expect(ExactString("x") == ExactString("x") && !(ExactString("x") < ExactString("x")))
+    }
+
     @Test func byteOrderIsCodePointOrder() {
         #expect("a".comparingBytes("b") < 0)
         #expect("Z".comparingBytes("a") < 0)

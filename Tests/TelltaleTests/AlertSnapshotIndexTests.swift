@@ -69,9 +69,27 @@ import Testing
         #expect(labels == ["depth": ["svc"], "jobs_total": ["queue"]])
         let index = SnapshotIndex(Self.snapshot, indexing: labels)
         #expect(index.sources(of: "depth").first?.postings.keys.sorted() == ["svc"])
-        #expect(index.sources(of: "depth").first?.postings["svc"]?["s1"]?.count == 3)
-        #expect(index.sources(of: "jobs").first?.postings["queue"]?["a"]?.count == 12, "one family, both sample names")
+        #expect(index.sources(of: "depth").first?.postings["svc"]?[ExactString("s1")]?.count == 3)
+        #expect(index.sources(of: "jobs").first?.postings["queue"]?[ExactString("a")]?.count == 12, "one family, both sample names")
         #expect(index.sources(of: "latency_count").first?.postings.isEmpty == true)
+    }
+
+    /// Label values are told apart by their bytes, as Prometheus does: an `é` in NFC and in
+    /// NFD are two series, which `=` and `!=` tell apart and which fire as two alerts.
+    @Test func normalisationVariantsAreTwoSeriesAndTwoAlerts() throws {
+        var depth = FamilyBuilder(MetricDescriptor("depth", .gauge, help: "h"))
+        depth.set(1, ["city": "caf\u{E9}"])
+        depth.set(2, ["city": "cafe\u{301}"])
+        let snapshot = MetricSnapshot(families: [depth.build()])
+        let equal = try Self.rule("depth", "city=\"caf\u{E9}\""), other = try Self.rule("depth", "city!=\"caf\u{E9}\"")
+        let index = SnapshotIndex(snapshot, indexing: SnapshotIndex.indexedLabels([equal, other]))
+        #expect(try equal.series(in: index).map(\.value) == [1])
+        #expect(try other.series(in: index).map(\.value) == [2])
+        var evaluator = Evaluator()
+        let events = evaluator.evaluate(RuleCatalog(rules: ["r": try Self.rule("depth", "")]), snapshot, now: 0, link: nil)
+        #expect(events.filter { $0.status == .firing }.count == 2)
+        #expect(evaluator.states["r"]?.count == 2)
+        #expect(Set(events.map(\.identity)).count == 2)
     }
 
     @Test func seriesKeyOfALabelSetIsTheKeyOfItsClippedLabels() {

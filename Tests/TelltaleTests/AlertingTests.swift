@@ -116,7 +116,7 @@ import Testing
     @Test func adoptedEpisodeKeepsItsStartSoTheResolveMatchesIt() {
         var evaluator = Evaluator()
         let labels: Labels = ["host": "a"]
-        evaluator.adopt(firing: [("r", Evaluator.key(labels), 100, 12, labels)])
+        evaluator.adopt(firing: [("r", AlertEvent.seriesKey(of: labels), 100, 12, labels)])
         let events = evaluator.evaluate(RuleCatalog(rules: ["r": rule()]), snapshot(5), now: 200, link: nil)
         #expect(events.map(\.status) == [.resolved])
         #expect(events.first?.startsAt == 100)
@@ -126,14 +126,14 @@ import Testing
         var evaluator = Evaluator()
         let catalog = RuleCatalog(rules: ["r": rule()])
         _ = evaluator.evaluate(catalog, snapshot(11), now: 0, link: nil)
-        let key = Evaluator.key(["host": "a"])
-        #expect(evaluator.unrecordedFiring(catalog, recorded: ["r|\(key)"], now: 1, link: nil).isEmpty)
+        let key = AlertEvent.seriesKey(of: ["host": "a"])
+        #expect(evaluator.unrecordedFiring(catalog, recorded: [ExactString("r|\(key)")], now: 1, link: nil).isEmpty)
         #expect(evaluator.unrecordedFiring(catalog, recorded: [], now: 1, link: nil).map(\.status) == [.firing])
     }
 
     @Test func seriesKeysRoundTripThroughLabels() {
         let labels: Labels = ["queue": "we\"ird\\name", "b": "line\nbreak"]
-        #expect(AlertingService.labels(fromKey: Evaluator.key(labels)) == labels)
+        #expect(AlertingService.labels(fromKey: AlertEvent.seriesKey(of: labels)) == labels)
     }
 }
 

@@ -146,6 +146,9 @@ import Testing
         let names: [Substring] = ["bull:ZW1haWxz", "bull:ZW1haWxz:w:node-1", "bull:emails:w:py", "bull:emails", "bull:ZW1haWxz:qe",
                                   "bull:other"]
         #expect(QueueCollector.workerCount(QueueID(prefix: "bull", name: "emails", source: "default"), names) == 4)
+        // Names are bytes to Redis: a worker of the NFD queue is not one of the NFC queue's.
+        let cafe: [Substring] = ["bull:caf\u{E9}:w:1", "bull:cafe\u{301}:w:2", "bull:cafe\u{301}"]
+        #expect(QueueCollector.workerCount(QueueID(prefix: "bull", name: "caf\u{E9}", source: "default"), cafe) == 1)
     }
 
     @Test func redisURLs() {

@@ -32,8 +32,9 @@ public final class QueueCollector: Collector {
         var discovery = QueueDiscovery()
         /// Last events-stream entry read per queue; absent until the first run marks the end.
         var streamCursors: [QueueID: String] = [:]
-        var addedAt: [String: (ms: Double, name: String)] = [:]
-        var activeSince: [String: Double] = [:]
+        /// By job (`queue.key(id)`, by its bytes, as Redis tells keys apart).
+        var addedAt: [ExactString: (ms: Double, name: String)] = [:]
+        var activeSince: [ExactString: Double] = [:]
         var completed: FamilyBuilder
         var failed: FamilyBuilder
         var duration: FamilyBuilder
@@ -337,9 +338,9 @@ public final class QueueCollector: Collector {
     private static func record(_ entries: [StreamEntry], of queue: QueueID, at position: Int, into events: inout Events,
                                _ state: inout State) {
         // A failed job's `retries-exhausted` follows its `failed` event in the same script.
-        var lastFinished: [String: Int] = [:]
+        var lastFinished: [ExactString: Int] = [:]
         for entry in entries {
-            let jobKey = queue.key(entry.jobId)
+            let jobKey = ExactString(queue.key(entry.jobId))
             switch entry.event {
             case "added": state.addedAt[jobKey] = (entry.ms, entry.fields["name"] ?? "")
             case "active":
@@ -364,11 +365,11 @@ public final class QueueCollector: Collector {
     /// already are not kept.
     private func remember(_ events: Events, _ replies: ArraySlice<RedisValue>) {
         guard !events.unnamed.isEmpty else { return }
-        let finished = Set(events.finished.map { $0.queue.key($0.id) })
+        let finished = Set(events.finished.map { ExactString($0.queue.key($0.id)) })
         state.withLock { state in
             for (job, reply) in zip(events.unnamed, replies) {
                 let fields = reply.array
-                let jobKey = job.queue.key(job.id)
+                let jobKey = ExactString(job.queue.key(job.id))
                 guard fields.count == 2, let name = fields[0].string, !finished.contains(jobKey),
                       let timestamp = fields[1].string.flatMap(Double.init), timestamp.isFinite else { continue }
                 state.addedAt[jobKey] = (timestamp, name)
@@ -441,7 +442,11 @@ public final class QueueCollector: Collector {
     static func workerCount(_ queue: QueueID, _ names: [Substring]) -> Int {
         let base64 = Data(queue.name.utf8).base64EncodedString()
         let roots = ["\(queue.prefix):\(base64)", "\(queue.prefix):\(queue.name)"]
-        return names.filter { name in roots.contains { name == $0 || name.hasPrefix($0 + ":w:") } }.count
+        // By bytes, as Redis compares names (Swift's `==` and `hasPrefix` hold canonically
+        // equivalent texts equal).
+        return names.filter { name in
+            roots.contains { name.utf8.elementsEqual($0.utf8) || name.utf8.starts(with: ($0 + ":w:").utf8) }
+        }.count
     }
 }
 
