@@ -16,12 +16,12 @@ struct LabelMatcher: Sendable, CustomStringConvertible {
     let regex: BoundedRegex?
 
     /// A matcher; a regular expression is compiled unless `compiled` already has it.
-    init(name: String, operation: Operation, value: String, compiled: [String: BoundedRegex] = [:]) throws(RuleError) {
+    init(name: String, operation: Operation, value: String, compiled: [ExactString: BoundedRegex] = [:]) throws(RuleError) {
         self.name = name
         self.operation = operation
         self.value = value
         if operation == .matches || operation == .notMatches {
-            if let known = compiled[value] {
+            if let known = compiled[ExactString(value)] {
                 regex = known
             } else {
                 do {
@@ -50,7 +50,7 @@ struct LabelMatcher: Sendable, CustomStringConvertible {
 
     /// Parses `a="x",b!~"y.*"`, reusing regexes already in `compiled`; a failure says what is
     /// malformed.
-    static func parseList(_ text: String, compiled: [String: BoundedRegex] = [:]) -> Result<[LabelMatcher], RuleError> {
+    static func parseList(_ text: String, compiled: [ExactString: BoundedRegex] = [:]) -> Result<[LabelMatcher], RuleError> {
         var matchers: [LabelMatcher] = []
         var rest = Substring(text.trimming(" "))
         while !rest.isEmpty {

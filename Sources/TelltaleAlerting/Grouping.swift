@@ -121,9 +121,20 @@ private struct SeriesChanges {
 /// Decides, on the leader, which group messages are due. Pure: the database reads and writes
 /// are the caller's, and the time is a parameter.
 struct GroupPlanner {
+    /// By bytes, as the group's rows and PagerDuty's incidents tell groups apart: two label
+    /// values that differ only in Unicode normalisation make two groups.
     struct GroupID: Hashable {
         let channel: String
         let key: String
+
+        static func == (lhs: GroupID, rhs: GroupID) -> Bool {
+            lhs.channel.hasSameBytes(as: rhs.channel) && lhs.key.hasSameBytes(as: rhs.key)
+        }
+
+        func hash(into hasher: inout Hasher) {
+            channel.hashBytes(into: &hasher)
+            key.hashBytes(into: &hasher)
+        }
     }
 
     let catalog: RuleCatalog

@@ -64,8 +64,8 @@ struct RuleLoader: Sendable {
                 catalog.ruleErrors[Self.adminSource] = "cannot read admin_alert_thresholds: \(error.message)"
             }
         }
-        // Regexes unchanged since the last load are not compiled again.
-        let compiled = Dictionary(previous.rules.values.flatMap(\.matchers).compactMap { $0.regex.map { ($0.pattern, $0) } },
+        // Regexes unchanged since the last load (to the byte) are not compiled again.
+        let compiled = Dictionary(previous.rules.values.flatMap(\.matchers).compactMap { $0.regex.map { (ExactString($0.pattern), $0) } },
                                   uniquingKeysWith: { first, _ in first })
         for row in rows where settings.environment.map({ row.environment == $0 }) ?? true {
             guard row.enabled else { continue }
@@ -228,7 +228,7 @@ private struct RuleRow {
         }
     }
 
-    func validate(_ catalog: RuleCatalog, compiled: [String: BoundedRegex]) -> Result<AlertRule, RuleError> {
+    func validate(_ catalog: RuleCatalog, compiled: [ExactString: BoundedRegex]) -> Result<AlertRule, RuleError> {
         let (channels, channelErrors) = (catalog.channels, catalog.channelErrors)
         guard !name.isEmpty else { return .failure(RuleError("empty name")) }
         guard MetricNames.isValidMetricName(metric) else { return .failure(RuleError("invalid metric name \"\(metric)\"")) }

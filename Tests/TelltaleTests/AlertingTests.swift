@@ -48,8 +48,13 @@ import Testing
 
     @Test func regexesAreCompiledOncePerPattern() throws {
         let first = try LabelMatcher.parseList(#"a=~"x.*""#).get()[0]
-        let again = try LabelMatcher.parseList(#"a=~"x.*""#, compiled: ["x.*": first.regex!]).get()[0]
+        let again = try LabelMatcher.parseList(#"a=~"x.*""#, compiled: [ExactString("x.*"): first.regex!]).get()[0]
         #expect(again.regex === first.regex)
+        // A pattern edited from NFC to NFD is a new pattern, compiled anew.
+        let composed = try LabelMatcher.parseList("a=~\"caf\u{E9}\"").get()[0]
+        let decomposed = try LabelMatcher.parseList("a=~\"cafe\u{301}\"", compiled: [ExactString("caf\u{E9}"): composed.regex!]).get()[0]
+        #expect(decomposed.regex !== composed.regex)
+        #expect(try decomposed.matches(["a": "cafe\u{301}"]) && !(try decomposed.matches(["a": "caf\u{E9}"])))
     }
 
     @Test func rejectsMalformedMatchers() {

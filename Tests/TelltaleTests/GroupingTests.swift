@@ -45,6 +45,17 @@ import Testing
         #expect(flushes[0].notification?.title == "[FIRING:10] queue_failed")
     }
 
+    /// Groups are told apart by bytes, as their rows and PagerDuty's incidents are: values that
+    /// differ only in Unicode normalisation make two groups and two messages.
+    @Test func normalisationVariantsAreTwoGroups() {
+        let grouping = GroupSettings(groupBy: ["queue"])
+        let events = [Self.event("caf\u{E9}", at: 100), Self.event("cafe\u{301}", at: 100)]
+        let (flushes, _) = GroupPlanner(catalog: Self.catalog(grouping), now: 100)
+            .plan(waiting: Self.waiting(events, grouping: grouping), lastSent: [:], firing: events)
+        #expect(flushes.count == 2)
+        #expect(Set(flushes.compactMap { $0.notification.map { ExactString($0.groupKey) } }).count == 2)
+    }
+
     @Test func groupWaitHoldsTheFirstMessage() {
         let grouping = GroupSettings(wait: 30, interval: 300)
         let events = [Self.event("q1", at: 100)]
