@@ -44,6 +44,17 @@ import TelltaleMetrics
         #expect(histogram.sum == 18)
     }
 
+    /// Series are kept by the ten thousand: a number with its labels stays three words, the
+    /// rare histogram is boxed.
+    @Test func aSeriesIsSmallAndAHistogramRoundTripsThroughItsBox() {
+        #expect(MemoryLayout<Series>.stride <= 24)
+        var histogram = HistogramValue(upperBounds: [1, 2])
+        histogram.observe(1.5)
+        let series = Series(labels: ["a": "b"], value: .histogram(histogram))
+        #expect(series.value == .histogram(histogram))
+        #expect(series.value != .number(1))
+    }
+
     @Test func bucketValidation() {
         #expect(Buckets.problem([0.1, 1, 10]) == nil)
         #expect(Buckets.problem([]) != nil)

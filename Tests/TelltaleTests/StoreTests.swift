@@ -113,6 +113,26 @@ import Testing
         }
     }
 
+    /// A large family is cached only deflated; the uncompressed body encodes it again, once per
+    /// render, so it follows each change and matches the gzip body.
+    @Test(arguments: ExpositionFormat.allCases)
+    func uncompressedBodyOfALargeFamilyFollowsEachRender(format: ExpositionFormat) async throws {
+        func large(_ value: Double) -> MetricFamily {
+            var builder = FamilyBuilder(MetricDescriptor("big", .gauge, help: "h"))
+            for index in 0..<2000 { builder.set(value, ["series": "value_\(index)"]) }
+            return builder.build()
+        }
+        let store = MetricStore()
+        for value in [1.0, 2.0] {
+            await store.publish(["src": [large(value)]])
+            let plain = String(buffer: store.exposition(format: format).joined)
+            #expect(plain.contains("big{series=\"value_1999\"} \(Int(value))\n"))
+            #expect(!plain.contains("big{series=\"value_0\"} \(Int(3 - value))\n"))
+            #expect(String(buffer: store.exposition(format: format).joined) == plain, "the second request reuses the first's")
+            #expect(try gunzip(store.exposition(format: format, acceptsGzip: true).joined) == plain)
+        }
+    }
+
     @Test func gzipOfAnEmptyStoreIsValid() throws {
         let store = MetricStore()
         let zipped = store.scrape(format: .text, acceptsGzip: true).joined

@@ -52,18 +52,31 @@ public final class MetricStore: Sendable {
 
     /// One family, merged from every source that has it, encoded for both formats: the sample
     /// lines, which both share, once; the few metadata lines once per format.
-    private struct CachedFamily {
+    fileprivate struct CachedFamily: Sendable {
+        /// A large family's sample lines are kept only deflated, in a chunk of their own (the
+        /// gzip body Prometheus asks for shares it); they are encoded again from `family` for
+        /// an uncompressed request. Smaller families keep them plain, as their neighbours'
+        /// are deflated together at each render.
+        enum Samples: Sendable {
+            case plain(ByteBuffer)
+            case deflated(DeflatedChunk)
+        }
+
         let family: MetricFamily
         let conflicts: [FamilyMerger.Conflict]
         let textMetadata: ByteBuffer
         let openMetricsMetadata: ByteBuffer
-        let samples: ByteBuffer
-        /// The samples deflated, only for families of at least `ownChunkBytes`; nil also if
-        /// zlib failed.
-        let samplesChunk: DeflatedChunk?
+        let samples: Samples
 
         func metadata(_ format: ExpositionFormat) -> ByteBuffer {
             format == .text ? textMetadata : openMetricsMetadata
+        }
+
+        var plainSamples: ByteBuffer {
+            switch samples {
+            case .plain(let bytes): bytes
+            case .deflated: ByteBuffer(bytes: ExpositionEncoder.samples(family))
+            }
         }
     }
 
@@ -192,61 +205,54 @@ public final class MetricStore: Sendable {
             family = merged.families.first ?? family
             conflicts = merged.conflicts
         }
-        let samples = ByteBuffer(bytes: ExpositionEncoder.samples(family))
-        var samplesChunk: DeflatedChunk?
-        if samples.readableBytes >= ownChunkBytes, let compressor {
-            samplesChunk = try? DeflatedChunk(samples, compressor: compressor)
+        let encoded = ByteBuffer(bytes: ExpositionEncoder.samples(family))
+        var samples = CachedFamily.Samples.plain(encoded)
+        // If zlib fails, the family stays plain and is deflated with its neighbours.
+        if encoded.readableBytes >= ownChunkBytes, let compressor, let chunk = try? DeflatedChunk(encoded, compressor: compressor) {
+            samples = .deflated(chunk)
         }
         return CachedFamily(family: family, conflicts: conflicts,
                             textMetadata: ByteBuffer(bytes: ExpositionEncoder.metadata(family, format: .text)),
                             openMetricsMetadata: ByteBuffer(bytes: ExpositionEncoder.metadata(family, format: .openMetrics)),
-                            samples: samples, samplesChunk: samplesChunk)
+                            samples: samples)
     }
 
     /// Lays out the cached families in name order, split around the per-request family.
     private static func assemble(_ cache: [String: CachedFamily], compressor: ZlibCompressor?) -> Rendered {
         let sorted = cache.sorted { $0.key < $1.key }.map(\.value)
         let split = sorted.firstIndex { $0.family.name > scrapes.name } ?? sorted.count
-        func parts(_ format: ExpositionFormat) -> Rendered.Parts {
-            /// Large families' cached sample chunks, with the runs of small pieces between them
-            /// (every family's metadata, small families' samples) deflated now.
-            func chunks(_ families: ArraySlice<CachedFamily>) -> [DeflatedChunk]? {
-                guard let compressor else { return nil }
-                var result: [DeflatedChunk] = []
-                var run = ByteBuffer()
-                func flushRun() -> Bool {
-                    guard run.readableBytes > 0 else { return true }
-                    guard let chunk = try? DeflatedChunk(run, compressor: compressor) else { return false }
+        /// Large families' cached sample chunks, with the runs of small pieces between them
+        /// (every family's metadata, small families' samples) deflated now.
+        func chunks(_ families: ArraySlice<CachedFamily>, _ format: ExpositionFormat) -> [DeflatedChunk]? {
+            guard let compressor else { return nil }
+            var result: [DeflatedChunk] = []
+            var run = ByteBuffer()
+            func flushRun() -> Bool {
+                guard run.readableBytes > 0 else { return true }
+                guard let chunk = try? DeflatedChunk(run, compressor: compressor) else { return false }
+                result.append(chunk)
+                run.clear()
+                return true
+            }
+            for family in families {
+                run.writeImmutableBuffer(family.metadata(format))
+                switch family.samples {
+                case .deflated(let chunk):
+                    guard flushRun() else { return nil }
                     result.append(chunk)
-                    run.clear()
-                    return true
+                case .plain(let bytes):
+                    run.writeImmutableBuffer(bytes)
                 }
-                for family in families {
-                    run.writeImmutableBuffer(family.metadata(format))
-                    if let chunk = family.samplesChunk {
-                        guard flushRun() else { return nil }
-                        result.append(chunk)
-                    } else if family.samples.readableBytes >= ownChunkBytes {
-                        return nil  // its own chunk failed to compress
-                    } else {
-                        run.writeImmutableBuffer(family.samples)
-                    }
-                }
-                return flushRun() ? result : nil
             }
-            // The cached buffers themselves, shared rather than concatenated: a response is
-            // written from them directly (writev), and no second copy of the exposition is kept.
-            func buffers(_ families: ArraySlice<CachedFamily>) -> [ByteBuffer] {
-                families.flatMap { [$0.metadata(format), $0.samples] }.filter { $0.readableBytes > 0 }
-            }
-            // A missing chunk (zlib failed) means serving uncompressed.
-            let gzip = chunks(sorted[..<split]).flatMap { head in
-                chunks(sorted[split...]).map { GzipSegments(head: head, tail: $0, trailer: Array(format.trailer.utf8)) }
-            }
-            return Rendered.Parts(head: buffers(sorted[..<split]),
-                                  tail: buffers(sorted[split...]) + [ByteBuffer(string: format.trailer)], gzip: gzip)
+            return flushRun() ? result : nil
         }
-        return Rendered(families: sorted.map(\.family), text: parts(.text), openMetrics: parts(.openMetrics))
+        // A missing chunk (zlib failed) means serving uncompressed.
+        func gzip(_ format: ExpositionFormat) -> GzipSegments? {
+            chunks(sorted[..<split], format).flatMap { head in
+                chunks(sorted[split...], format).map { GzipSegments(head: head, tail: $0, trailer: Array(format.trailer.utf8)) }
+            }
+        }
+        return Rendered(families: sorted, split: split, textGzip: gzip(.text), openMetricsGzip: gzip(.openMetrics))
     }
 
     public var snapshot: MetricSnapshot {
@@ -267,12 +273,13 @@ public final class MetricStore: Sendable {
     public func exposition(format: ExpositionFormat, acceptsGzip: Bool = false, allocator: ByteBufferAllocator = .init())
         -> ScrapeBody
     {
-        let parts = current.withLock { $0.parts(format) }
+        let rendered = current.withLock { $0 }
         let middle = ExpositionEncoder.encode([scrapesFamily()], format: format)
-        if acceptsGzip, let gzip = parts.gzip {
+        if acceptsGzip, let gzip = rendered.gzip(format) {
             return ScrapeBody(parts: gzip.body(middle: middle, allocator: allocator), gzipped: true)
         }
-        return ScrapeBody(parts: parts.head + [ByteBuffer(bytes: middle)] + parts.tail, gzipped: false)
+        let plain = rendered.plain.parts(format)
+        return ScrapeBody(parts: plain.head + [ByteBuffer(bytes: middle)] + plain.tail, gzipped: false)
     }
 
     private func scrapesFamily() -> MetricFamily {
@@ -287,25 +294,66 @@ public final class MetricStore: Sendable {
 
 /// Both formats of one snapshot, split around the per-request family.
 private struct Rendered: Sendable {
-    struct Parts: Sendable {
-        /// The encoded families before and after the per-request one, in name order.
-        package let head: [ByteBuffer]
-        package let tail: [ByteBuffer]
-        /// Nil only if zlib could not compress (out of memory): the plain body is served then.
-        package let gzip: GzipSegments?
+    let snapshot: MetricSnapshot
+    /// Nil only if zlib could not compress (out of memory): the plain body is served then.
+    let textGzip: GzipSegments?
+    let openMetricsGzip: GzipSegments?
+    let plain: PlainBodies
+
+    init(families: [MetricStore.CachedFamily], split: Int, textGzip: GzipSegments?, openMetricsGzip: GzipSegments?) {
+        snapshot = MetricSnapshot(families: families.map(\.family))
+        (self.textGzip, self.openMetricsGzip) = (textGzip, openMetricsGzip)
+        plain = PlainBodies(families: families, split: split)
     }
 
-    let snapshot: MetricSnapshot
-    let text: Parts
-    let openMetrics: Parts
+    func gzip(_ format: ExpositionFormat) -> GzipSegments? {
+        format == .text ? textGzip : openMetricsGzip
+    }
+}
 
-    init(families: [MetricFamily], text: Parts, openMetrics: Parts) {
-        snapshot = MetricSnapshot(families: families)
-        self.text = text
-        self.openMetrics = openMetrics
+/// The uncompressed bodies of one render, laid out on the first uncompressed request for them:
+/// Prometheus asks for gzip, so most renders never need them, and a large family's sample
+/// lines, cached only deflated, are encoded again then (once for both formats). Made outside
+/// the locks: two first requests at once each make them, and the first stored is kept.
+private final class PlainBodies: Sendable {
+    /// The encoded families before and after the per-request one, in name order: the cached
+    /// buffers themselves, shared rather than concatenated, as a response is written from them
+    /// directly (writev).
+    struct Parts: Sendable {
+        let head: [ByteBuffer]
+        let tail: [ByteBuffer]
+    }
+
+    private let families: [MetricStore.CachedFamily]
+    private let split: Int
+    private let samples = Mutex<[ByteBuffer]?>(nil)
+    private let made = Mutex<[ExpositionFormat: Parts]>([:])
+
+    init(families: [MetricStore.CachedFamily], split: Int) {
+        (self.families, self.split) = (families, split)
     }
 
     func parts(_ format: ExpositionFormat) -> Parts {
-        format == .text ? text : openMetrics
+        if let parts = made.withLock({ $0[format] }) { return parts }
+        let samples = sampleLines()
+        func pieces(_ range: Range<Int>) -> [ByteBuffer] {
+            range.flatMap { [families[$0].metadata(format), samples[$0]] }.filter { $0.readableBytes > 0 }
+        }
+        let parts = Parts(head: pieces(0..<split), tail: pieces(split..<families.count) + [ByteBuffer(string: format.trailer)])
+        return made.withLock { made in
+            if let first = made[format] { return first }
+            made[format] = parts
+            return parts
+        }
+    }
+
+    private func sampleLines() -> [ByteBuffer] {
+        if let samples = samples.withLock({ $0 }) { return samples }
+        let lines = families.map(\.plainSamples)
+        return samples.withLock { samples in
+            if let first = samples { return first }
+            samples = lines
+            return lines
+        }
     }
 }
