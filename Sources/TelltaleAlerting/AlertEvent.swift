@@ -29,7 +29,7 @@ struct AlertEvent: Codable, Sendable, Equatable {
     static let maxLabelValueLength = 1024
 
     static func clippedLabels(_ labels: Labels) -> [String: String] {
-        Dictionary(labels.labels.map { ($0.name, $0.value.clipped(maxLabelValueLength)) }, uniquingKeysWith: { first, _ in first })
+        Dictionary(labels.map { ($0.name, $0.value.clipped(maxLabelValueLength)) }, uniquingKeysWith: { first, _ in first })
     }
 
     /// The series the event is about, as canonical label text.
@@ -51,7 +51,7 @@ struct AlertEvent: Codable, Sendable, Equatable {
     /// `seriesKey(clippedLabels(labels))` without the dictionary and its sort: a label set is
     /// already sorted by name, each name once (the evaluator keys every series it reads).
     static func seriesKey(of labels: Labels) -> String {
-        "{" + labels.labels.map { "\($0.name)=\(quoted($0.value.clipped(maxLabelValueLength)))" }.joined(separator: ",") + "}"
+        "{" + labels.map { "\($0.name)=\(quoted($0.value.clipped(maxLabelValueLength)))" }.joined(separator: ",") + "}"
     }
 
     private static func quoted(_ value: String) -> String {

@@ -64,7 +64,7 @@ struct SnapshotIndex {
         guard !labels.isEmpty else { return [:] }
         var postings = Dictionary(uniqueKeysWithValues: labels.map { ($0, [ExactString: [Int]]()) })
         for (index, series) in family.series.enumerated() {
-            for label in series.labels.labels where labels.contains(label.name) {
+            for label in series.labels where labels.contains(label.name) {
                 postings[label.name]![ExactString(label.value), default: []].append(index)
             }
         }

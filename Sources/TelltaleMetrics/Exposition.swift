@@ -142,11 +142,13 @@ public enum ExpositionEncoder {
 
     /// `{name="value",…` without the closing brace; nothing for an empty set.
     private static func appendLabels(_ labels: Labels, into out: inout [UInt8]) {
-        for (index, label) in labels.labels.enumerated() {
-            out.append(UInt8(ascii: index == 0 ? "{" : ","))
-            out.append(contentsOf: label.name.utf8)
+        var first = true
+        labels.forEachBytes { name, value in
+            out.append(UInt8(ascii: first ? "{" : ","))
+            first = false
+            out.append(contentsOf: name)
             out.append(contentsOf: "=\"".utf8)
-            appendEscaped(label.value, quotes: true, into: &out)
+            appendEscaped(value, quotes: true, into: &out)
             out.append(UInt8(ascii: "\""))
         }
     }
@@ -184,14 +186,18 @@ public enum ExpositionEncoder {
     /// Escapes `\` and line feeds, and `"` where the format asks for it. Most text needs none:
     /// it is then copied whole.
     private static func appendEscaped(_ text: String, quotes: Bool, into out: inout [UInt8]) {
-        let needsEscaping = text.utf8.contains { byte in
+        appendEscaped(text.utf8, quotes: quotes, into: &out)
+    }
+
+    private static func appendEscaped<Bytes: Collection<UInt8>>(_ text: Bytes, quotes: Bool, into out: inout [UInt8]) {
+        let needsEscaping = text.contains { byte in
             byte == UInt8(ascii: "\\") || byte == UInt8(ascii: "\n") || (quotes && byte == UInt8(ascii: "\""))
         }
         guard needsEscaping else {
-            out.append(contentsOf: text.utf8)
+            out.append(contentsOf: text)
             return
         }
-        for byte in text.utf8 {
+        for byte in text {
             switch byte {
             case UInt8(ascii: "\\"): out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\\")])
             case UInt8(ascii: "\n"): out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "n")])

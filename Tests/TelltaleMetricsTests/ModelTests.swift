@@ -27,6 +27,30 @@ import TelltaleMetrics
         #expect(labels == ["a": "2", "z": "3"])
     }
 
+    /// Sets are packed into one buffer with LEB128 lengths: long values (two and three length
+    /// bytes), NUL, quotes and canonically equivalent spellings all read back as they went in,
+    /// and order and equality stay those of the labels' bytes.
+    @Test func packedSetsReadBackAndOrderByBytes() {
+        let long = String(repeating: "v", count: 200), longer = String(repeating: "w", count: 20_000)
+        let nfc = "caf\u{E9}", nfd = "cafe\u{301}"
+        let pairs = [("z", longer), ("a", "x\0y\"\n"), ("m", long), ("e", nfc)]
+        let labels = Labels(pairs)
+        #expect(labels.labels.map(\.name) == ["a", "e", "m", "z"])
+        for (name, value) in pairs { #expect(labels[name].map { Array($0.utf8) } == Array(value.utf8)) }
+        #expect(labels["b"] == nil)
+        #expect(Labels([("e", nfc)]) != Labels([("e", nfd)]))
+        #expect(Set([Labels([("e", nfc)]), Labels([("e", nfd)])]).count == 2)
+        #expect(Labels([("a", "1")]) < Labels([("a", "1"), ("b", "0")]))
+        #expect(!(Labels([("a", "1"), ("b", "0")]) < Labels([("a", "1")])))
+        #expect(Labels([("a", "10")]) < Labels([("a", "9")]))
+        #expect(Labels([("a", long)]) < Labels([("a", long + "a")]))
+        #expect(Labels([("a", "b")]) < Labels([("b", "a")]))
+        #expect(!(labels < labels))
+        #expect(labels.adding("b", "1")["b"] == "1" && labels.adding("a", "new")["a"] == "new")
+        #expect(labels.adding("b", "1").labels.count == 5)
+        #expect(Labels([("a", "1")]).merging(Labels([("a", "2"), ("c", "3")])) == Labels([("a", "2"), ("c", "3")]))
+    }
+
     @Test func countersNeverGoDown() {
         var counter = FamilyBuilder(MetricDescriptor("c", .counter, help: ""))
         counter.add(2)
@@ -122,7 +146,7 @@ import TelltaleMetrics
 
 @Suite struct PositionalLabelsTests {
     private func storage(_ labels: Labels) -> UnsafeRawPointer? {
-        labels.labels.withUnsafeBufferPointer { UnsafeRawPointer($0.baseAddress) }
+        labels.packedBytes.withUnsafeBufferPointer { UnsafeRawPointer($0.baseAddress) }
     }
 
     /// The set for `pairs`, kept as the next position's.

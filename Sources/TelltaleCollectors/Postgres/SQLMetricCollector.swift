@@ -75,7 +75,7 @@ public final class SQLMetricCollector: Collector {
             for (pairs, value) in samples(row, columns, &problems) {
                 let labels = rowLabels.labels(pairs)
                 if builder.contains(labels) {
-                    problems.add("duplicate_labels", "rows repeat the label set \(labels.labels.map { "\($0.name)=\($0.value)" })")
+                    problems.add("duplicate_labels", "rows repeat the label set \(labels.map { "\($0.name)=\($0.value)" })")
                 } else if builder.seriesCount >= query.maxSeries {
                     dropped += 1
                 } else {
