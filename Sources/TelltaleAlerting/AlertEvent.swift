@@ -36,7 +36,11 @@ struct AlertEvent: Codable, Sendable, Equatable {
     var seriesKey: String { AlertEvent.seriesKey(labels) }
 
     /// The alert the event is about, its rule and series, compared by bytes (see `ExactString`).
-    var identity: ExactString { ExactString("\(rule)|\(seriesKey)") }
+    var identity: ExactString { ExactString(Self.identityText(rule: rule, seriesKey: seriesKey)) }
+
+    /// The one spelling of an alert's identity: what a leader records from the outbox and
+    /// compares with `identity`, a webhook's fingerprint and a message's group key.
+    static func identityText(rule: String, seriesKey: String) -> String { "\(rule)|\(seriesKey)" }
 
     /// One row per transition and channel: a second writer of the same transition (another
     /// replica, a restarted one) hits the unique key instead of sending twice.

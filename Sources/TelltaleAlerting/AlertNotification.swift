@@ -20,7 +20,7 @@ struct AlertNotification: Codable, Sendable, Equatable {
 
     /// A message about one transition: a group of one, keyed by its rule and series.
     init(single event: AlertEvent) {
-        groupKey = "\(event.rule)|\(event.seriesKey)"
+        groupKey = AlertEvent.identityText(rule: event.rule, seriesKey: event.seriesKey)
         groupLabels = ["alertname": event.rule]
         alerts = [event]
         isRepeat = false

@@ -189,7 +189,7 @@ enum WebhookMessage {
             "status": event.status == .resolved ? "resolved" : "firing", "labels": .strings(event.routingLabels),
             "annotations": .strings(annotations(event)), "startsAt": .string(iso(event.startsAt)),
             "endsAt": .string(event.endsAt.map(iso) ?? "0001-01-01T00:00:00Z"), "generatorURL": .string(event.link ?? ""),
-            "fingerprint": .string("\(event.rule)|\(event.seriesKey)"),
+            "fingerprint": .string(AlertEvent.identityText(rule: event.rule, seriesKey: event.seriesKey)),
         ]
     }
 

@@ -22,7 +22,7 @@ extension AlertingService {
         let firing = try await outbox.firing()
         let currentGeneration = await client.generation
         state.withLock { state in
-            let recorded = Set(firing.map { ExactString("\($0.rule)|\($0.seriesKey)") })
+            let recorded = Set(firing.map { ExactString(AlertEvent.identityText(rule: $0.rule, seriesKey: $0.seriesKey)) })
             state.unsaved += state.evaluator.unrecordedFiring(state.catalog, recorded: recorded, now: now().seconds,
                                                               link: config.externalURL)
             state.evaluator.adopt(firing: firing.map { row in
