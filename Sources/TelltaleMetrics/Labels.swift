@@ -288,3 +288,10 @@ extension Labels {
         }
     }
 }
+
+extension Labels: CustomStringConvertible {
+    /// `{name="value",…}`, values unescaped (for messages and test failures).
+    public var description: String {
+        "{" + map { "\($0.name)=\"\($0.value)\"" }.joined(separator: ",") + "}"
+    }
+}

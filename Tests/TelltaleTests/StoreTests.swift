@@ -133,6 +133,23 @@ import Testing
         }
     }
 
+    /// A large family's text, once made for an uncompressed body, is kept while the family is
+    /// unchanged: a render for another source's change reuses it rather than encoding again.
+    @Test func anUnchangedLargeFamilyKeepsItsTextAcrossRenders() async throws {
+        var builder = FamilyBuilder(MetricDescriptor("big", .gauge, help: "h"))
+        for index in 0..<2000 { builder.set(1, ["series": "value_\(index)"]) }
+        let store = MetricStore()
+        await store.publish(["large": [builder.build()], "small": [gauge("small", 1)]])
+        func largestPart() -> UnsafeRawPointer? {
+            store.exposition(format: .text).parts.max { $0.readableBytes < $1.readableBytes }?
+                .withUnsafeReadableBytes { UnsafeRawPointer($0.baseAddress) }
+        }
+        let before = largestPart()
+        await store.publish(["small": [gauge("small", 2)]])
+        #expect(String(buffer: store.exposition(format: .text).joined).contains("small 2\n"))
+        #expect(largestPart() == before)
+    }
+
     @Test func gzipOfAnEmptyStoreIsValid() throws {
         let store = MetricStore()
         let zipped = store.scrape(format: .text, acceptsGzip: true).joined

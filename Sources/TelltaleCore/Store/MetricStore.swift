@@ -53,13 +53,29 @@ public final class MetricStore: Sendable {
     /// One family, merged from every source that has it, encoded for both formats: the sample
     /// lines, which both share, once; the few metadata lines once per format.
     fileprivate struct CachedFamily: Sendable {
-        /// A large family's sample lines are kept only deflated, in a chunk of their own (the
-        /// gzip body Prometheus asks for shares it); they are encoded again from `family` for
-        /// an uncompressed request. Smaller families keep them plain, as their neighbours'
-        /// are deflated together at each render.
+        /// A large family's sample lines are kept deflated, in a chunk of their own (the gzip
+        /// body Prometheus asks for shares it); their text is encoded again from `family` only
+        /// once an uncompressed body needs it, then kept while the family is unchanged. Smaller
+        /// families keep them plain, as their neighbours' are deflated together at each render.
         enum Samples: Sendable {
             case plain(ByteBuffer)
-            case deflated(DeflatedChunk)
+            case deflated(DeflatedChunk, PlainText)
+        }
+
+        /// A large family's sample lines as text, made on demand: outside the lock, the first
+        /// stored is kept.
+        final class PlainText: Sendable {
+            private let text = Mutex<ByteBuffer?>(nil)
+
+            func get(_ family: MetricFamily) -> ByteBuffer {
+                if let made = text.withLock({ $0 }) { return made }
+                let made = ByteBuffer(bytes: ExpositionEncoder.samples(family))
+                return text.withLock { text in
+                    if let first = text { return first }
+                    text = made
+                    return made
+                }
+            }
         }
 
         let family: MetricFamily
@@ -75,7 +91,7 @@ public final class MetricStore: Sendable {
         var plainSamples: ByteBuffer {
             switch samples {
             case .plain(let bytes): bytes
-            case .deflated: ByteBuffer(bytes: ExpositionEncoder.samples(family))
+            case .deflated(_, let text): text.get(family)
             }
         }
     }
@@ -99,6 +115,18 @@ public final class MetricStore: Sendable {
     private let current: Mutex<Rendered>
     private let renderThread = BlockingThreads(count: 1)
     private let textScrapes = Atomic<UInt64>(0)
+    /// When the last uncompressed body was asked for, in whole seconds since `origin`.
+    private let plainAskedAt = Atomic<Int64>(Int64.min)
+    private let origin = ContinuousClock.now
+    /// How long after an uncompressed request renders keep making the large families' text.
+    package static let plainKeptFor: Int64 = 300
+
+    private var secondsSinceOrigin: Int64 { (ContinuousClock.now - origin).components.seconds }
+
+    private var plainRecently: Bool {
+        let askedAt = plainAskedAt.load(ordering: .relaxed)
+        return askedAt != Int64.min && secondsSinceOrigin - askedAt < Self.plainKeptFor
+    }
     private let openMetricsScrapes = Atomic<UInt64>(0)
 
     public init() {
@@ -179,7 +207,12 @@ public final class MetricStore: Sendable {
             return (Self.assemble(state.cache, compressor: compressor), Self.conflicts(of: updated, in: state))
         }
         guard let rendered else { return conflicts }
-        current.withLock { $0 = rendered }
+        // The previous render is released after the lock, which every scrape takes: its large
+        // buffers are unmapped then.
+        var replaced = rendered
+        current.withLock { swap(&$0, &replaced) }
+        // Uncompressed scrapes seen lately: their text is made here rather than on an event loop.
+        if plainRecently { rendered.plain.prepare() }
         // A render frees the previous exposition's buffers; hand that memory back to the
         // system rather than keeping the high-water mark resident.
         malloc_trim(0)
@@ -209,7 +242,7 @@ public final class MetricStore: Sendable {
         var samples = CachedFamily.Samples.plain(encoded)
         // If zlib fails, the family stays plain and is deflated with its neighbours.
         if encoded.readableBytes >= ownChunkBytes, let compressor, let chunk = try? DeflatedChunk(encoded, compressor: compressor) {
-            samples = .deflated(chunk)
+            samples = .deflated(chunk, CachedFamily.PlainText())
         }
         return CachedFamily(family: family, conflicts: conflicts,
                             textMetadata: ByteBuffer(bytes: ExpositionEncoder.metadata(family, format: .text)),
@@ -237,7 +270,7 @@ public final class MetricStore: Sendable {
             for family in families {
                 run.writeImmutableBuffer(family.metadata(format))
                 switch family.samples {
-                case .deflated(let chunk):
+                case .deflated(let chunk, _):
                     guard flushRun() else { return nil }
                     result.append(chunk)
                 case .plain(let bytes):
@@ -278,6 +311,7 @@ public final class MetricStore: Sendable {
         if acceptsGzip, let gzip = rendered.gzip(format) {
             return ScrapeBody(parts: gzip.body(middle: middle, allocator: allocator), gzipped: true)
         }
+        plainAskedAt.store(secondsSinceOrigin, ordering: .relaxed)
         let plain = rendered.plain.parts(format)
         return ScrapeBody(parts: plain.head + [ByteBuffer(bytes: middle)] + plain.tail, gzipped: false)
     }
@@ -311,10 +345,10 @@ private struct Rendered: Sendable {
     }
 }
 
-/// The uncompressed bodies of one render, laid out on the first uncompressed request for them:
-/// Prometheus asks for gzip, so most renders never need them, and a large family's sample
-/// lines, cached only deflated, are encoded again then (once for both formats). Made outside
-/// the locks: two first requests at once each make them, and the first stored is kept.
+/// The uncompressed bodies of one render, laid out on the first uncompressed request for them
+/// (Prometheus asks for gzip, so most renders never need them) from the families' cached
+/// pieces, a large family's text made then if no render made it before. Made outside the
+/// locks: two first requests at once each make them, and the first stored is kept.
 private final class PlainBodies: Sendable {
     /// The encoded families before and after the per-request one, in name order: the cached
     /// buffers themselves, shared rather than concatenated, as a response is written from them
@@ -326,7 +360,6 @@ private final class PlainBodies: Sendable {
 
     private let families: [MetricStore.CachedFamily]
     private let split: Int
-    private let samples = Mutex<[ByteBuffer]?>(nil)
     private let made = Mutex<[ExpositionFormat: Parts]>([:])
 
     init(families: [MetricStore.CachedFamily], split: Int) {
@@ -335,7 +368,7 @@ private final class PlainBodies: Sendable {
 
     func parts(_ format: ExpositionFormat) -> Parts {
         if let parts = made.withLock({ $0[format] }) { return parts }
-        let samples = sampleLines()
+        let samples = families.map(\.plainSamples)
         func pieces(_ range: Range<Int>) -> [ByteBuffer] {
             range.flatMap { [families[$0].metadata(format), samples[$0]] }.filter { $0.readableBytes > 0 }
         }
@@ -347,13 +380,8 @@ private final class PlainBodies: Sendable {
         }
     }
 
-    private func sampleLines() -> [ByteBuffer] {
-        if let samples = samples.withLock({ $0 }) { return samples }
-        let lines = families.map(\.plainSamples)
-        return samples.withLock { samples in
-            if let first = samples { return first }
-            samples = lines
-            return lines
-        }
+    /// Makes the large families' text ahead of the requests (on the render thread).
+    func prepare() {
+        for family in families { _ = family.plainSamples }
     }
 }
