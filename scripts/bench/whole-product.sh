@@ -124,10 +124,12 @@ WRK_CMD="wrk -t$WRK_THREADS -c$WRK_CONNECTIONS -d$WRK_DURATION --latency -H 'Acc
 to_ms() {
     awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n = n; else if (v ~ /s$/) n *= 1000; printf "%.2f", n }'
 }
-# ready CONFIG — whether /metrics holds what the configuration makes.
+# ready CONFIG — whether /metrics holds what the configuration makes. Asked for gzip, as
+# Prometheus asks: an uncompressed request makes Telltale keep the text of its large
+# families for five minutes (README, "Data flows"), which the phase would then measure.
 ready() {
     local text
-    text="$(curl -fsS --max-time 5 "$TT_URL/metrics" 2>/dev/null)" || return 1
+    text="$(curl -fsS --compressed --max-time 5 "$TT_URL/metrics" 2>/dev/null)" || return 1
     [[ $(grep -c '^bench_series{' <<<"$text") == "$SERIES" ]] || return 1
     [[ $1 == series ]] && return 0
     (($(grep -c '^telltale_queue_up{' <<<"$text") == QUEUES)) &&
@@ -154,7 +156,7 @@ phase() {  # CONFIG ROUND
     IFS='|' read -r rss _ _ hwm _ <<<"$(mem_fields "$pid")"
     RSS[$config]+=" $rss"
     HWM[$config]+=" $hwm"
-    SERIES_OUT[$config]="$(curl -fsS "$TT_URL/metrics" | grep -c -v '^#')"
+    SERIES_OUT[$config]="$(curl -fsS --compressed "$TT_URL/metrics" | grep -c -v '^#')"
     if [[ -n ${BENCH_HOLD:-} && $config == whole && $2 == 1 ]]; then
         blog "holding the whole product for $BENCH_HOLD s: PID $pid, $TT_URL, work dir $WORK"
         sleep "$BENCH_HOLD"
