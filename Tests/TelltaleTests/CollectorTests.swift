@@ -165,6 +165,35 @@ final class GatedCollector: Collector {
     }
 }
 
+/// `telltale`'s `main` is synchronous: the main thread only waits (Sources/telltale/main.swift),
+/// so work sent to the main actor or the main queue would never run. Neither Telltale nor the
+/// packages it builds from send any; this keeps it so.
+@Suite struct MainThreadTests {
+    @Test func nothingIsSentToTheMainActorOrTheMainQueue() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        var folders = [root.appendingPathComponent("Sources")]
+        let checkouts = root.appendingPathComponent(".build/checkouts")
+        for package in (try? FileManager.default.contentsOfDirectory(atPath: checkouts.path)) ?? [] {
+            folders.append(checkouts.appendingPathComponent(package).appendingPathComponent("Sources"))
+        }
+        var offending: [String] = []
+        for folder in folders {
+            let files = FileManager.default.enumerator(at: folder, includingPropertiesForKeys: nil)?
+                .compactMap { $0 as? URL }.filter { $0.pathExtension == "swift" } ?? []
+            for file in files {
+                let text = try String(contentsOf: file, encoding: .utf8)
+                guard text.contains("MainActor") || text.contains(".main") else { continue }
+                for line in text.split(separator: "\n") where !line.trimming(" ").hasPrefix("//")
+                    && line.contains(/@MainActor|MainActor\.run|DispatchQueue\.main|RunLoop\.main/) {
+                    offending.append("\(file.lastPathComponent): \(line.trimming(" "))")
+                }
+            }
+        }
+        #expect(offending.isEmpty, "\(offending.prefix(10))")
+    }
+}
+
 @Suite struct ProcFSTests {
     @Test func statIsParsedAfterTheLastParenthesis() throws {
         // A command name with spaces and parentheses must not shift the fields.
