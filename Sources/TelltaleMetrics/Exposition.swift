@@ -58,7 +58,7 @@ public enum ExpositionEncoder {
     private static func appendMetadata(_ descriptor: MetricDescriptor, format: ExpositionFormat, into out: inout [UInt8]) {
         let metadataName = metadataName(descriptor, format)
         out.append(contentsOf: "# HELP \(metadataName) ".utf8)
-        appendEscaped(descriptor.help, quotes: format == .openMetrics, into: &out)
+        appendEscaped(descriptor.help.utf8, quotes: format == .openMetrics, into: &out)
         out.append(UInt8(ascii: "\n"))
         out.append(contentsOf: "# TYPE \(metadataName) \(typeName(descriptor.type, format))\n".utf8)
         if format == .openMetrics, let unit = descriptor.unit {
@@ -185,10 +185,6 @@ public enum ExpositionEncoder {
 
     /// Escapes `\` and line feeds, and `"` where the format asks for it. Most text needs none:
     /// it is then copied whole.
-    private static func appendEscaped(_ text: String, quotes: Bool, into out: inout [UInt8]) {
-        appendEscaped(text.utf8, quotes: quotes, into: &out)
-    }
-
     private static func appendEscaped<Bytes: Collection<UInt8>>(_ text: Bytes, quotes: Bool, into out: inout [UInt8]) {
         let needsEscaping = text.contains { byte in
             byte == UInt8(ascii: "\\") || byte == UInt8(ascii: "\n") || (quotes && byte == UInt8(ascii: "\""))

@@ -59,23 +59,7 @@ public final class MetricStore: Sendable {
         /// families keep them plain, as their neighbours' are deflated together at each render.
         enum Samples: Sendable {
             case plain(ByteBuffer)
-            case deflated(DeflatedChunk, PlainText)
-        }
-
-        /// A large family's sample lines as text, made on demand: outside the lock, the first
-        /// stored is kept.
-        final class PlainText: Sendable {
-            private let text = Mutex<ByteBuffer?>(nil)
-
-            func get(_ family: MetricFamily) -> ByteBuffer {
-                if let made = text.withLock({ $0 }) { return made }
-                let made = ByteBuffer(bytes: ExpositionEncoder.samples(family))
-                return text.withLock { text in
-                    if let first = text { return first }
-                    text = made
-                    return made
-                }
-            }
+            case deflated(DeflatedChunk, text: MadeOnce<ByteBuffer>)
         }
 
         let family: MetricFamily
@@ -91,7 +75,7 @@ public final class MetricStore: Sendable {
         var plainSamples: ByteBuffer {
             switch samples {
             case .plain(let bytes): bytes
-            case .deflated(_, let text): text.get(family)
+            case .deflated(_, let text): text.get { ByteBuffer(bytes: ExpositionEncoder.samples(family)) }
             }
         }
     }
@@ -115,11 +99,12 @@ public final class MetricStore: Sendable {
     private let current: Mutex<Rendered>
     private let renderThread = BlockingThreads(count: 1)
     private let textScrapes = Atomic<UInt64>(0)
+    private let openMetricsScrapes = Atomic<UInt64>(0)
     /// When the last uncompressed body was asked for, in whole seconds since `origin`.
     private let plainAskedAt = Atomic<Int64>(Int64.min)
     private let origin = ContinuousClock.now
     /// How long after an uncompressed request renders keep making the large families' text.
-    package static let plainKeptFor: Int64 = 300
+    private static let plainKeptFor: Int64 = 300
 
     private var secondsSinceOrigin: Int64 { (ContinuousClock.now - origin).components.seconds }
 
@@ -127,7 +112,6 @@ public final class MetricStore: Sendable {
         let askedAt = plainAskedAt.load(ordering: .relaxed)
         return askedAt != Int64.min && secondsSinceOrigin - askedAt < Self.plainKeptFor
     }
-    private let openMetricsScrapes = Atomic<UInt64>(0)
 
     public init() {
         current = Mutex(Self.assemble([:], compressor: Self.makeCompressor()))
@@ -242,7 +226,7 @@ public final class MetricStore: Sendable {
         var samples = CachedFamily.Samples.plain(encoded)
         // If zlib fails, the family stays plain and is deflated with its neighbours.
         if encoded.readableBytes >= ownChunkBytes, let compressor, let chunk = try? DeflatedChunk(encoded, compressor: compressor) {
-            samples = .deflated(chunk, CachedFamily.PlainText())
+            samples = .deflated(chunk, text: MadeOnce())
         }
         return CachedFamily(family: family, conflicts: conflicts,
                             textMetadata: ByteBuffer(bytes: ExpositionEncoder.metadata(family, format: .text)),
@@ -345,10 +329,25 @@ private struct Rendered: Sendable {
     }
 }
 
+/// A value made on first need, outside the lock (work nothing else should wait on): two first
+/// callers at once each make it, and the first stored is kept.
+private final class MadeOnce<Value: Sendable>: Sendable {
+    private let value = Mutex<Value?>(nil)
+
+    func get(_ make: () -> Value) -> Value {
+        if let made = value.withLock({ $0 }) { return made }
+        let made = make()
+        return value.withLock { value in
+            if let first = value { return first }
+            value = made
+            return made
+        }
+    }
+}
+
 /// The uncompressed bodies of one render, laid out on the first uncompressed request for them
 /// (Prometheus asks for gzip, so most renders never need them) from the families' cached
-/// pieces, a large family's text made then if no render made it before. Made outside the
-/// locks: two first requests at once each make them, and the first stored is kept.
+/// pieces, a large family's text made then if no render made it before.
 private final class PlainBodies: Sendable {
     /// The encoded families before and after the per-request one, in name order: the cached
     /// buffers themselves, shared rather than concatenated, as a response is written from them
@@ -360,24 +359,23 @@ private final class PlainBodies: Sendable {
 
     private let families: [MetricStore.CachedFamily]
     private let split: Int
-    private let made = Mutex<[ExpositionFormat: Parts]>([:])
+    private let text = MadeOnce<Parts>()
+    private let openMetrics = MadeOnce<Parts>()
 
     init(families: [MetricStore.CachedFamily], split: Int) {
         (self.families, self.split) = (families, split)
     }
 
     func parts(_ format: ExpositionFormat) -> Parts {
-        if let parts = made.withLock({ $0[format] }) { return parts }
+        (format == .text ? text : openMetrics).get { laidOut(format) }
+    }
+
+    private func laidOut(_ format: ExpositionFormat) -> Parts {
         let samples = families.map(\.plainSamples)
         func pieces(_ range: Range<Int>) -> [ByteBuffer] {
             range.flatMap { [families[$0].metadata(format), samples[$0]] }.filter { $0.readableBytes > 0 }
         }
-        let parts = Parts(head: pieces(0..<split), tail: pieces(split..<families.count) + [ByteBuffer(string: format.trailer)])
-        return made.withLock { made in
-            if let first = made[format] { return first }
-            made[format] = parts
-            return parts
-        }
+        return Parts(head: pieces(0..<split), tail: pieces(split..<families.count) + [ByteBuffer(string: format.trailer)])
     }
 
     /// Makes the large families' text ahead of the requests (on the render thread).
