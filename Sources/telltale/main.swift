@@ -24,6 +24,7 @@ enum Entry {
         // for the other commands) its default action would end the process, as a
         // `systemctl reload` right after the start would.
         signal(SIGHUP, SIG_IGN)
+        LocalTimeZone.nameUTCAsGMT()  // before any thread starts
         Task.detached {
             let code = await run()
             fflush(nil)

@@ -58,3 +58,25 @@ import Testing
         #expect(UnixTime(seconds: 1e300).iso8601 == "9999-12-31T23:59:59Z")
     }
 }
+
+/// A UTC host's zone is named GMT, which Foundation keeps without ICU's zone tables; any zone
+/// the operator names, or a local zone other than UTC, is left as it is.
+@Suite struct LocalTimeZoneTests {
+    @Test func utcLinksAndAMissingFileAreNamedGMT() {
+        for target in ["/usr/share/zoneinfo/Etc/UTC", "../usr/share/zoneinfo/UTC", "/usr/share/zoneinfo/Etc/GMT+0",
+                       "/usr/share/zoneinfo/Zulu"] {
+            #expect(LocalTimeZone.namesGMT(environmentNamesZone: false, localtime: .link(target)), "\(target)")
+        }
+        #expect(LocalTimeZone.namesGMT(environmentNamesZone: false, localtime: .missing))
+    }
+
+    @Test func otherZonesAndNamedZonesAreLeftAlone() {
+        for target in ["/usr/share/zoneinfo/Europe/Berlin", "/usr/share/zoneinfo/right/UTC", "/usr/share/zoneinfo/Etc/GMT+1",
+                       "/etc/UTC", "/usr/share/zoneinfo/", "UTC"] {
+            #expect(!LocalTimeZone.namesGMT(environmentNamesZone: false, localtime: .link(target)), "\(target)")
+        }
+        #expect(!LocalTimeZone.namesGMT(environmentNamesZone: false, localtime: .other))
+        #expect(!LocalTimeZone.namesGMT(environmentNamesZone: true, localtime: .link("/usr/share/zoneinfo/Etc/UTC")))
+        #expect(!LocalTimeZone.namesGMT(environmentNamesZone: true, localtime: .missing))
+    }
+}

@@ -60,3 +60,65 @@ extension Duration {
         return Double(whole) + Double(attoseconds) / 1e18
     }
 }
+
+/// How the process names a UTC local time zone to Foundation.
+///
+/// Foundation keeps the zone named `GMT` in code, while any other name, `Etc/UTC` included
+/// (where `/etc/localtime` points on most servers and images), loads ICU's zone tables: about
+/// 1.5 MiB resident for good, read once at start through Hummingbird's `Date` header. On a UTC
+/// host Telltale therefore sets `TZ=GMT` as it starts. Local time stays UTC either way, and logs show
+/// offsets (`+0000`), not zone names.
+public enum LocalTimeZone {
+    /// Names of UTC in a zoneinfo directory (`right/UTC` is not among them: its clock counts
+    /// leap seconds).
+    static let namesOfUTC: Set<String> = [
+        "UTC", "UCT", "Universal", "Zulu", "GMT", "GMT0", "GMT+0", "GMT-0", "Greenwich",
+        "Etc/UTC", "Etc/UCT", "Etc/Universal", "Etc/Zulu", "Etc/GMT", "Etc/GMT0", "Etc/GMT+0",
+        "Etc/GMT-0", "Etc/Greenwich",
+    ]
+
+    /// Sets `TZ=GMT` when nothing names the zone (neither `TZ` nor `TZFILE`) and the local
+    /// zone is UTC. Call it before anything starts a thread or reads the zone.
+    public static func nameUTCAsGMT() {
+        let environmentNamesZone = getenv("TZ") != nil || getenv("TZFILE") != nil
+        guard namesGMT(environmentNamesZone: environmentNamesZone, localtime: readLink("/etc/localtime")) else { return }
+        setenv("TZ", "GMT", 0)
+    }
+
+    /// What `/etc/localtime` is to the decision: `.missing` (glibc then uses UTC), a link's
+    /// target, or `.other` (a copied file, which is left alone).
+    package enum Localtime: Equatable {
+        case missing
+        case link(String)
+        case other
+    }
+
+    package static func namesGMT(environmentNamesZone: Bool, localtime: Localtime) -> Bool {
+        guard !environmentNamesZone else { return false }
+        switch localtime {
+        case .missing: return true
+        case .other: return false
+        case .link(let target): return zoneName(inLink: target).map(namesOfUTC.contains) ?? false
+        }
+    }
+
+    /// What follows the last `zoneinfo/` in a link's target, if anything.
+    private static func zoneName(inLink target: String) -> String? {
+        let bytes = Array(target.utf8), marker = Array("zoneinfo/".utf8)
+        guard bytes.count >= marker.count else { return nil }
+        for start in stride(from: bytes.count - marker.count, through: 0, by: -1)
+        where bytes[start..<start + marker.count].elementsEqual(marker) {
+            return String(decoding: bytes[(start + marker.count)...], as: UTF8.self)
+        }
+        return nil
+    }
+
+    private static func readLink(_ path: String) -> Localtime {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let count = readlink(path, &buffer, Int(PATH_MAX))
+        if count >= 0 {
+            return .link(String(decoding: buffer[..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self))
+        }
+        return errno == ENOENT ? .missing : .other
+    }
+}
