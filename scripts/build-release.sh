@@ -22,6 +22,11 @@
 #                                  code resident. Names the build no longer has are skipped.
 #                                  SwiftPM does not relink when only this file changes:
 #                                  rm -f .build/release/telltale first.
+#   -T scripts/release-text.ld     the compiler's private functions (`.L…`: closure context
+#                                  destroyers, outlined copies, metadata accessors) have
+#                                  no symbol an order file can name; scattered, the ones
+#                                  that run mapped 6 MiB of folios around them. The script
+#                                  gathers all of them (about 130 KiB) before the code.
 # Extra arguments are passed on to `swift build`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -30,4 +35,5 @@ exec swift build -c release --product telltale --static-swift-stdlib \
     -Xlinker -z -Xlinker pack-relative-relocs \
     -Xlinker --no-export-dynamic \
     -Xlinker --symbol-ordering-file="$PWD/scripts/symbol-order.txt" -Xlinker --no-warn-symbol-ordering \
+    -Xlinker -T -Xlinker "$PWD/scripts/release-text.ld" \
     "$@"

@@ -14,7 +14,7 @@
 #   2. callgrind runs it twice and records every function that runs at all: with the
 #      benchmark's configuration (valgrind's ~50x slowdown makes most sources time out: the
 #      failure paths) and with 30 s timeouts and intervals (the success paths), while the
-#      endpoints are asked for as Prometheus, a browser and a probe would.
+#      endpoints are asked for as Prometheus, a browser, a probe and the benchmark's wrk would.
 # Functions that only other configurations run (TLS, Sentinel, e-mail…) keep the default
 # order: they cost what they cost without an order file.
 #
@@ -89,6 +89,8 @@ drive() {  # SECONDS: the endpoints, as a scrape, a browser and a probe ask for 
             -H 'Accept: application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5' "$URL/metrics" || true
         curl -s -m 60 -o /dev/null -H 'Accept-Encoding: gzip' "$URL/metrics" || true
         for path in metrics "" api/v1/status healthz readyz nothing; do curl -s -m 60 -o /dev/null "$URL/$path" || true; done
+        # As the benchmark asks: keep-alive connections that wrk drops mid-response at its end.
+        wrk -t1 -c4 -d1s -H 'Accept-Encoding: gzip' "$URL/metrics" >/dev/null 2>&1 || true
         sleep 2
     done
 }
