@@ -105,8 +105,7 @@ package struct MetricsEndpoint: Sendable {
         let body = store.scrape(format: format, acceptsGzip: acceptsGzip)
         var responseHeaders: HTTPFields = [.contentType: format.contentType, .vary: "Accept, Accept-Encoding"]
         if body.gzipped { responseHeaders[.contentEncoding] = "gzip" }
-        // A gzip body is the cached chunks around a few small buffers: one joined write is cheaper.
-        return PlainResponse(status: .ok, headers: responseHeaders, body: body.gzipped ? [body.joined] : body.parts)
+        return PlainResponse(status: .ok, headers: responseHeaders, body: body.parts)
     }
 
     package init(store: MetricStore, guardian: RequestGuard) {

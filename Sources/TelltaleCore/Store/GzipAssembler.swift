@@ -32,15 +32,18 @@ package struct DeflatedChunk: Sendable {
 /// and a CRC-32 combined from the cached ones. The result is one ordinary gzip member
 /// (RFC 1952), so any gzip reader accepts it.
 package struct GzipSegments: Sendable {
-    /// The gzip header and the chunks' own buffers, shared with the cache rather than
-    /// concatenated: two more copies of the compressed exposition (one per format) would stay
-    /// resident for nothing, as a response is written from one joined buffer anyway.
+    /// The gzip header and the chunks' own buffers, shared with the cache.
     private let head: [ByteBuffer]
     private let headCRC: UInt
     private let headLength: Int
     private let tail: [ByteBuffer]
     private let tailCRC: UInt
     private let tailLength: Int
+    /// `head` and `tail` each in one buffer, made on the first request for this render and
+    /// format: a request then writes four buffers. Written from the chunks themselves, a
+    /// request cost a pipeline write per chunk, or, joined per request, a copy of the whole
+    /// body (130 KB with everything on, at every scrape).
+    private let joined = MadeOnce<(head: ByteBuffer, tail: ByteBuffer)>()
 
     /// `trailer` (OpenMetrics' `# EOF`) ends the stream in a final stored block.
     package init(head headChunks: [DeflatedChunk], tail tailChunks: [DeflatedChunk], trailer: [UInt8]) {
@@ -56,9 +59,10 @@ package struct GzipSegments: Sendable {
         (tailCRC, tailLength) = (crc, length + trailer.count)
     }
 
-    /// The parts of a complete gzip member for `head + middle + tail`: the cached buffers are
-    /// shared, not copied. `middle` must be under 64 KiB.
+    /// The parts of a complete gzip member for `head + middle + tail`: the joined head and
+    /// tail are shared, not copied. `middle` must be under 64 KiB.
     package func body(middle: [UInt8], allocator: ByteBufferAllocator) -> [ByteBuffer] {
+        let (head, tail) = joined.get { (Self.join(self.head), Self.join(self.tail)) }
         var block = allocator.buffer(capacity: 5 + middle.count)
         Self.writeStoredBlock(middle, final: false, to: &block)
         var trailer = allocator.buffer(capacity: 8)
@@ -67,7 +71,14 @@ package struct GzipSegments: Sendable {
         crc = crc32_combine(crc, tailCRC, off_t(tailLength))
         trailer.writeInteger(UInt32(truncatingIfNeeded: crc), endianness: .little)
         trailer.writeInteger(UInt32(truncatingIfNeeded: headLength + middle.count + tailLength), endianness: .little)
-        return head + [block] + tail + [trailer]
+        return [head, block, tail, trailer]
+    }
+
+    private static func join(_ buffers: [ByteBuffer]) -> ByteBuffer {
+        // Sized exactly: growing a buffer rounds its capacity up to a power of two.
+        var joined = ByteBufferAllocator().buffer(capacity: buffers.reduce(0) { $0 + $1.readableBytes })
+        for buffer in buffers { joined.writeImmutableBuffer(buffer) }
+        return joined
     }
 
     /// The CRC and length of the bytes the chunks hold, in order.
