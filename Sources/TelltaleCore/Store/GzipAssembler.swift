@@ -1,6 +1,7 @@
 import CZlib
 import CompressNIO
 import NIOCore
+import Synchronization
 import TelltaleMetrics
 
 /// One piece of an exposition, deflated on its own: raw deflate ending on a sync flush, so it
@@ -32,28 +33,20 @@ package struct DeflatedChunk: Sendable {
 /// and a CRC-32 combined from the cached ones. The result is one ordinary gzip member
 /// (RFC 1952), so any gzip reader accepts it.
 package struct GzipSegments: Sendable {
-    /// The gzip header and the chunks' own buffers, shared with the cache.
-    private let head: [ByteBuffer]
+    private let pieces: Pieces
     private let headCRC: UInt
     private let headLength: Int
-    private let tail: [ByteBuffer]
     private let tailCRC: UInt
     private let tailLength: Int
-    /// `head` and `tail` each in one buffer, made on the first request for this render and
-    /// format: a request then writes four buffers. Written from the chunks themselves, a
-    /// request cost a pipeline write per chunk, or, joined per request, a copy of the whole
-    /// body (130 KB with everything on, at every scrape).
-    private let joined = MadeOnce<(head: ByteBuffer, tail: ByteBuffer)>()
 
     /// `trailer` (OpenMetrics' `# EOF`) ends the stream in a final stored block.
     package init(head headChunks: [DeflatedChunk], tail tailChunks: [DeflatedChunk], trailer: [UInt8]) {
         // Header: magic, deflate, no flags, no mtime, no extra flags, unknown OS.
         let header = ByteBuffer(bytes: [0x1F, 0x8B, 0x08, 0x00, 0, 0, 0, 0, 0x00, 0xFF])
-        head = [header] + headChunks.map(\.deflated)
         (headCRC, headLength) = Self.combined(headChunks)
         var end = ByteBuffer()
         Self.writeStoredBlock(trailer, final: true, to: &end)
-        tail = tailChunks.map(\.deflated) + [end]
+        pieces = Pieces(head: [header] + headChunks.map(\.deflated), tail: tailChunks.map(\.deflated) + [end])
         var (crc, length) = Self.combined(tailChunks)
         crc = crc32_combine(crc, trailer.withUnsafeBufferPointer { crc32_z(0, $0.baseAddress, $0.count) }, off_t(trailer.count))
         (tailCRC, tailLength) = (crc, length + trailer.count)
@@ -62,7 +55,7 @@ package struct GzipSegments: Sendable {
     /// The parts of a complete gzip member for `head + middle + tail`: the joined head and
     /// tail are shared, not copied. `middle` must be under 64 KiB.
     package func body(middle: [UInt8], allocator: ByteBufferAllocator) -> [ByteBuffer] {
-        let (head, tail) = joined.get { (Self.join(self.head), Self.join(self.tail)) }
+        let (head, tail) = pieces.joined(allocator: allocator)
         var block = allocator.buffer(capacity: 5 + middle.count)
         Self.writeStoredBlock(middle, final: false, to: &block)
         var trailer = allocator.buffer(capacity: 8)
@@ -72,13 +65,6 @@ package struct GzipSegments: Sendable {
         trailer.writeInteger(UInt32(truncatingIfNeeded: crc), endianness: .little)
         trailer.writeInteger(UInt32(truncatingIfNeeded: headLength + middle.count + tailLength), endianness: .little)
         return [head, block, tail, trailer]
-    }
-
-    private static func join(_ buffers: [ByteBuffer]) -> ByteBuffer {
-        // Sized exactly: growing a buffer rounds its capacity up to a power of two.
-        var joined = ByteBufferAllocator().buffer(capacity: buffers.reduce(0) { $0 + $1.readableBytes })
-        for buffer in buffers { joined.writeImmutableBuffer(buffer) }
-        return joined
     }
 
     /// The CRC and length of the bytes the chunks hold, in order.
@@ -99,5 +85,47 @@ package struct GzipSegments: Sendable {
         buffer.writeInteger(length, endianness: .little)
         buffer.writeInteger(~length, endianness: .little)
         buffer.writeBytes(bytes)
+    }
+}
+
+/// The head's and the tail's buffers (the gzip header, the chunks, the trailer block), each
+/// joined into one on the first request after a render: a request then writes four buffers.
+/// Written from the chunks themselves, a request cost a pipeline write per chunk, or, joined
+/// per request, a copy of the whole body (130 KB with everything on, at every scrape). Once
+/// joined, the separate buffers are let go: the large families' chunks stay in the cache, and
+/// the rest is not kept twice.
+private final class Pieces: Sendable {
+    private enum State {
+        case separate(head: [ByteBuffer], tail: [ByteBuffer])
+        case joined(head: ByteBuffer, tail: ByteBuffer)
+    }
+
+    private let state: Mutex<State>
+
+    init(head: [ByteBuffer], tail: [ByteBuffer]) {
+        state = Mutex(.separate(head: head, tail: tail))
+    }
+
+    /// Joined outside the lock, which requests take: two first requests at once each join,
+    /// and the first stored is kept.
+    func joined(allocator: ByteBufferAllocator) -> (ByteBuffer, ByteBuffer) {
+        let separate: (head: [ByteBuffer], tail: [ByteBuffer])
+        switch state.withLock({ $0 }) {
+        case .joined(let head, let tail): return (head, tail)
+        case .separate(let head, let tail): separate = (head, tail)
+        }
+        let made = (Self.join(separate.head, allocator), Self.join(separate.tail, allocator))
+        return state.withLock { state in
+            if case .joined(let head, let tail) = state { return (head, tail) }
+            state = .joined(head: made.0, tail: made.1)
+            return made
+        }
+    }
+
+    private static func join(_ buffers: [ByteBuffer], _ allocator: ByteBufferAllocator) -> ByteBuffer {
+        // Sized exactly: growing a buffer rounds its capacity up to a power of two.
+        var joined = allocator.buffer(capacity: buffers.reduce(0) { $0 + $1.readableBytes })
+        for buffer in buffers { joined.writeImmutableBuffer(buffer) }
+        return joined
     }
 }

@@ -331,7 +331,7 @@ private struct Rendered: Sendable {
 
 /// A value made on first need, outside the lock (work nothing else should wait on): two first
 /// callers at once each make it, and the first stored is kept.
-final class MadeOnce<Value: Sendable>: Sendable {
+private final class MadeOnce<Value: Sendable>: Sendable {
     private let value = Mutex<Value?>(nil)
 
     func get(_ make: () -> Value) -> Value {
