@@ -27,6 +27,8 @@
 #                                  no symbol an order file can name; scattered, the ones
 #                                  that run mapped 6 MiB of folios around them. The script
 #                                  gathers all of them (about 130 KiB) before the code.
+#                                  As for the order file, rm -f .build/release/telltale
+#                                  after changing it.
 # Extra arguments are passed on to `swift build`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

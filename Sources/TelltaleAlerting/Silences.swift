@@ -49,7 +49,10 @@ struct MuteWindow: Sendable {
 
     /// Parses a row's columns; the error names the column.
     static func parse(weekdays: String, start: String, end: String, timeZone: String) -> Result<MuteWindow, RuleError> {
-        guard let zone = TimeZone(identifier: timeZone.trimming(" ")) else {
+        let name = timeZone.trimming(" ")
+        // UTC's names (the column's default is UTC) as GMT, which Foundation keeps in code:
+        // any other name loads ICU's zone tables (`LocalTimeZone`).
+        guard let zone = LocalTimeZone.namesOfUTC.contains(name) ? TimeZone.gmt : TimeZone(identifier: name) else {
             return .failure(RuleError("time_zone \"\(timeZone.clipped(60))\" is not a known IANA time zone"))
         }
         guard let startMinute = minuteOfDay(start), let endMinute = minuteOfDay(end), startMinute < endMinute else {

@@ -171,6 +171,17 @@ import Testing
         #expect(held.isEmpty)
     }
 
+    /// UTC's names are read as GMT (no ICU zone behind it), with the same windows.
+    @Test func muteTimeWindowsInUTC() throws {
+        let saturdayNight = 1_795_901_400.0  // Saturday 2026-11-28 21:30 UTC
+        for name in ["UTC", " Etc/UTC ", "GMT", "Zulu"] {
+            let window = try MuteWindow.parse(weekdays: "saturday", start: "21:00", end: "22:00", timeZone: name).get()
+            #expect(window.calendar.timeZone.identifier == "GMT", "\(name)")
+            #expect(window.contains(saturdayNight), "\(name)")
+            #expect(!window.contains(saturdayNight + 3600), "\(name)")
+        }
+    }
+
     @Test func rejectsInvalidSettings() {
         #expect(throws: RuleError.self) { try MuteWindow.parse(weekdays: "funday", start: "00:00", end: "24:00", timeZone: "UTC").get() }
         #expect(throws: RuleError.self) { try MuteWindow.parse(weekdays: "", start: "10:00", end: "09:00", timeZone: "UTC").get() }

@@ -67,11 +67,12 @@ extension Duration {
 /// (where `/etc/localtime` points on most servers and images), loads ICU's zone tables: about
 /// 1.5 MiB resident for good, read once at start through Hummingbird's `Date` header. On a UTC
 /// host Telltale therefore sets `TZ=GMT` as it starts. Local time stays UTC either way, and logs show
-/// offsets (`+0000`), not zone names.
+/// offsets (`+0000`), not zone names. The zone is then fixed for the process' life: a
+/// change of `/etc/localtime` reaches the logs at the next start.
 public enum LocalTimeZone {
     /// Names of UTC in a zoneinfo directory (`right/UTC` is not among them: its clock counts
     /// leap seconds).
-    static let namesOfUTC: Set<String> = [
+    package static let namesOfUTC: Set<String> = [
         "UTC", "UCT", "Universal", "Zulu", "GMT", "GMT0", "GMT+0", "GMT-0", "Greenwich",
         "Etc/UTC", "Etc/UCT", "Etc/Universal", "Etc/Zulu", "Etc/GMT", "Etc/GMT0", "Etc/GMT+0",
         "Etc/GMT-0", "Etc/Greenwich",
