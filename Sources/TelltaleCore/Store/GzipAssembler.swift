@@ -1,7 +1,6 @@
 import CZlib
 import CompressNIO
 import NIOCore
-import Synchronization
 import TelltaleMetrics
 
 /// One piece of an exposition, deflated on its own: raw deflate ending on a sync flush, so it
@@ -94,32 +93,15 @@ package struct GzipSegments: Sendable {
 /// per request, a copy of the whole body (130 KB with everything on, at every scrape). Once
 /// joined, the separate buffers are let go: the large families' chunks stay in the cache, and
 /// the rest is not kept twice.
-private final class Pieces: Sendable {
-    private enum State {
-        case separate(head: [ByteBuffer], tail: [ByteBuffer])
-        case joined(head: ByteBuffer, tail: ByteBuffer)
-    }
-
-    private let state: Mutex<State>
+private struct Pieces: Sendable {
+    private let joined: MadeFrom<(head: [ByteBuffer], tail: [ByteBuffer]), (head: ByteBuffer, tail: ByteBuffer)>
 
     init(head: [ByteBuffer], tail: [ByteBuffer]) {
-        state = Mutex(.separate(head: head, tail: tail))
+        joined = MadeFrom((head, tail))
     }
 
-    /// Joined outside the lock, which requests take: two first requests at once each join,
-    /// and the first stored is kept.
-    func joined(allocator: ByteBufferAllocator) -> (ByteBuffer, ByteBuffer) {
-        let separate: (head: [ByteBuffer], tail: [ByteBuffer])
-        switch state.withLock({ $0 }) {
-        case .joined(let head, let tail): return (head, tail)
-        case .separate(let head, let tail): separate = (head, tail)
-        }
-        let made = (Self.join(separate.head, allocator), Self.join(separate.tail, allocator))
-        return state.withLock { state in
-            if case .joined(let head, let tail) = state { return (head, tail) }
-            state = .joined(head: made.0, tail: made.1)
-            return made
-        }
+    func joined(allocator: ByteBufferAllocator) -> (head: ByteBuffer, tail: ByteBuffer) {
+        joined.get { (Self.join($0.head, allocator), Self.join($0.tail, allocator)) }
     }
 
     private static func join(_ buffers: [ByteBuffer], _ allocator: ByteBufferAllocator) -> ByteBuffer {

@@ -329,22 +329,6 @@ private struct Rendered: Sendable {
     }
 }
 
-/// A value made on first need, outside the lock (work nothing else should wait on): two first
-/// callers at once each make it, and the first stored is kept.
-private final class MadeOnce<Value: Sendable>: Sendable {
-    private let value = Mutex<Value?>(nil)
-
-    func get(_ make: () -> Value) -> Value {
-        if let made = value.withLock({ $0 }) { return made }
-        let made = make()
-        return value.withLock { value in
-            if let first = value { return first }
-            value = made
-            return made
-        }
-    }
-}
-
 /// The uncompressed bodies of one render, laid out on the first uncompressed request for them
 /// (Prometheus asks for gzip, so most renders never need them) from the families' cached
 /// pieces, a large family's text made then if no render made it before.
