@@ -49,10 +49,8 @@ struct MuteWindow: Sendable {
 
     /// Parses a row's columns; the error names the column.
     static func parse(weekdays: String, start: String, end: String, timeZone: String) -> Result<MuteWindow, RuleError> {
-        let name = timeZone.trimming(" ")
-        // UTC's names (the column's default is UTC) as GMT, which Foundation keeps in code:
-        // any other name loads ICU's zone tables (`LocalTimeZone`).
-        guard let zone = LocalTimeZone.namesOfUTC.contains(name) ? TimeZone.gmt : TimeZone(identifier: name) else {
+        // The column's default, UTC, as GMT: any other name loads ICU's zone tables (`LocalTimeZone`).
+        guard let zone = LocalTimeZone.zone(named: timeZone.trimming(" ")) else {
             return .failure(RuleError("time_zone \"\(timeZone.clipped(60))\" is not a known IANA time zone"))
         }
         guard let startMinute = minuteOfDay(start), let endMinute = minuteOfDay(end), startMinute < endMinute else {

@@ -1,3 +1,4 @@
+import Foundation
 import Glibc
 import TelltaleMetrics
 
@@ -72,11 +73,17 @@ extension Duration {
 public enum LocalTimeZone {
     /// Names of UTC in a zoneinfo directory (`right/UTC` is not among them: its clock counts
     /// leap seconds).
-    package static let namesOfUTC: Set<String> = [
+    private static let namesOfUTC: Set<String> = [
         "UTC", "UCT", "Universal", "Zulu", "GMT", "GMT0", "GMT+0", "GMT-0", "Greenwich",
         "Etc/UTC", "Etc/UCT", "Etc/Universal", "Etc/Zulu", "Etc/GMT", "Etc/GMT0", "Etc/GMT+0",
         "Etc/GMT-0", "Etc/Greenwich",
     ]
+
+    /// The zone of an IANA name, UTC's names as GMT (same clock, no ICU zone behind it); nil
+    /// for an unknown name.
+    public static func zone(named name: String) -> TimeZone? {
+        namesOfUTC.contains(name) ? .gmt : TimeZone(identifier: name)
+    }
 
     /// Sets `TZ=GMT` when nothing names the zone (neither `TZ` nor `TZFILE`) and the local
     /// zone is UTC. Call it before anything starts a thread or reads the zone.
@@ -88,7 +95,7 @@ public enum LocalTimeZone {
 
     /// What `/etc/localtime` is to the decision: `.missing` (glibc then uses UTC), a link's
     /// target, or `.other` (a copied file, which is left alone).
-    package enum Localtime: Equatable {
+    package enum Localtime {
         case missing
         case link(String)
         case other
