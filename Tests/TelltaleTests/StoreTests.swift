@@ -26,6 +26,13 @@ import Testing
         return String(buffer: output)
     }
 
+    /// How many renders the store's own histogram has counted.
+    func renderCount(_ store: MetricStore) -> Double? {
+        store.snapshot.family(named: MetricStore.renderDuration.name)?.series.first.flatMap { series in
+            if case .histogram(let histogram) = series.value { Double(histogram.count) } else { nil }
+        }
+    }
+
     @Test func servesSortedFamiliesWithTheScrapeCounterInPlace() async throws {
         let store = MetricStore()
         await store.publish(["b": [gauge("zzz_last", 2)], "a": [gauge("aaa_first", 1)]])
@@ -40,11 +47,7 @@ import Testing
 
     @Test func aPublishThatChangesNothingRendersNothing() async throws {
         let store = MetricStore()
-        func renders() -> Double? {
-            store.snapshot.family(named: MetricStore.renderDuration.name)?.series.first.flatMap { series in
-                if case .histogram(let histogram) = series.value { Double(histogram.count) } else { nil }
-            }
-        }
+        func renders() -> Double? { renderCount(store) }
         await store.publish(["a": [gauge("aaa", 1)]])
         await store.publish(["a": [gauge("aaa", 2)]])
         let before = try #require(renders())
@@ -52,6 +55,23 @@ import Testing
         #expect(renders() == before)
         await store.publish(["a": [gauge("aaa", 3)]])
         #expect(renders() == before + 1)
+    }
+
+    @Test func rendersAreSpacedAndPublishesMeanwhileShareOne() async throws {
+        let store = MetricStore(renderSpacing: .seconds(2))
+        await store.publish(["a": [gauge("aaa", 1)]])
+        let before = try #require(renderCount(store))
+        let started = ContinuousClock.now
+        await withDiscardingTaskGroup { group in
+            for source in ["b", "c", "d"] {
+                group.addTask { await store.publish([source: [self.gauge(source + "_value", 1)]]) }
+            }
+        }
+        // A lower bound only: the spacing is counted from the render, which this task may
+        // have left well before it published again on a busy machine.
+        #expect(started.duration(to: .now) >= .seconds(1))
+        #expect(["b_value", "c_value", "d_value"].allSatisfy { store.snapshot.family(named: $0) != nil })
+        #expect(renderCount(store) == before + 1)
     }
 
     @Test func concurrentPublishesEachReturnOnceRenderedAndGetTheirOwnConflicts() async throws {

@@ -10,18 +10,21 @@
 #     matchers; evaluated after every collection, at least every 2 s) as the leader, with
 #     a webhook channel.
 # Each phase: start, wait until every series is there, WARMUP seconds, then wrk on /metrics
-# as Prometheus asks for it (gzip), then resident memory. Targets (issue #15): under 40 MiB
-# with everything on, and /metrics p99 within 2× of the 10,000-series figure of the same run.
+# as Prometheus asks for it (gzip), flat out, then resident memory, then wrk again paced (each
+# connection waits PACE_MS after each answer: about 1,900 requests a second, the cores not
+# saturated, so the p99 shows what the background work makes a scrape wait rather than how
+# the cores are shared under saturation). Targets (issue #15): under 40 MiB with everything
+# on, and /metrics p99 within 2× of the 10,000-series figure of the same run.
 #
 # Knobs: ROUNDS (2), WARMUP (20), WRK_DURATION (10s), WRK_THREADS (2), WRK_CONNECTIONS (8),
-#        BENCH_TIMEOUT (420, plus BENCH_HOLD); PostgreSQL 55745, Redis 56745; BENCH_REDIS_DB (0, must be empty);
+#        PACE_MS (4), BENCH_TIMEOUT (480, plus BENCH_HOLD); PostgreSQL 55745, Redis 56745; BENCH_REDIS_DB (0, must be empty);
 #        BENCH_HOLD (seconds: keep the first whole-product phase running after wrk, its PID
 #        printed, to look at it with /proc/PID/smaps, perf or the console; the run goes on after).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 BENCH_COMMAND="scripts/bench/whole-product.sh"
 [[ ${BENCH_HOLD:-0} =~ ^[0-9]+$ ]] || { echo "BENCH_HOLD must be whole seconds" >&2; exit 2; }
-BENCH_TIMEOUT="${BENCH_TIMEOUT:-$((420 + ${BENCH_HOLD:-0}))}"  # the hold included
+BENCH_TIMEOUT="${BENCH_TIMEOUT:-$((480 + ${BENCH_HOLD:-0}))}"  # the hold included
 # shellcheck source=lib.sh disable=SC1091
 . "$HERE/lib.sh"
 bench_init whole-product 55745 56745
@@ -31,6 +34,8 @@ WARMUP="${WARMUP:-20}"
 WRK_DURATION="${WRK_DURATION:-10s}"
 WRK_THREADS="${WRK_THREADS:-2}"
 WRK_CONNECTIONS="${WRK_CONNECTIONS:-8}"
+PACE_MS="${PACE_MS:-4}"
+[[ $PACE_MS =~ ^[0-9]+$ ]] || bdie "PACE_MS must be whole milliseconds"
 SERIES=10000 QUEUES=1000 JOBS=50000 PROVIDERS=50 PROBES=5 RULES=1000
 REDIS_DB="${BENCH_REDIS_DB:-0}"
 PY="$BENCH_REPO/.venv-bullmq-v6/bin/python"
@@ -121,6 +126,7 @@ EOF
 
 # ------------------------------------------------------------------ phases
 WRK_CMD="wrk -t$WRK_THREADS -c$WRK_CONNECTIONS -d$WRK_DURATION --latency -H 'Accept-Encoding: gzip'"
+echo "function delay() return $PACE_MS end" >"$WORK/pace.lua"
 to_ms() {
     awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n = n; else if (v ~ /s$/) n *= 1000; printf "%.2f", n }'
 }
@@ -136,7 +142,15 @@ ready() {
         (($(grep -c '^telltale_provider_up{.*} 1' <<<"$text") == PROVIDERS)) &&
         grep -q '^telltale_alerting_leader 1' <<<"$text"
 }
-declare -A P50 P99 RPS RSS HWM SERIES_OUT
+declare -A P50 P99 RPS RSS HWM SERIES_OUT PACED_P50 PACED_P99 PACED_RPS
+# wrk_run OUT [ARGS…] — wrk on /metrics, failing the run on any error.
+wrk_run() {
+    local out="$1"
+    shift
+    eval "$WRK_CMD $* \"$TT_URL/metrics\"" >"$out" 2>&1 || bdie "wrk failed: $(cat "$out")"
+    ! grep -q -E 'Non-2xx|Socket errors' "$out" || bdie "wrk errors: $(grep -E 'Non-2xx|Socket errors' "$out")"
+}
+wrk_field() { awk -v f="$2" '$1 == f {print $2}' "$1"; }
 phase() {  # CONFIG ROUND
     local config="$1" log="$WORK/telltale-$1-$2.log" out="$WORK/wrk-$1-$2.txt" deadline
     blog "round $2: $config"
@@ -148,14 +162,18 @@ phase() {  # CONFIG ROUND
         sleep 0.5
     done
     sleep "$WARMUP"
-    eval "$WRK_CMD \"$TT_URL/metrics\"" >"$out" 2>&1 || bdie "wrk failed: $(cat "$out")"
-    ! grep -q -E 'Non-2xx|Socket errors' "$out" || bdie "wrk errors: $(grep -E 'Non-2xx|Socket errors' "$out")"
-    P50[$config]+=" $(to_ms "$(awk '$1 == "50%" {print $2}' "$out")")"
-    P99[$config]+=" $(to_ms "$(awk '$1 == "99%" {print $2}' "$out")")"
-    RPS[$config]+=" $(awk '/^Requests\/sec:/ {print $2}' "$out")"
+    wrk_run "$out"
+    P50[$config]+=" $(to_ms "$(wrk_field "$out" 50%)")"
+    P99[$config]+=" $(to_ms "$(wrk_field "$out" 99%)")"
+    RPS[$config]+=" $(wrk_field "$out" Requests/sec:)"
     IFS='|' read -r rss _ _ hwm _ <<<"$(mem_fields "$pid")"
     RSS[$config]+=" $rss"
     HWM[$config]+=" $hwm"
+    out="$WORK/wrk-paced-$1-$2.txt"
+    wrk_run "$out" -s "$WORK/pace.lua"
+    PACED_P50[$config]+=" $(to_ms "$(wrk_field "$out" 50%)")"
+    PACED_P99[$config]+=" $(to_ms "$(wrk_field "$out" 99%)")"
+    PACED_RPS[$config]+=" $(wrk_field "$out" Requests/sec:)"
     SERIES_OUT[$config]="$(curl -fsS --compressed "$TT_URL/metrics" | grep -c -v '^#')"
     if [[ -n ${BENCH_HOLD:-} && $config == whole && $2 == 1 ]]; then
         blog "holding the whole product for $BENCH_HOLD s: PID $pid, $TT_URL, work dir $WORK"
@@ -176,12 +194,13 @@ maxof() { python3 -c "import sys; print(f'{max(float(x) for x in sys.argv[1:]):.
 rounds() { echo "$1" | xargs | sed 's/ / · /g'; }
 verdict() { if python3 -c "import sys; sys.exit(0 if $1 else 1)"; then echo "**met**"; else echo "**not met**"; fi; }
 P99_SERIES=$(mean "${P99[series]}"); P99_WHOLE=$(mean "${P99[whole]}")
+PACED_SERIES=$(mean "${PACED_P99[series]}"); PACED_WHOLE=$(mean "${PACED_P99[whole]}")
 RSS_WHOLE=$(maxof "${RSS[whole]}")
 SECTION="$WORK/section.md"
 {
     echo "## The whole product: everything on at once"
     echo
-    echo "Command: \`$BENCH_COMMAND\` (wrk: \`$WRK_CMD URL\`, $ROUNDS rounds, phases alternating, ${WARMUP} s warm-up each)"
+    echo "Command: \`$BENCH_COMMAND\` (wrk: \`$WRK_CMD URL\` flat out, then paced with \`-s pace.lua\`: each connection waits $PACE_MS ms after each answer; $ROUNDS rounds, phases alternating, ${WARMUP} s warm-up each)"
     echo
     machine_info
     echo
@@ -192,14 +211,18 @@ SECTION="$WORK/section.md"
     echo
     echo "| | 10k series | whole product |"
     echo "| --- | --- | --- |"
-    echo "| \`/metrics\` p99, ms (rounds) | **$P99_SERIES** ← $(rounds "${P99[series]}") | **$P99_WHOLE** ← $(rounds "${P99[whole]}") |"
-    echo "| \`/metrics\` p50, ms | $(mean "${P50[series]}") | $(mean "${P50[whole]}") |"
-    echo "| requests per second | $(mean "${RPS[series]}") | $(mean "${RPS[whole]}") |"
+    echo "| flat out: \`/metrics\` p99, ms (rounds) | **$P99_SERIES** ← $(rounds "${P99[series]}") | **$P99_WHOLE** ← $(rounds "${P99[whole]}") |"
+    echo "| flat out: \`/metrics\` p50, ms | $(mean "${P50[series]}") | $(mean "${P50[whole]}") |"
+    echo "| flat out: requests per second | $(mean "${RPS[series]}") | $(mean "${RPS[whole]}") |"
+    echo "| paced: \`/metrics\` p99, ms (rounds) | **$PACED_SERIES** ← $(rounds "${PACED_P99[series]}") | **$PACED_WHOLE** ← $(rounds "${PACED_P99[whole]}") |"
+    echo "| paced: \`/metrics\` p50, ms | $(mean "${PACED_P50[series]}") | $(mean "${PACED_P50[whole]}") |"
+    echo "| paced: requests per second | $(mean "${PACED_RPS[series]}") | $(mean "${PACED_RPS[whole]}") |"
     echo "| VmRSS after wrk, MiB (rounds) | $(rounds "${RSS[series]}") | $(rounds "${RSS[whole]}") |"
     echo "| VmHWM (peak), MiB | $(maxof "${HWM[series]}") | $(maxof "${HWM[whole]}") |"
     echo
     echo "- Resident memory with everything on: $RSS_WHOLE MiB (target under 40 MiB: $(verdict "$RSS_WHOLE < 40"))."
-    echo "- \`/metrics\` p99 with everything on ÷ 10k series: $(calc "round($P99_WHOLE / $P99_SERIES, 2)")× (target ≤ 2×: $(verdict "$P99_WHOLE <= 2 * $P99_SERIES"))."
+    echo "- \`/metrics\` p99 with everything on ÷ 10k series, flat out: $(calc "round($P99_WHOLE / $P99_SERIES, 2)")× (target ≤ 2×: $(verdict "$P99_WHOLE <= 2 * $P99_SERIES"))."
+    echo "- \`/metrics\` p99 with everything on ÷ 10k series, paced: $(calc "round($PACED_WHOLE / $PACED_SERIES, 2)")× (target ≤ 2×: $(verdict "$PACED_WHOLE <= 2 * $PACED_SERIES"))."
     echo "- wrk, Telltale, PostgreSQL, Redis and the provider fake share the $(nproc) CPUs."
 } >"$SECTION"
 cat "$SECTION"

@@ -1,4 +1,3 @@
-import Glibc
 import TelltaleCore
 import TelltaleMetrics
 
@@ -78,7 +77,7 @@ package enum RedisSentinel {
         let redactor = Redactor(settings.secrets)
         var problems: [String] = []
         for attempt in 0..<maxAttempts {
-            if attempt > 0 { pause(retryPause) }
+            if attempt > 0 { BlockingThreads.pause(retryPause) }
             let answer = try ask(order, settings, sentinel, startingAt: attempt, tlsContexts: tlsContexts, redactor: redactor)
             let (server, expected) = answer.view.choose(replica: sentinel.readFromReplica, pick: attempt)
             do {
@@ -229,11 +228,6 @@ package enum RedisSentinel {
         if !problems.contains(problem) { problems.append(problem) }
     }
 
-    private static func pause(_ duration: Duration) {
-        var request = duration.timespec
-        var remaining = Glibc.timespec()
-        while nanosleep(&request, &remaining) == -1 && errno == EINTR { request = remaining }
-    }
 }
 
 /// Sentinel's replies and the signs that a server is no longer the one wanted, as pure
@@ -330,10 +324,3 @@ package enum RedisSentinelReplies {
     }
 }
 
-
-fileprivate extension Duration {
-    var timespec: Glibc.timespec {
-        let (seconds, attoseconds) = components
-        return Glibc.timespec(tv_sec: Int(seconds), tv_nsec: Int(attoseconds / 1_000_000_000))
-    }
-}

@@ -113,7 +113,15 @@ public final class MetricStore: Sendable {
         return askedAt != Int64.min && secondsSinceOrigin - askedAt < Self.plainKeptFor
     }
 
-    public init() {
+    /// The least time from the end of one render to the start of the next. Fifty providers
+    /// polled each second made about 40 renders a second, each holding a core for about 2 ms:
+    /// scrapes waited for a core behind them (BENCHMARKS.md, "The whole product"). Publishes
+    /// that arrive meanwhile are merged into the next render, so a change reaches `/metrics`
+    /// at most this much later; a publish after a quiet spell renders at once.
+    private let renderSpacing: Duration
+
+    public init(renderSpacing: Duration = .milliseconds(250)) {
+        self.renderSpacing = renderSpacing
         current = Mutex(Self.assemble([:], compressor: Self.makeCompressor()))
     }
 
@@ -150,22 +158,29 @@ public final class MetricStore: Sendable {
         }
     }
 
-    /// Renders what is queued until nothing is, resuming each publisher after its render.
+    /// Renders what is queued until nothing is, resuming each publisher after its render. After
+    /// a render the thread waits out `renderSpacing` before it looks at the queue again (it
+    /// has no other work): publishes meanwhile join the next render, and one after the loop
+    /// ended is already that far from the last render.
     private func drain(rendering: Bool = true) {
+        var renderEnded: ContinuousClock.Instant?
         while true {
+            if let renderEnded { BlockingThreads.pause(ContinuousClock.now.duration(to: renderEnded + renderSpacing)) }
             let (updates, waiters) = queue.withLock { queue in
                 defer { queue = Queue(draining: !queue.waiters.isEmpty) }
                 return (queue.sources.map { ($0, queue.families[$0] ?? []) }, queue.waiters)
             }
             guard !waiters.isEmpty else { return }
-            let conflicts = rendering ? render(updates) : []
+            let (conflicts, rendered) = rendering ? render(updates) : ([], false)
+            if rendered { renderEnded = .now }
             for waiter in waiters {
                 waiter.continuation.resume(returning: conflicts.filter { waiter.sources.contains($0.source) })
             }
         }
     }
 
-    private func render(_ updates: [(source: String, families: [MetricFamily])]) -> [FamilyMerger.Conflict] {
+    /// Renders the updates, returning the updated sources' conflicts and whether anything changed.
+    private func render(_ updates: [(source: String, families: [MetricFamily])]) -> ([FamilyMerger.Conflict], rendered: Bool) {
         let clock = ContinuousClock()
         let started = clock.now
         let (rendered, conflicts) = renderState.withLock { state -> (Rendered?, [FamilyMerger.Conflict]) in
@@ -190,7 +205,7 @@ public final class MetricStore: Sendable {
             for name in dirty { state.cache[name] = Self.cachedFamily(name, state, compressor: compressor) }
             return (Self.assemble(state.cache, compressor: compressor), Self.conflicts(of: updated, in: state))
         }
-        guard let rendered else { return conflicts }
+        guard let rendered else { return (conflicts, false) }
         // The previous render is released after the lock, which every scrape takes: its large
         // buffers are unmapped then.
         var replaced = rendered
@@ -202,7 +217,7 @@ public final class MetricStore: Sendable {
         malloc_trim(0)
         let elapsed = (clock.now - started).seconds
         renderState.withLock { $0.renderDurations.observe(elapsed) }
-        return conflicts
+        return (conflicts, true)
     }
 
     /// The conflicts of the updated sources' families with another source's definition.

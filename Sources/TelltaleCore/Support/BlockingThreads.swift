@@ -1,3 +1,4 @@
+import Glibc
 import NIOPosix
 
 /// Threads of their own for work that blocks (libpq, hiredis, libcurl, file reads) or that
@@ -42,5 +43,15 @@ package final class BlockingThreads: Sendable {
         defer { timer.cancel() }
         for await result in results { return result }
         return nil
+    }
+
+    /// Blocks the calling thread for `duration` (nothing if it is not positive). Only for
+    /// work already on one of these threads, which pauses between attempts or renders.
+    package static func pause(_ duration: Duration) {
+        guard duration > .zero else { return }
+        let (seconds, attoseconds) = duration.components
+        var request = timespec(tv_sec: Int(seconds), tv_nsec: Int(attoseconds / 1_000_000_000))
+        var remaining = timespec()
+        while nanosleep(&request, &remaining) == -1 && errno == EINTR { request = remaining }
     }
 }
