@@ -81,6 +81,7 @@ public struct TelltaleApp: Sendable {
                 logger.info("listening", metadata: ["address": "\(listen)", "tls": "\(tls != nil)", "version": "\(TelltaleVersion.current)"])
             },
             logger: logger)
+        await ThreadScheduling.favourEventLoops()
         try await app.runService(gracefulShutdownSignals: [.sigterm, .sigint])
     }
 
