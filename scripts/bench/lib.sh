@@ -184,18 +184,19 @@ machine_info() {
     echo "- Telltale: $("$TELLTALE_BIN" --version 2>&1 | head -n1), git $(git -C "$BENCH_REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$BENCH_REPO" diff --quiet HEAD -- Sources 2>/dev/null || echo ' (+ uncommitted changes in Sources/)'), release binary built $(date -u -r "$TELLTALE_BIN" '+%Y-%m-%d %H:%M UTC')"
 }
 
-# start_nginx_static DIR PORT — nginx in the foreground (pid in BG_PID) serving DIR/www/metrics
-# at http://127.0.0.1:PORT/metrics, with DIR/www/metrics.gz for clients that accept gzip
-# (gzip_static), sendfile, one worker per CPU, no access log; its files stay under DIR.
-start_nginx_static() {
-    local dir="$1" port="$2"
+# start_nginx DIR PORT WORKERS SERVER READY — nginx in the foreground (pid in BG_PID) on
+# 127.0.0.1:PORT with WORKERS worker processes, SERVER the directives of its one server
+# block, sendfile, no access log; its files stay under DIR. Returns once READY (a path)
+# answers.
+start_nginx() {
+    local dir="$1" port="$2" workers="$3" server="$4" ready="$5"
     mkdir -p "$dir/tmp" "$dir/logs"
     cat >"$dir/nginx.conf" <<EOF
-# Written by scripts/bench (lib.sh start_nginx_static)
+# Written by scripts/bench (lib.sh start_nginx)
 $( ((EUID == 0)) && echo "user root;" )
 daemon off;
 master_process on;
-worker_processes $(nproc);
+worker_processes $workers;
 pid $dir/nginx.pid;
 error_log $dir/logs/error.log warn;
 events { worker_connections 1024; }
@@ -215,16 +216,22 @@ http {
     default_type "text/plain; version=0.0.4; charset=utf-8";
     server {
         listen 127.0.0.1:$port;
-        root $dir/www;
-        gzip off;
-        gzip_static on;
-        gzip_vary on;
-        location = /metrics { }
+$server
     }
 }
 EOF
     start_bg "$dir/logs/stdout.log" nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/logs/error.log"
-    wait_http "http://127.0.0.1:$port/metrics"
+    wait_http "http://127.0.0.1:$port$ready"
+}
+
+# start_nginx_static DIR PORT — nginx serving DIR/www/metrics at http://127.0.0.1:PORT/metrics,
+# with DIR/www/metrics.gz for clients that accept gzip (gzip_static), one worker per CPU.
+start_nginx_static() {
+    start_nginx "$1" "$2" "$(nproc)" "        root $1/www;
+        gzip off;
+        gzip_static on;
+        gzip_vary on;
+        location = /metrics { }" /metrics
 }
 
 pkg_version() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo '?'; }
