@@ -81,7 +81,6 @@ public struct TelltaleApp: Sendable {
                 logger.info("listening", metadata: ["address": "\(listen)", "tls": "\(tls != nil)", "version": "\(TelltaleVersion.current)"])
             },
             logger: logger)
-        await ThreadScheduling.favourEventLoops()
         try await app.runService(gracefulShutdownSignals: [.sigterm, .sigint])
     }
 

@@ -25,7 +25,6 @@ enum Entry {
         // `systemctl reload` right after the start would.
         signal(SIGHUP, SIG_IGN)
         LocalTimeZone.nameUTCAsGMT()  // before any thread starts
-        ThreadScheduling.backgroundByDefault()  // likewise: the threads inherit it
         Task.detached {
             let code = await run()
             fflush(nil)
