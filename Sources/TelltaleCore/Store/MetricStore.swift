@@ -116,8 +116,9 @@ public final class MetricStore: Sendable {
     /// The least time from the end of one render to the start of the next. Fifty providers
     /// polled each second made about 40 renders a second, each holding a core for about 2 ms:
     /// scrapes waited for a core behind them (BENCHMARKS.md, "The whole product"). Publishes
-    /// that arrive meanwhile are merged into the next render, so a change reaches `/metrics`
-    /// at most this much later; a publish after a quiet spell renders at once.
+    /// that arrive meanwhile are merged into the next render: a change reaches `/metrics` at
+    /// most this much plus two renders later (one arriving just after a render took the
+    /// queue waits for it, then the spacing); a publish after a quiet spell renders at once.
     private let renderSpacing: Duration
 
     public init(renderSpacing: Duration = .milliseconds(250)) {
