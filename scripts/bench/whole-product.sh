@@ -161,14 +161,20 @@ wrk_run() {
     ! grep -q -E 'Non-2xx|Socket errors' "$out" || bdie "wrk errors: $(grep -E 'Non-2xx|Socket errors' "$out")"
 }
 wrk_field() { awk -v f="$2" '$1 == f {print $2}' "$1"; }
+# wrk_record OUT KEY P50 P99 RPS — adds OUT's figures under KEY to the arrays named.
+wrk_record() {
+    local out="$1" key="$2"
+    local -n p50="$3" p99="$4" rps="$5"
+    p50[$key]+=" $(to_ms "$(wrk_field "$out" 50%)")"
+    p99[$key]+=" $(to_ms "$(wrk_field "$out" 99%)")"
+    rps[$key]+=" $(wrk_field "$out" Requests/sec:)"
+}
 # measure KEY URL [PID] — wrk flat out, resident memory of PID (if given), then wrk as
 # scrapers; results added to the arrays under KEY.
 measure() {
     local key="$1" url="$2" pid="${3:-}" out="$WORK/wrk-$1-$round.txt"
     wrk_run "$out" "$WRK_CMD" "$url"
-    P50[$key]+=" $(to_ms "$(wrk_field "$out" 50%)")"
-    P99[$key]+=" $(to_ms "$(wrk_field "$out" 99%)")"
-    RPS[$key]+=" $(wrk_field "$out" Requests/sec:)"
+    wrk_record "$out" "$key" P50 P99 RPS
     if [[ -n $pid ]]; then
         IFS='|' read -r rss _ _ hwm _ <<<"$(mem_fields "$pid")"
         RSS[$key]+=" $rss"
@@ -176,9 +182,7 @@ measure() {
     fi
     out="$WORK/wrk-scrapers-$1-$round.txt"
     wrk_run "$out" "$SCRAPERS_CMD" "$url"
-    SCRAPER_P50[$key]+=" $(to_ms "$(wrk_field "$out" 50%)")"
-    SCRAPER_P99[$key]+=" $(to_ms "$(wrk_field "$out" 99%)")"
-    SCRAPER_RPS[$key]+=" $(wrk_field "$out" Requests/sec:)"
+    wrk_record "$out" "$key" SCRAPER_P50 SCRAPER_P99 SCRAPER_RPS
 }
 phase() {  # CONFIG (in round $round)
     local config="$1" log="$WORK/telltale-$1-$round.log" deadline

@@ -227,7 +227,6 @@ package enum RedisSentinel {
     private static func append(_ problem: String, to problems: inout [String]) {
         if !problems.contains(problem) { problems.append(problem) }
     }
-
 }
 
 /// Sentinel's replies and the signs that a server is no longer the one wanted, as pure
