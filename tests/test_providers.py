@@ -145,12 +145,12 @@ def balances(table) -> dict[tuple[str, str, str], float]:
     return out
 
 
-def provider_requests(fake, provider: str):
+def provider_requests(fake, provider: str, since: float | None = None):
     """The fake's record of one preset's requests ("/v1/balance" also ends Kinguin's path)."""
     kinguin = "/esa/api/v1/balance"
     if provider == "kg":
-        return fake.requests(kinguin)
-    return [r for r in fake.requests("/v1/balance") if not r.path.endswith(kinguin)]
+        return fake.requests(kinguin, since)
+    return [r for r in fake.requests("/v1/balance", since) if not r.path.endswith(kinguin)]
 
 
 def both_up(tt):
@@ -329,6 +329,29 @@ def test_retry_after_is_honoured(start_telltale, fake, keys):
         assert error_counts(m, p).get("rate_limited") == len(limited), (p, error_counts(m, p), len(limited))
     logs = stop_and_logs(tt)
     assert_secrets_absent([keys["np"], keys["kg"]], logs=logs)
+
+
+def test_polls_reuse_their_connection(start_telltale, fake, keys):
+    """A provider polled again finds its connection open: no new TCP connection (nor, over
+    TLS, a new handshake) per poll."""
+    tt = start_telltale(presets_config(fake, keys, interval="500ms", timeout="500ms"), env=keys["env"])
+    wait_for(lambda: all(len(provider_requests(fake, p)) >= 5 for p in ("np", "kg")), 20, "five polls each", tt)
+    reqs = provider_requests(fake, "np") + provider_requests(fake, "kg")
+    # Both presets reach the same host, so they may share; two run at once at most.
+    assert len({r.connection for r in reqs}) <= 2, [(r.path, r.connection) for r in reqs]
+
+
+def test_a_connection_closed_while_idle_is_replaced_unnoticed(start_telltale, fake, keys):
+    fake.set_idle_timeout(0.2)  # shorter than the interval: every poll finds its connection gone
+    tt = start_telltale(presets_config(fake, keys, interval="500ms", timeout="500ms"), env=keys["env"])
+    wait_for(lambda: all(len(provider_requests(fake, p)) >= 4 for p in ("np", "kg")), 20, "four polls each", tt)
+    reqs = provider_requests(fake, "np") + provider_requests(fake, "kg")
+    assert all(r.status == 200 for r in reqs), [r.status for r in reqs]
+    assert len({r.connection for r in reqs}) > 2, "the closed connections were not replaced"
+    m = metrics(tt)
+    for p in ("np", "kg"):
+        assert error_counts(m, p) == {}, (p, error_counts(m, p))
+        assert value(m, "telltale_provider_up", provider=p) == 1
 
 
 def test_wrong_key_is_http_4xx_and_never_shown(start_telltale, fake, keys, tmp_path):

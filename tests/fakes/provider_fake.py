@@ -89,6 +89,7 @@ class RecordedRequest:
     body: bytes
     status: int | None = None  # what the fake answered (None: no answer yet / aborted)
     mode: str = ""
+    connection: int = 0  # the client's port: requests sharing it came over one connection
 
 
 @dataclass
@@ -126,6 +127,7 @@ class ProviderFake:
             # listen backlog of 5 drops SYNs, which look like a 1 s stall to the client.
             request_queue_size = 256
 
+        self.handler = Handler
         self.server = Server((host, port), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
@@ -187,6 +189,11 @@ class ProviderFake:
             if kg is not None:
                 self.kg_balance = kg
 
+    def set_idle_timeout(self, seconds: float | None) -> None:
+        """Connections made from now on are closed, without a word, once idle this long
+        (None: kept until the client closes them), as servers drop idle keep-alives."""
+        self.handler.timeout = seconds
+
     # -- inspection
     def requests(self, path_suffix: str | None = None, since: float | None = None) -> list[RecordedRequest]:
         with self.lock:
@@ -221,7 +228,8 @@ class _Handler(BaseHTTPRequestHandler):
         if path.startswith("/_"):
             return self._control(path, body)
         record = RecordedRequest(time.monotonic(), time.time(), self.command, path,
-                                 {k.lower(): v for k, v in self.headers.items()}, body)
+                                 {k.lower(): v for k, v in self.headers.items()}, body,
+                                 connection=self.client_address[1])
         with fake.lock:
             route = fake.routes.get(path)
             # The global mode is for the provider endpoints; routes only follow their own.
@@ -252,12 +260,14 @@ class _Handler(BaseHTTPRequestHandler):
                 fake.set_route(request["path"], content, request.get("status", 200), request.get("headers"))
             elif path == "/_balances" and self.command == "POST":
                 fake.set_balances(request.get("np"), request.get("kg"))
+            elif path == "/_idle_timeout" and self.command == "POST":
+                fake.set_idle_timeout(request.get("seconds"))
             elif path == "/_clear" and self.command == "POST":
                 fake.clear()
             elif path == "/_requests":
                 self._send(200, [{"at": r.at, "wall": r.wall, "method": r.method, "path": r.path,
                                   "headers": r.headers, "body": r.body.decode("latin-1"), "status": r.status,
-                                  "mode": r.mode} for r in fake.requests()])
+                                  "mode": r.mode, "connection": r.connection} for r in fake.requests()])
                 return
             else:
                 self._send(404, {"error": "unknown control endpoint"})
@@ -419,6 +429,9 @@ class FakeProcess:
     def set_balances(self, np: dict[str, dict[str, Any]] | None = None, kg: Any = None) -> None:
         self._post("/_balances", {"np": np, "kg": kg})
 
+    def set_idle_timeout(self, seconds: float | None) -> None:
+        self._post("/_idle_timeout", {"seconds": seconds})
+
     def clear(self) -> None:
         self._post("/_clear", {})
 
@@ -428,7 +441,7 @@ class FakeProcess:
         records = []
         for x in r.json():
             record = RecordedRequest(x["at"], x["wall"], x["method"], x["path"], x["headers"],
-                                     x["body"].encode("latin-1"), x["status"], x["mode"])
+                                     x["body"].encode("latin-1"), x["status"], x["mode"], x["connection"])
             if (path_suffix is None or record.path.endswith(path_suffix)) and (since is None or record.at >= since):
                 records.append(record)
         return records

@@ -44,12 +44,22 @@ public struct OutboundHTTPError: Error, Sendable, CustomStringConvertible {
 }
 
 /// Owns one curl easy handle and its header list; both freed exactly once, in `deinit`.
-/// Used by one thread at a time (a transfer is created, performed and dropped on one thread).
-package final class CurlTransfer {
+/// The handle keeps its connections, DNS and TLS sessions from one request to the next (see
+/// `HTTPClient`), while every request starts from libcurl's defaults. Used by one thread at a
+/// time: unchecked Sendable so that `HTTPClient` can keep it between requests.
+package final class CurlTransfer: @unchecked Sendable {
     /// libcurl's one-time set-up, before the first handle of any kind (HTTP or SMTP).
     static let globalInit: Void = { curl_global_init(Int(CURL_GLOBAL_DEFAULT)) }()
     package static let userAgent = "telltale/\(TelltaleVersion.current)"
     package static let maxRedirects = 3
+    /// Idle connections a handle keeps for later requests (libcurl's default).
+    package static let idleConnections = 5
+    /// An idle connection older than this is closed, not reused: longer than the default
+    /// provider interval of 60 s, so a provider's polls share one (libcurl's default).
+    package static let idleConnectionAge = Duration.seconds(118)
+    /// No connection is reused once this old, so a changed DNS answer or a server taken out
+    /// of rotation is followed within it.
+    package static let connectionLifetime = Duration.seconds(300)
 
     private let handle: UnsafeMutableRawPointer
     private var headerList: UnsafeMutablePointer<curl_slist>?
@@ -70,6 +80,7 @@ package final class CurlTransfer {
     /// Performs the request, following same-origin redirects of a GET or HEAD up to
     /// `maxRedirects`, all within the request's total timeout; any other redirect is returned.
     package func perform(_ request: OutboundRequest) throws(OutboundHTTPError) -> OutboundResponse {
+        defer { forgetRequest() }
         var url = request.url
         let deadline = ContinuousClock.now + request.totalTimeout
         for hop in 0...Self.maxRedirects {
@@ -82,6 +93,14 @@ package final class CurlTransfer {
             url = next
         }
         throw OutboundHTTPError(kind: .other, message: "unreachable")
+    }
+
+    /// The options point into the request's buffers, and its headers may hold secrets: none
+    /// stay with the handle once the request is done.
+    private func forgetRequest() {
+        curl_easy_reset(handle)
+        curl_slist_free_all(headerList)
+        headerList = nil
     }
 
     private func redirectTarget() -> String? {
@@ -107,6 +126,7 @@ package final class CurlTransfer {
         let sink = ResponseSink(cap: request.maxBodyBytes)
         let context = Unmanaged.passUnretained(sink).toOpaque()
         var errorBuffer = [CChar](repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
+        curl_easy_reset(handle)  // nothing of the previous request or hop carries over
         let code: CURLcode = url.withCString { url in
             request.method.withCString { method in
                 Self.userAgent.withCString { agent in
@@ -115,6 +135,9 @@ package final class CurlTransfer {
                             errorBuffer.withUnsafeMutableBufferPointer { errors in
                                 withBody(request.body) { body, length in
                                     setLong(CURLOPT_NOSIGNAL, 1)  // signals are not safe in threads
+                                    setLong(CURLOPT_MAXCONNECTS, Self.idleConnections)
+                                    setLong(CURLOPT_MAXAGE_CONN, Int(Self.idleConnectionAge.components.seconds))
+                                    setLong(CURLOPT_MAXLIFETIME_CONN, Int(Self.connectionLifetime.components.seconds))
                                     setPointer(CURLOPT_URL, url)
                                     setPointer(CURLOPT_CUSTOMREQUEST, method)
                                     setPointer(CURLOPT_USERAGENT, agent)
