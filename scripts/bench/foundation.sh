@@ -164,15 +164,11 @@ ONCE_EMPTY_MS=$(median_once "$WORK/telltale-empty.yml")
 # ------------------------------------------------------------------ nginx with the same bytes
 blog "copying the current /metrics (gzip body, and its plain content) into nginx's docroot"
 NG="$WORK/nginx"
-mkdir -p "$NG/www" "$NG/tmp" "$NG/logs"
-curl -fsS -H 'Accept-Encoding: gzip' -o "$NG/www/metrics.gz" "$TT_URL/metrics"
-gzip -t "$NG/www/metrics.gz" || bdie "Telltale's gzip body does not decompress"
-gzip -dc "$NG/www/metrics.gz" >"$NG/www/metrics"
-touch -r "$NG/www/metrics" "$NG/www/metrics.gz"
+save_gzip_body "$TT_URL/metrics" "$WORK/body.gz"
+WORKERS=$(nproc)
+start_nginx_static "$NG" "$BENCH_NGINX_PORT" "$WORK/body.gz"
 PLAIN_BYTES=$(stat -c %s "$NG/www/metrics")
 GZIP_BYTES=$(stat -c %s "$NG/www/metrics.gz")
-WORKERS=$(nproc)
-start_nginx_static "$NG" "$BENCH_NGINX_PORT"
 NGINX_PID=$BG_PID
 wait_http "$NGINX_URL/metrics"
 for url in "$TT_URL/metrics" "$NGINX_URL/metrics"; do

@@ -224,9 +224,21 @@ EOF
     wait_http "http://127.0.0.1:$port$ready"
 }
 
-# start_nginx_static DIR PORT — nginx serving DIR/www/metrics at http://127.0.0.1:PORT/metrics,
-# with DIR/www/metrics.gz for clients that accept gzip (gzip_static), one worker per CPU.
+# save_gzip_body URL FILE — the gzip body URL answers to Prometheus' Accept-Encoding, in FILE.
+save_gzip_body() {
+    curl -fsS -H 'Accept-Encoding: gzip' -o "$2" "$1"
+}
+
+# start_nginx_static DIR PORT BODY — nginx serving a saved gzip body (BODY, from
+# save_gzip_body) as a static file, one worker per CPU: DIR/www/metrics.gz at
+# http://127.0.0.1:PORT/metrics for clients that accept gzip (gzip_static), DIR/www/metrics
+# (its decompressed content) for the others.
 start_nginx_static() {
+    mkdir -p "$1/www"
+    gzip -t "$3" || bdie "the gzip body $3 does not decompress"
+    cp "$3" "$1/www/metrics.gz"
+    gzip -dc "$3" >"$1/www/metrics"
+    touch -r "$1/www/metrics" "$1/www/metrics.gz"  # one modification time for both, as nginx recommends
     start_nginx "$1" "$2" "$(nproc)" "        root $1/www;
         gzip off;
         gzip_static on;

@@ -87,10 +87,8 @@ EX_SERIES=$(curl -fsS "$EX_URL" | grep -c '^pg_' || true)
 # Reference: nginx serving a static copy of Telltale's body (the machine's floor).
 TARGETS=(telltale="$TT_URL" exporter="$EX_URL")
 if command -v nginx >/dev/null && port_free "$BENCH_NGINX_PORT"; then
-    mkdir -p "$WORK/nginx/www"
-    curl -fsS -H 'Accept-Encoding: gzip' -o "$WORK/nginx/www/metrics.gz" "$TT_URL"
-    gzip -dc "$WORK/nginx/www/metrics.gz" >"$WORK/nginx/www/metrics"
-    start_nginx_static "$WORK/nginx" "$BENCH_NGINX_PORT"
+    save_gzip_body "$TT_URL" "$WORK/body.gz"
+    start_nginx_static "$WORK/nginx" "$BENCH_NGINX_PORT" "$WORK/body.gz"
     TARGETS+=(nginx="http://127.0.0.1:$BENCH_NGINX_PORT/metrics")
 fi
 python3 "$HERE/scrape.py" --n 5 "${PROM_HEADERS[@]}" "${TARGETS[@]}" >/dev/null   # warm-up

@@ -197,7 +197,7 @@ phase() {  # CONFIG (in round $round)
     sleep "$WARMUP"
     measure "$config" "$TT_URL/metrics" "$pid"
     SERIES_OUT[$config]="$(curl -fsS --compressed "$TT_URL/metrics" | grep -c -v '^#')"
-    curl -fsS -H 'Accept-Encoding: gzip' -o "$WORK/body-$config.gz" "$TT_URL/metrics"
+    save_gzip_body "$TT_URL/metrics" "$WORK/body-$config.gz"
     if [[ -n ${BENCH_HOLD:-} && $config == whole && $round == 1 ]]; then
         blog "holding the whole product for $BENCH_HOLD s: PID $pid, $TT_URL, work dir $WORK"
         sleep "$BENCH_HOLD"
@@ -209,11 +209,7 @@ phase() {  # CONFIG (in round $round)
 nginx_phase() {
     local config="$1" dir="$WORK/nginx-$1"
     blog "round $round: nginx with the $config body"
-    mkdir -p "$dir/www"
-    cp "$WORK/body-$config.gz" "$dir/www/metrics.gz"
-    gzip -dc "$dir/www/metrics.gz" >"$dir/www/metrics"
-    touch -r "$dir/www/metrics" "$dir/www/metrics.gz"
-    start_nginx_static "$dir" "$BENCH_NGINX_PORT"
+    start_nginx_static "$dir" "$BENCH_NGINX_PORT" "$WORK/body-$config.gz"
     local pid=$BG_PID
     measure "nginx-$config" "$NGINX_URL/metrics"
     stop_pid "$pid"
