@@ -189,10 +189,12 @@ class ProviderFake:
             if kg is not None:
                 self.kg_balance = kg
 
-    def set_idle_timeout(self, seconds: float | None) -> None:
-        """Connections made from now on are closed, without a word, once idle this long
-        (None: kept until the client closes them), as servers drop idle keep-alives."""
+    def set_idle_timeout(self, seconds: float | None, farewell: bool = False) -> None:
+        """Connections made from now on are closed once idle this long (None: kept until
+        the client closes them), as servers drop idle keep-alives: without a word, or with
+        farewell after a 408 answer no request asked for, as some servers do."""
         self.handler.timeout = seconds
+        self.handler.farewell = farewell
 
     # -- inspection
     def requests(self, path_suffix: str | None = None, since: float | None = None) -> list[RecordedRequest]:
@@ -211,8 +213,20 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "provider-fake/1"
 
+    farewell = False  # see ProviderFake.set_idle_timeout
+
     def log_message(self, format: str, *args) -> None:  # quiet
         pass
+
+    def handle_one_request(self) -> None:
+        if self.farewell and self.timeout is not None:
+            try:
+                self.rfile.peek(1)  # waits for the next request, at most self.timeout
+            except TimeoutError:
+                self.wfile.write(b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+                self.close_connection = True
+                return
+        super().handle_one_request()
 
     # Every method goes through one place.
     def do_GET(self) -> None:
@@ -261,7 +275,7 @@ class _Handler(BaseHTTPRequestHandler):
             elif path == "/_balances" and self.command == "POST":
                 fake.set_balances(request.get("np"), request.get("kg"))
             elif path == "/_idle_timeout" and self.command == "POST":
-                fake.set_idle_timeout(request.get("seconds"))
+                fake.set_idle_timeout(request.get("seconds"), bool(request.get("farewell")))
             elif path == "/_clear" and self.command == "POST":
                 fake.clear()
             elif path == "/_requests":
@@ -429,8 +443,8 @@ class FakeProcess:
     def set_balances(self, np: dict[str, dict[str, Any]] | None = None, kg: Any = None) -> None:
         self._post("/_balances", {"np": np, "kg": kg})
 
-    def set_idle_timeout(self, seconds: float | None) -> None:
-        self._post("/_idle_timeout", {"seconds": seconds})
+    def set_idle_timeout(self, seconds: float | None, farewell: bool = False) -> None:
+        self._post("/_idle_timeout", {"seconds": seconds, "farewell": farewell})
 
     def clear(self) -> None:
         self._post("/_clear", {})

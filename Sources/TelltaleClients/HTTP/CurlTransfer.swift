@@ -18,8 +18,15 @@ public struct OutboundRequest: Sendable, Equatable {
     /// host. Other methods never follow: a notification re-sent without its body is a lost
     /// one. A redirect not followed is returned as the response, for the caller to judge.
     public var followsRedirects = true
+    /// False makes the request connect afresh and close the connection after it, as probes
+    /// want: an endpoint refusing new connections must not look healthy over a kept one.
+    /// Methods other than GET and HEAD never reuse one: libcurl sends a request again by
+    /// itself when a kept connection fails under it, and a notification must not go out twice.
+    public var reusesConnection = true
 
     public init(url: String) { self.url = url }
+
+    var mayReuseConnection: Bool { reusesConnection && (method == "GET" || method == "HEAD") }
 }
 
 public struct OutboundResponse: Sendable {
@@ -52,10 +59,11 @@ package final class CurlTransfer: @unchecked Sendable {
     static let globalInit: Void = { curl_global_init(Int(CURL_GLOBAL_DEFAULT)) }()
     package static let userAgent = "telltale/\(TelltaleVersion.current)"
     package static let maxRedirects = 3
-    /// Idle connections a handle keeps for later requests (libcurl's default).
-    package static let idleConnections = 5
-    /// An idle connection older than this is closed, not reused: longer than the default
-    /// provider interval of 60 s, so a provider's polls share one (libcurl's default).
+    /// Idle connections a handle keeps for later requests. Few: over TLS each holds its own
+    /// parsed copy of the system's CA certificates (about 1 MiB with OpenSSL 3).
+    package static let idleConnections = 2
+    /// An idle connection older than this is not reused: longer than the default provider
+    /// interval of 60 s, so a provider's polls share one (libcurl's default).
     package static let idleConnectionAge = Duration.seconds(118)
     /// No connection is reused once this old, so a changed DNS answer or a server taken out
     /// of rotation is followed within it.
@@ -84,9 +92,7 @@ package final class CurlTransfer: @unchecked Sendable {
         var url = request.url
         let deadline = ContinuousClock.now + request.totalTimeout
         for hop in 0...Self.maxRedirects {
-            let remaining = deadline - ContinuousClock.now
-            guard remaining > .zero else { throw OutboundHTTPError(kind: .timeout, message: "timed out following redirects") }
-            let response = try perform(request, url: url, timeout: remaining)
+            let response = try performHop(request, url: url, until: deadline)
             guard (300..<400).contains(response.status), response.status != 304, hop < Self.maxRedirects,
                   request.followsRedirects, request.method == "GET" || request.method == "HEAD",
                   let next = redirectTarget(), Self.origin(next) == Self.origin(request.url) else { return response }
@@ -95,10 +101,35 @@ package final class CurlTransfer: @unchecked Sendable {
         throw OutboundHTTPError(kind: .other, message: "unreachable")
     }
 
+    /// One hop, on a kept connection when the request allows it. libcurl 7.88 takes a kept
+    /// connection on which the server left an answer before closing it (a 408 for the idle
+    /// connection) for a live one, and returns that answer as this request's: a 408 over a
+    /// kept connection is asked again over a new one.
+    private func performHop(_ request: OutboundRequest, url: String, until deadline: ContinuousClock.Instant)
+        throws(OutboundHTTPError) -> OutboundResponse {
+        var fresh = !request.mayReuseConnection
+        while true {
+            let remaining = deadline - ContinuousClock.now
+            guard remaining > .zero else { throw OutboundHTTPError(kind: .timeout, message: "timed out before a redirect or retry was done") }
+            let response = try perform(request, url: url, timeout: remaining, fresh: fresh)
+            guard response.status == 408, !fresh, !connectedAnew else { return response }
+            fresh = true
+        }
+    }
+
+    /// Whether the last transfer made a connection rather than using a kept one.
+    private var connectedAnew: Bool {
+        var connects = 0
+        _ = telltale_curl_getinfo_long(handle, CURLINFO_NUM_CONNECTS, &connects)
+        return connects > 0
+    }
+
     /// The options point into the request's buffers, and its headers may hold secrets: none
-    /// stay with the handle once the request is done.
+    /// stay with the handle once the request is done. Without signals still: closing kept
+    /// connections (at cleanup) must not touch the process' SIGPIPE handling.
     private func forgetRequest() {
         curl_easy_reset(handle)
+        setLong(CURLOPT_NOSIGNAL, 1)
         curl_slist_free_all(headerList)
         headerList = nil
     }
@@ -122,7 +153,8 @@ package final class CurlTransfer: @unchecked Sendable {
         return "\(scheme)://\(host)" + (hasPort ? "" : (scheme == "https" ? ":443" : ":80"))
     }
 
-    private func perform(_ request: OutboundRequest, url: String, timeout: Duration) throws(OutboundHTTPError) -> OutboundResponse {
+    private func perform(_ request: OutboundRequest, url: String, timeout: Duration, fresh: Bool) throws(OutboundHTTPError)
+        -> OutboundResponse {
         let sink = ResponseSink(cap: request.maxBodyBytes)
         let context = Unmanaged.passUnretained(sink).toOpaque()
         var errorBuffer = [CChar](repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
@@ -138,6 +170,8 @@ package final class CurlTransfer: @unchecked Sendable {
                                     setLong(CURLOPT_MAXCONNECTS, Self.idleConnections)
                                     setLong(CURLOPT_MAXAGE_CONN, Int(Self.idleConnectionAge.components.seconds))
                                     setLong(CURLOPT_MAXLIFETIME_CONN, Int(Self.connectionLifetime.components.seconds))
+                                    setLong(CURLOPT_FRESH_CONNECT, fresh ? 1 : 0)
+                                    setLong(CURLOPT_FORBID_REUSE, request.mayReuseConnection ? 0 : 1)
                                     setPointer(CURLOPT_URL, url)
                                     setPointer(CURLOPT_CUSTOMREQUEST, method)
                                     setPointer(CURLOPT_USERAGENT, agent)

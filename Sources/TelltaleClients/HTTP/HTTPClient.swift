@@ -9,13 +9,17 @@ import TelltaleMetrics
 ///
 /// A finished request's libcurl handle is kept for the next one, so a provider polled again
 /// finds its connection (and TLS session) still open instead of connecting anew: at most
-/// `threads` handles, each keeping up to `CurlTransfer.idleConnections` idle connections
-/// (see there for how long).
+/// `keptHandles` handles, each with up to `CurlTransfer.idleConnections` idle connections;
+/// those unused for `CurlTransfer.idleConnectionAge` are dropped at the next request.
 public final class HTTPClient: Sendable {
+    /// Enough for polls that rarely overlap; each further handle would keep connections of
+    /// its own (and over TLS their memory) for requests that one of these can carry.
+    static let keptHandles = 2
+
     private let threads: BlockingThreads
-    /// Handles not in use, the most recently used last: taking that one first keeps the
-    /// fewest handles (and connections) warm.
-    private let idle = Mutex<[CurlTransfer]>([])
+    /// Handles not in use with when each was last used, the most recent last: taking that
+    /// one first keeps the fewest handles (and connections) warm.
+    private let idle = Mutex<[(transfer: CurlTransfer, since: ContinuousClock.Instant)]>([])
 
     public init(threads: Int) {
         self.threads = BlockingThreads(count: threads)
@@ -25,7 +29,7 @@ public final class HTTPClient: Sendable {
         do {
             return try await threads.run { () throws(OutboundHTTPError) in
                 let transfer = try self.takeTransfer()
-                defer { self.idle.withLock { $0.append(transfer) } }
+                defer { self.keep(transfer) }
                 return try transfer.perform(request)
             }
         } catch let error as OutboundHTTPError {
@@ -35,9 +39,26 @@ public final class HTTPClient: Sendable {
         }
     }
 
+    /// The most recently used handle, or a new one. Handles unused too long to have a
+    /// connection worth keeping are dropped (their connections closed) after the lock.
     private func takeTransfer() throws(OutboundHTTPError) -> CurlTransfer {
-        if let kept = idle.withLock({ $0.popLast() }) { return kept }
+        let (kept, _) = idle.withLock { idle in
+            let unusedSince = ContinuousClock.now - CurlTransfer.idleConnectionAge
+            let stale = idle.prefix { $0.since < unusedSince }.map(\.transfer)
+            idle.removeFirst(stale.count)
+            return (idle.popLast()?.transfer, stale)
+        }
+        if let kept { return kept }
         return try CurlTransfer()
+    }
+
+    /// Keeps a handle for the next request, the least recently used one dropped beyond
+    /// `keptHandles` (after the lock).
+    private func keep(_ transfer: CurlTransfer) {
+        _ = idle.withLock { idle -> CurlTransfer? in
+            idle.append((transfer, .now))
+            return idle.count > Self.keptHandles ? idle.removeFirst().transfer : nil
+        }
     }
 
     /// Submits an email over SMTP on the same threads; returns the server's final reply code.

@@ -23,6 +23,7 @@ public struct ProbeConfig: Sendable, Equatable {
         probe.request.totalTimeout = probe.schedule.requestTimeout
         probe.request.method = (map.string("method") ?? "GET").uppercased()
         probe.request.caFile = map.string("ca_file")
+        probe.request.reusesConnection = false  // a probe sees the endpoint as a new client would
         if let headers = map.map("headers") {
             for name in headers.secretKeys {
                 if let value = headers.secret(name) { probe.request.headers.append("\(name): \(value)") }
