@@ -16,7 +16,8 @@ Scenarios (each reports PASS or FAIL with numbers; exit 1 if any failed):
                                 collector whose run hangs: every reload completes, scrapes stay
                                 fast, no fds leak, everything recovers after SIGCONT
   fd-exhaustion                 Telltale with a 256 fd limit and 400 connections thrown at it:
-                                it neither dies nor stops collecting, and serves again after
+                                it neither dies nor stops collecting, and serves (and polls
+                                its providers) again after
   slowloris                     50 connections sending a request head a byte a second: closed
                                 by the header timeout, scrapes unaffected
   idle                          2,000 idle connections: over the connection cap they are
@@ -24,6 +25,8 @@ Scenarios (each reports PASS or FAIL with numbers; exit 1 if any failed):
                                 connections work again after the idle timeout
   soak                          scrapes, collections and alerting for --soak seconds: resident
                                 memory and open fds flat after warm-up
+Throughout, two providers and a probe poll a local fake (tests/fakes/provider_fake.py) every
+second: kept HTTP connections, and the probe's fresh ones, under every fault.
 Every load is on 127.0.0.1 and bounded in count and time.
 """
 
@@ -46,6 +49,9 @@ import requests
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 from helpers import closed_by_server, descendants  # noqa: E402  (shared with the tests)
+
+sys.path.insert(0, str(REPO / "tests" / "fakes"))
+from provider_fake import FakeProcess  # noqa: E402
 
 
 def env_file() -> dict[str, str]:
@@ -176,6 +182,17 @@ queues:
 """
 
 
+def with_providers(config: str, fake: FakeProcess) -> str:
+    """The configuration plus two providers and a probe polling the fake every second."""
+    return config + f"""\
+providers:
+  - {{name: np, type: nowpayments, base_url: "{fake.url}", api_key: np-test-key, interval: 1s, timeout: 1s}}
+  - {{name: kg, type: kinguin, base_url: "{fake.url}/", api_key: kg-test-key, currency: EUR, interval: 1s, timeout: 1s}}
+probes:
+  - {{name: app, url: "{fake.url}/health", interval: 1s, timeout: 1s}}
+"""
+
+
 def backend_outage(tt: Telltale, pid: Callable[[], int], up: Callable[[], float | None], how: str,
                    restart: str) -> str:
     wait(lambda: up() == 1, 20, "the backend up before the fault")
@@ -240,8 +257,8 @@ def reload_storm(tt: Telltale) -> str:
     return f"20 reloads, {percentiles(times)}, fds {fds_before} -> {fds_after}"
 
 
-def fd_exhaustion(binary: str) -> str:
-    tt = Telltale(binary, CONFIG.replace("max_connections: 256", "max_connections: 1000"), fd_limit=256)
+def fd_exhaustion(binary: str, config: str) -> str:
+    tt = Telltale(binary, config.replace("max_connections: 256", "max_connections: 1000"), fd_limit=256)
     sockets = []
     try:
         for _ in range(400):
@@ -257,7 +274,9 @@ def fd_exhaustion(binary: str) -> str:
         before = tt.value("telltale_collector_duration_seconds_count", collector="process") or 0
         wait(lambda: (tt.value("telltale_collector_duration_seconds_count", collector="process") or 0) > before, 10,
              "collections going on")
-        return f"{len(sockets)} connections opened against a 256 fd limit; still serving and collecting"
+        wait(lambda: all(tt.value("telltale_provider_up", provider=p) == 1 for p in ("np", "kg"))
+             and tt.value("telltale_probe_success", target="app") == 1, 20, "providers and the probe polled again")
+        return f"{len(sockets)} connections opened against a 256 fd limit; still serving, collecting and polling"
     finally:
         for s in sockets:
             s.close()
@@ -364,7 +383,10 @@ def main() -> int:
     parser.add_argument("--only", default="")
     args = parser.parse_args()
     only = set(filter(None, args.only.split(",")))
-    tt = Telltale(args.binary, CONFIG)
+    fake = FakeProcess()
+    fake.set_route("/health", "ok")
+    config = with_providers(CONFIG, fake)
+    tt = Telltale(args.binary, config)
     pg_up = lambda: tt.value("telltale_pg_up", target="main")  # noqa: E731
     queues_up = lambda: tt.value("telltale_collector_up", collector="queues:default")  # noqa: E731
     scenarios: list[tuple[str, Callable[[], str]]] = [
@@ -374,7 +396,7 @@ def main() -> int:
         ("sigstop-postgres", lambda: backend_outage(tt, postgres_pid, pg_up, "sigstop", "")),
         ("sigstop-redis", lambda: backend_outage(tt, redis_pid, queues_up, "sigstop", "")),
         ("reload-storm", lambda: reload_storm(tt)),
-        ("fd-exhaustion", lambda: fd_exhaustion(args.binary)),
+        ("fd-exhaustion", lambda: fd_exhaustion(args.binary, config)),
         ("slowloris", lambda: slowloris(tt)),
         ("idle", lambda: idle_flood(tt)),
         ("soak", lambda: soak(tt, args.soak)),
@@ -382,6 +404,7 @@ def main() -> int:
     unknown = only - {name for name, _ in scenarios}
     if unknown:
         tt.stop()
+        fake.stop()
         parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
     failed = []
     try:
@@ -399,6 +422,7 @@ def main() -> int:
                 return 1
     finally:
         tt.stop()
+        fake.stop()
     print(f"{len(scenarios) - len(failed) if not only else len(only) - len(failed)} passed, {len(failed)} failed")
     return 1 if failed else 0
 
