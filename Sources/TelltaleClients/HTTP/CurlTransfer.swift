@@ -26,7 +26,10 @@ public struct OutboundRequest: Sendable, Equatable {
 
     public init(url: String) { self.url = url }
 
-    var mayReuseConnection: Bool { reusesConnection && (method == "GET" || method == "HEAD") }
+    /// GET or HEAD: what may follow a redirect, or go over a kept connection.
+    var onlyReads: Bool { method == "GET" || method == "HEAD" }
+
+    var mayReuseConnection: Bool { reusesConnection && onlyReads }
 }
 
 public struct OutboundResponse: Sendable {
@@ -94,7 +97,7 @@ package final class CurlTransfer: @unchecked Sendable {
         for hop in 0...Self.maxRedirects {
             let response = try performHop(request, url: url, until: deadline)
             guard (300..<400).contains(response.status), response.status != 304, hop < Self.maxRedirects,
-                  request.followsRedirects, request.method == "GET" || request.method == "HEAD",
+                  request.followsRedirects, request.onlyReads,
                   let next = redirectTarget(), Self.origin(next) == Self.origin(request.url) else { return response }
             url = next
         }
