@@ -32,6 +32,12 @@ struct Evaluator: Sendable {
     var samples = SampleHistory()
     /// What rules with a function or an aggregate computed at the last evaluation, by rule.
     private(set) var computed: [String: [(labels: Labels, value: Double)]] = [:]
+    /// The last evaluation's posting lists, for the next.
+    private var keptPostings = KeptPostings()
+
+    init(samples: SampleHistory = SampleHistory()) {
+        self.samples = samples
+    }
 
     /// Evaluates every rule against one snapshot at `now` (Unix seconds); returns transitions.
     mutating func evaluate(_ catalog: RuleCatalog, _ snapshot: MetricSnapshot, now: Double, link: String?) -> [AlertEvent] {
@@ -41,7 +47,7 @@ struct Evaluator: Sendable {
         errors = [:]
         computed = [:]
         defer { samples.prune(now: now) }
-        let index = SnapshotIndex(snapshot, indexing: SnapshotIndex.indexedLabels(catalog.rules.values))
+        let index = SnapshotIndex(snapshot, indexing: SnapshotIndex.indexedLabels(catalog.rules.values), kept: &keptPostings)
         for rule in catalog.rules.values.sorted(by: { $0.name < $1.name }) {
             var ruleStates = states[rule.name] ?? [:]
             let found: [(labels: Labels, value: Double)]

@@ -7,6 +7,9 @@ import TelltaleMetrics
 /// (label → value → indexes of its series) for the labels rules match with `=` or `=~`.
 /// A thousand rules then each read the few series they can match instead of every series.
 struct SnapshotIndex {
+    /// Label → value (by its bytes) → ascending series indexes.
+    typealias Postings = [String: [ExactString: [Int]]]
+
     /// How a sample name reads a series' value.
     enum Reader {
         case number, histogramCount, histogramSum
@@ -25,25 +28,28 @@ struct SnapshotIndex {
     struct Source {
         let family: MetricFamily
         let reader: Reader
-        /// Label → value (by its bytes) → ascending series indexes, for the labels the index
-        /// was asked for.
-        let postings: [String: [ExactString: [Int]]]
+        /// For the labels the index was asked for.
+        let postings: Postings
     }
 
     private let sources: [String: [Source]]
 
     /// `labels`: by sample name, the labels worth posting lists (those of `=` and `=~` matchers).
-    init(_ snapshot: MetricSnapshot, indexing labels: [String: Set<String>]) {
+    /// `kept`: the previous evaluation's posting lists, reused where they still hold, and
+    /// replaced by this snapshot's.
+    init(_ snapshot: MetricSnapshot, indexing labels: [String: Set<String>], kept: inout KeptPostings) {
         var sources: [String: [Source]] = [:]
+        var nowKept = KeptPostings()
         for family in snapshot.families {
             let readers = Self.readers(family)
             let wanted = readers.reduce(into: Set<String>()) { $0.formUnion(labels[$1.name] ?? []) }
-            let postings = Self.postings(family, wanted)
+            let postings = kept.postings(family, wanted, keptNow: &nowKept)
             for (name, reader) in readers {
                 sources[name, default: []].append(Source(family: family, reader: reader, postings: postings))
             }
         }
         self.sources = sources
+        kept = nowKept
     }
 
     /// The families a sample name reads, in the snapshot's order.
@@ -60,8 +66,7 @@ struct SnapshotIndex {
         return labels
     }
 
-    private static func postings(_ family: MetricFamily, _ labels: Set<String>) -> [String: [ExactString: [Int]]] {
-        guard !labels.isEmpty else { return [:] }
+    fileprivate static func postings(_ family: MetricFamily, _ labels: Set<String>) -> Postings {
         var postings = Dictionary(uniqueKeysWithValues: labels.map { ($0, [ExactString: [Int]]()) })
         for (index, series) in family.series.enumerated() {
             for label in series.labels where labels.contains(label.name) {
@@ -78,6 +83,40 @@ struct SnapshotIndex {
         case .info: [(family.name + "_info", .number)]
         case .gauge: [(family.name, .number)]
         }
+    }
+}
+
+/// Posting lists kept from one evaluation to the next. Between two evaluations most families
+/// are unchanged, or changed in their values only (a SQL gauge read again every second):
+/// their label sets are the same, in the same order, and so are their posting lists. Only
+/// the families of the last snapshot are kept.
+struct KeptPostings: Sendable {
+    private struct Entry: Sendable {
+        let labels: Set<String>
+        let family: MetricFamily
+        let postings: SnapshotIndex.Postings
+    }
+
+    /// By family name (unique in a snapshot).
+    private var entries: [String: Entry] = [:]
+
+    /// The family's posting lists for `labels`, reused when they still hold; recorded in `keptNow`.
+    fileprivate func postings(_ family: MetricFamily, _ labels: Set<String>, keptNow: inout KeptPostings) -> SnapshotIndex.Postings {
+        guard !labels.isEmpty else { return [:] }
+        let postings = if let entry = entries[family.name], entry.labels == labels, Self.sameLabelSets(entry.family, family) {
+            entry.postings
+        } else {
+            SnapshotIndex.postings(family, labels)
+        }
+        keptNow.entries[family.name] = Entry(labels: labels, family: family, postings: postings)
+        return postings
+    }
+
+    /// Whether both families have the same label sets in the same order. The store hands out
+    /// an unchanged family's very storage, which compares at once.
+    private static func sameLabelSets(_ old: MetricFamily, _ new: MetricFamily) -> Bool {
+        old.series == new.series
+            || old.series.count == new.series.count && zip(old.series, new.series).allSatisfy { $0.labels == $1.labels }
     }
 }
 

@@ -43,6 +43,12 @@ import Testing
         return found
     }
 
+    /// An index built without earlier posting lists.
+    static func freshIndex(_ snapshot: MetricSnapshot, _ labels: [String: Set<String>]) -> SnapshotIndex {
+        var kept = KeptPostings()
+        return SnapshotIndex(snapshot, indexing: labels, kept: &kept)
+    }
+
     static func rule(_ metric: String, _ matchers: String) throws -> AlertRule {
         AlertRule(name: "r", environment: "prod", metric: metric, matchers: try LabelMatcher.parseList(matchers).get(),
                   comparison: .greater, threshold: 0, clearThreshold: nil, forDuration: .zero, keepFiring: .zero,
@@ -58,7 +64,7 @@ import Testing
     ])
     func indexFindsWhatAScanFinds(metric: String, matchers: String) throws {
         let rule = try Self.rule(metric, matchers)
-        let index = SnapshotIndex(Self.snapshot, indexing: SnapshotIndex.indexedLabels([rule]))
+        let index = Self.freshIndex(Self.snapshot, SnapshotIndex.indexedLabels([rule]))
         let found = try rule.series(in: index).map { "\($0.labels) \($0.value)" }
         #expect(found == (try Self.scanned(rule)))
     }
@@ -67,11 +73,38 @@ import Testing
         let rules = [try Self.rule("depth", #"svc="s1",queue!="a""#), try Self.rule("jobs_total", #"queue=~"a""#)]
         let labels = SnapshotIndex.indexedLabels(rules)
         #expect(labels == ["depth": ["svc"], "jobs_total": ["queue"]])
-        let index = SnapshotIndex(Self.snapshot, indexing: labels)
+        let index = Self.freshIndex(Self.snapshot, labels)
         #expect(index.sources(of: "depth").first?.postings.keys.sorted() == ["svc"])
         #expect(index.sources(of: "depth").first?.postings["svc"]?[ExactString("s1")]?.count == 3)
         #expect(index.sources(of: "jobs").first?.postings["queue"]?[ExactString("a")]?.count == 12, "one family, both sample names")
         #expect(index.sources(of: "latency_count").first?.postings.isEmpty == true)
+    }
+
+    /// Posting lists kept from the previous evaluation find what fresh ones find, whether the
+    /// family is the same, changed only in its values, or changed in its series (which moves
+    /// every index after the change), and whatever labels the rules ask for.
+    @Test func keptPostingListsFindWhatFreshOnesFind() throws {
+        func depth(_ services: [Int], value: Double) -> MetricSnapshot {
+            var depth = FamilyBuilder(MetricDescriptor("depth", .gauge, help: "h"))
+            for svc in services { depth.set(value + Double(svc), ["svc": "s\(svc)", "queue": svc.isMultiple(of: 2) ? "a" : "b"]) }
+            return MetricSnapshot(families: [depth.build()])
+        }
+        let same = depth(Array(1...9), value: 0)
+        let steps: [(MetricSnapshot, String)] = [
+            (same, #"svc="s5""#), (same, #"svc="s5""#), (depth(Array(1...9), value: 100), #"svc="s5""#),
+            (depth([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], value: 200), #"svc="s5""#),
+            (depth([2, 5, 9], value: 300), #"svc="s5""#), (depth([2, 5, 9], value: 300), #"queue="a""#),
+            (depth([2, 5, 9], value: 300), #"svc=~"s[59]",queue="b""#), (MetricSnapshot(families: []), #"svc="s5""#),
+            (depth([4, 5], value: 400), #"svc="s5""#),
+        ]
+        var kept = KeptPostings()
+        for (snapshot, matchers) in steps {
+            let rule = try Self.rule("depth", matchers)
+            let labels = SnapshotIndex.indexedLabels([rule])
+            let found = try rule.series(in: SnapshotIndex(snapshot, indexing: labels, kept: &kept)).map { "\($0.labels) \($0.value)" }
+            let fresh = try rule.series(in: Self.freshIndex(snapshot, labels)).map { "\($0.labels) \($0.value)" }
+            #expect(found == fresh, "\(matchers)")
+        }
     }
 
     /// Label values are told apart by their bytes, as Prometheus does: an `é` in NFC and in
@@ -82,7 +115,7 @@ import Testing
         depth.set(2, ["city": "cafe\u{301}"])
         let snapshot = MetricSnapshot(families: [depth.build()])
         let equal = try Self.rule("depth", "city=\"caf\u{E9}\""), other = try Self.rule("depth", "city!=\"caf\u{E9}\"")
-        let index = SnapshotIndex(snapshot, indexing: SnapshotIndex.indexedLabels([equal, other]))
+        let index = Self.freshIndex(snapshot, SnapshotIndex.indexedLabels([equal, other]))
         #expect(try equal.series(in: index).map(\.value) == [1])
         #expect(try other.series(in: index).map(\.value) == [2])
         var evaluator = Evaluator()
