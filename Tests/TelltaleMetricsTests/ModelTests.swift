@@ -60,6 +60,30 @@ import TelltaleMetrics
         #expect(counter.build().series == [Series(labels: .none, value: .number(3))])
     }
 
+    /// Whatever order series come in, and on either side of the size up to which a builder
+    /// keeps them in label order, the family holds each label set once, sorted, with its last
+    /// value; after `retain`, too.
+    @Test(arguments: [0, 1, 7, 256, 257, 700])
+    func builtFamiliesAreSortedWhateverTheOrderOfArrival(count: Int) {
+        var generator = SystemRandomNumberGenerator()
+        let ids = (0..<count).shuffled(using: &generator)
+        var builder = FamilyBuilder(MetricDescriptor("m", .gauge, help: "h"))
+        for id in ids { builder.set(-1, ["id": "\(id)"]) }
+        for id in ids.shuffled(using: &generator) { builder.set(Double(id), ["id": "\(id)"]) }
+        func check(_ family: MetricFamily, _ expected: [Int]) {
+            #expect(family.series.map(\.labels) == expected.map { ["id": "\($0)"] as Labels }.sorted())
+            #expect(family.series.allSatisfy { $0.value == .number(Double($0.labels["id"]!)!) })
+        }
+        check(builder.build(), ids)
+        builder.retain { Int($0["id"]!)! % 3 != 0 }
+        check(builder.build(), ids.filter { $0 % 3 != 0 })
+        builder.set(-2, ["id": "x"])
+        builder.set(Double(count), ["id": "\(count)"])
+        builder.set(count == 0 ? 0 : -3, ["id": "x"])
+        #expect(builder.build().series.map(\.labels).sorted() == builder.build().series.map(\.labels))
+        #expect(builder.seriesCount == ids.filter { $0 % 3 != 0 }.count + 2)
+    }
+
     @Test func histogramBucketsAreCumulativeWithInfEqualToCount() {
         var histogram = HistogramValue(upperBounds: [1, 2, 5])
         for value in [0.5, 1, 1.5, 2, 4, 9, .nan] { histogram.observe(value) }
