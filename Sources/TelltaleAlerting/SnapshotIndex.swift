@@ -112,11 +112,11 @@ struct KeptPostings: Sendable {
         return postings
     }
 
-    /// Whether both families have the same label sets in the same order. The store hands out
-    /// an unchanged family's very storage, which compares at once.
+    /// Whether both families have the same label sets in the same order. Values are not
+    /// compared: the lists do not depend on them. A label set shared with the previous run
+    /// (an unchanged family, or rows reusing their sets) compares at once.
     private static func sameLabelSets(_ old: MetricFamily, _ new: MetricFamily) -> Bool {
-        old.series == new.series
-            || old.series.count == new.series.count && zip(old.series, new.series).allSatisfy { $0.labels == $1.labels }
+        old.series.count == new.series.count && zip(old.series, new.series).allSatisfy { $0.labels == $1.labels }
     }
 }
 
